@@ -1,0 +1,163 @@
+"""`smooth-edge demo`: serve a SQLite store filled with a small sample shop, written through the public gRPC API.
+
+Until the OPC UA collector lands this is the README's main job: it shows every entity service working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf import field_mask_pb2, struct_pb2
+
+from agent.runtime import serve
+from server.api.server import GrpcServer
+from smooth.core.v1 import (
+    tool_assembly_pb2,
+    tool_assembly_pb2_grpc,
+    tool_instance_pb2,
+    tool_instance_pb2_grpc,
+    tool_item_pb2,
+    tool_item_pb2_grpc,
+    tool_preset_pb2,
+    tool_preset_pb2_grpc,
+    tool_set_pb2,
+    tool_set_pb2_grpc,
+    tool_usage_pb2,
+    tool_usage_pb2_grpc,
+)
+
+log = structlog.get_logger("smooth_edge.demo")
+
+
+def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(values)
+    return s
+
+
+async def seed(channel: grpc.aio.Channel) -> dict[str, int]:
+    """Write the sample shop; returns how many entities of each kind were created (0s if already seeded)."""
+    items = tool_item_pb2_grpc.ToolItemServiceStub(channel)
+    if (await items.ListToolItems(tool_item_pb2.ListToolItemsRequest(page_size=1))).tool_items:
+        log.info("demo.already_seeded")
+        return {}
+    assemblies = tool_assembly_pb2_grpc.ToolAssemblyServiceStub(channel)
+    instances = tool_instance_pb2_grpc.ToolInstanceServiceStub(channel)
+    presets = tool_preset_pb2_grpc.ToolPresetServiceStub(channel)
+    usages = tool_usage_pb2_grpc.ToolUsageServiceStub(channel)
+    sets = tool_set_pb2_grpc.ToolSetServiceStub(channel)
+    counts = dict.fromkeys(("items", "assemblies", "instances", "presets", "usages", "sets"), 0)
+
+    holder = await items.CreateToolItem(
+        tool_item_pb2.CreateToolItemRequest(
+            tool_item=tool_item_pb2.ToolItem(
+                name="HSK-A63 shrink-fit chuck 12 mm",
+                manufacturer="Haimer",
+                part_number="A63.140.12",
+                tool_type=tool_item_pb2.TOOL_TYPE_HOLDER,
+                geometry=_struct({"CCMS": "HSK63A", "DCONMS": 63, "OAL": 100}),
+                tags=["shrink-fit"],
+            )
+        )
+    )
+    cutters = [
+        ("Solid carbide drill 8.5", tool_item_pb2.TOOL_TYPE_DRILL, {"DC": 8.5, "SIG": 140, "OAL": 103}),
+        ("End mill 12 mm 4F", tool_item_pb2.TOOL_TYPE_END_MILL, {"DC": 12, "NOF": 4, "OAL": 83, "LU": 36}),
+        ("Ball nose 6 mm", tool_item_pb2.TOOL_TYPE_BALL_END_MILL, {"DC": 6, "NOF": 2, "RE": 3, "OAL": 57}),
+    ]
+    counts["items"] = 1
+    machines = ["MILL-01", "MILL-02"]
+    instance_ids: list[str] = []
+    preset_ids: list[str] = []
+    t0 = datetime.now(UTC) - timedelta(hours=2)
+    for n, (name, tool_type, geometry) in enumerate(cutters, start=1):
+        item = await items.CreateToolItem(
+            tool_item_pb2.CreateToolItemRequest(
+                tool_item=tool_item_pb2.ToolItem(
+                    name=name, manufacturer="Sandvik Coromant", part_number=f"DEMO-{n:03d}",
+                    tool_type=tool_type, geometry=_struct(geometry), tags=["carbide"],
+                )
+            )
+        )
+        assembly = await assemblies.CreateToolAssembly(
+            tool_assembly_pb2.CreateToolAssemblyRequest(
+                tool_assembly=tool_assembly_pb2.ToolAssembly(
+                    name=f"{name} in HSK63", holder_id=holder.id, cutter_id=item.id,
+                    assembly_data=_struct({"gauge_length": 140.0 + n, "coolant": "THROUGH_SPINDLE"}),
+                )
+            )
+        )
+        counts["items"] += 1
+        counts["assemblies"] += 1
+        for machine_no, machine in enumerate(machines, start=1):
+            instance = await instances.CreateToolInstance(
+                tool_instance_pb2.CreateToolInstanceRequest(
+                    tool_instance=tool_instance_pb2.ToolInstance(
+                        tool_item_id=item.id, tool_assembly_id=assembly.id,
+                        serial_number=f"SN-{n:02d}-{machine_no:02d}",
+                        status=tool_instance_pb2.TOOL_INSTANCE_STATUS_AVAILABLE,
+                        measurements=_struct({"LF": {"value": 140.0 + n + 0.012, "nominal": 140.0 + n}}),
+                    )
+                )
+            )
+            preset = await presets.CreateToolPreset(
+                tool_preset_pb2.CreateToolPresetRequest(
+                    tool_preset=tool_preset_pb2.ToolPreset(
+                        name=f"T{n} on {machine}", tool_instance_id=instance.id, machine_id=machine,
+                        parameters=_struct({"tool_number": n, "pocket": n, "length_offset": 140.0 + n}),
+                        is_default=True,
+                    )
+                )
+            )
+            usage = tool_usage_pb2.ToolUsage(
+                tool_instance_id=instance.id, machine_id=machine, program_name="O1001", operator="demo",
+                usage_metrics=_struct({"time_in_spindle_s": 600, "spindle_runtime_s": 540, "parts": 3}),
+            )
+            usage.start_time.FromDatetime(t0 + timedelta(minutes=15 * n))
+            usage.end_time.FromDatetime(t0 + timedelta(minutes=15 * n + 10))
+            await usages.CreateToolUsage(tool_usage_pb2.CreateToolUsageRequest(tool_usage=usage))
+            instance_ids.append(instance.id)
+            preset_ids.append(preset.id)
+            counts["instances"] += 1
+            counts["presets"] += 1
+            counts["usages"] += 1
+    job = await sets.CreateToolSet(
+        tool_set_pb2.CreateToolSetRequest(
+            tool_set=tool_set_pb2.ToolSet(
+                name="Job 4711 bracket", is_global=True, tool_instance_ids=instance_ids[::2],
+                tool_preset_ids=preset_ids[::2],
+            )
+        )
+    )
+    counts["sets"] = 1
+    # One update through a field mask, so the history (ListRevisions) shows two versions.
+    job.description = "Bracket, 2 setups"
+    await sets.UpdateToolSet(
+        tool_set_pb2.UpdateToolSetRequest(
+            tool_set=job, update_mask=field_mask_pb2.FieldMask(paths=["description"])
+        )
+    )
+    return counts
+
+
+async def run_demo(db: str, listen: str, *, exit_after_seed: bool = False) -> None:
+    stop = asyncio.Event()
+
+    async def on_ready(server: GrpcServer) -> None:
+        address = f"{listen.rsplit(':', 1)[0]}:{server.port}"
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            counts = await seed(channel)
+        log.info("demo.seeded", created=counts, db=db)
+        print(
+            f"Smooth Edge demo serving gRPC on {address} (store: {db}); created {counts or 'nothing (already seeded)'}.\n"
+            f"Try: grpcurl -plaintext {address} list   |   Ctrl-C stops.",
+            flush=True,
+        )
+        if exit_after_seed:
+            stop.set()
+
+    await serve(db, listen, auto_migrate=True, on_ready=on_ready, stop=stop)

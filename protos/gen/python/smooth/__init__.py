@@ -1,0 +1,1 @@
+"""Generated code of the Smooth Core contract (protos/). Do not edit."""

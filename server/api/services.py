@@ -1,0 +1,162 @@
+"""Thin gRPC servicers for every entity service, built from the proto service descriptors.
+
+Each method parses the request (server/api/mapping.py), calls the entity's use case and maps the result back.
+No error handling here: the interceptor maps domain errors once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from types import ModuleType
+from typing import Any
+
+import grpc
+from google.protobuf import empty_pb2, message_factory
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
+
+from server.api import mapping
+from server.domain.registry import KINDS, EntityKind
+from server.domain.schema import OUTPUT_ONLY
+from server.usecases.entities import Caller, EntityService, revision_entity
+from smooth.core.v1 import (
+    tool_assembly_pb2,
+    tool_instance_pb2,
+    tool_item_pb2,
+    tool_preset_pb2,
+    tool_set_pb2,
+    tool_usage_pb2,
+)
+
+# entity kind -> the generated module holding its service and messages.
+PROTO_MODULES: dict[str, ModuleType] = {
+    "tool_item": tool_item_pb2,
+    "tool_assembly": tool_assembly_pb2,
+    "tool_instance": tool_instance_pb2,
+    "tool_preset": tool_preset_pb2,
+    "tool_usage": tool_usage_pb2,
+    "tool_set": tool_set_pb2,
+}
+
+Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Message]]
+
+
+def service_descriptor(kind: EntityKind) -> ServiceDescriptor:
+    return PROTO_MODULES[kind.name].DESCRIPTOR.services_by_name[f"{kind.label}Service"]  # type: ignore[no-any-return]
+
+
+class EntityServicer:
+    """Implements one `<Entity>Service`; the method set comes from the service descriptor."""
+
+    def __init__(self, kind: EntityKind, service: EntityService) -> None:
+        self.kind = kind
+        self.service = service
+        self.message_cls: type[Message] = getattr(PROTO_MODULES[kind.name], kind.label)
+        self.descriptor = service_descriptor(kind)
+
+    def _caller(self, request: Message) -> Caller:
+        return Caller(request_id=getattr(request, "request_id", ""))
+
+    def _out(self, entity: Any) -> Message:
+        return mapping.to_proto(entity, self.message_cls)
+
+    async def get(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+        return self._out(await self.service.get(mapping.require_id(request.id)))
+
+    async def list(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+        result = await self.service.list(
+            page_size=request.page_size,
+            page_token=request.page_token,
+            filter_text=request.filter,
+            order_by=request.order_by,
+        )
+        response = _response_cls(self.descriptor, f"List{_plural(self.kind)}")()
+        items_field = response.DESCRIPTOR.fields[0].name
+        getattr(response, items_field).extend(self._out(e) for e in result.items)
+        response.next_page_token = result.next_page_token
+        return response
+
+    async def create(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+        msg = getattr(request, self.kind.name)
+        entity_id = mapping.require_id(msg.id) if msg.id else None
+        values = mapping.from_proto(self.kind, msg, mapping.settable_fields(self.kind))
+        return self._out(await self.service.create(values, entity_id=entity_id, caller=self._caller(request)))
+
+    async def update(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+        msg = getattr(request, self.kind.name)
+        entity_id = mapping.require_id(msg.id, f"{self.kind.name}.id")
+        paths = mapping.update_paths(self.kind, msg, list(request.update_mask.paths))
+        values = mapping.from_proto(self.kind, msg, [p for p in paths if p not in OUTPUT_ONLY])
+        entity = await self.service.update(entity_id, msg.version, values, caller=self._caller(request))
+        return self._out(entity)
+
+    async def delete(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+        await self.service.delete(mapping.require_id(request.id), request.version, caller=self._caller(request))
+        return empty_pb2.Empty()
+
+    async def list_revisions(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+        result = await self.service.list_revisions(
+            mapping.require_id(request.id), page_size=request.page_size, page_token=request.page_token
+        )
+        response = _response_cls(self.descriptor, "ListRevisions")()
+        revision_cls = _message_cls(response.DESCRIPTOR.fields_by_name["revisions"].message_type)
+        for rev in result.items:
+            item = revision_cls(revision=mapping.revision_info(rev))
+            getattr(item, self.kind.name).CopyFrom(self._out(revision_entity(self.kind, rev)))
+            response.revisions.append(item)
+        response.next_page_token = result.next_page_token
+        return response
+
+    async def add_members(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+        return await self._members(request, add=True)
+
+    async def remove_members(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+        return await self._members(request, add=False)
+
+    async def _members(self, request: Any, *, add: bool) -> Message:
+        members = {
+            name: [mapping.require_id(v, name) for v in getattr(request, name)]
+            for name in ("tool_instance_ids", "tool_preset_ids")
+        }
+        entity = await self.service.change_members(
+            mapping.require_id(request.id), request.version, members, add=add, caller=self._caller(request)
+        )
+        return self._out(entity)
+
+    def handlers(self) -> grpc.GenericRpcHandler:
+        label, plural = self.kind.label, _plural(self.kind)
+        behaviors: dict[str, Handler] = {
+            f"Get{label}": self.get,
+            f"List{plural}": self.list,
+            f"Create{label}": self.create,
+            f"Update{label}": self.update,
+            f"Delete{label}": self.delete,
+            "ListRevisions": self.list_revisions,
+            "AddToolSetMembers": self.add_members,
+            "RemoveToolSetMembers": self.remove_members,
+        }
+        methods: dict[str, grpc.RpcMethodHandler] = {}
+        for method in self.descriptor.methods:
+            behavior = behaviors[method.name]  # a proto method without a behavior fails at start-up
+            methods[method.name] = grpc.unary_unary_rpc_method_handler(
+                behavior,
+                request_deserializer=_message_cls(method.input_type).FromString,
+                response_serializer=lambda m: m.SerializeToString(),
+            )
+        return grpc.method_handlers_generic_handler(self.descriptor.full_name, methods)
+
+
+def _plural(kind: EntityKind) -> str:
+    return kind.label[:-1] + "ies" if kind.label.endswith("y") else kind.label + "s"
+
+
+def _message_cls(descriptor: Any) -> type[Message]:
+    return message_factory.GetMessageClass(descriptor)  # type: ignore[no-any-return]
+
+
+def _response_cls(service: ServiceDescriptor, method: str) -> type[Message]:
+    return _message_cls(service.methods_by_name[method].output_type)
+
+
+def entity_servicers(services: dict[str, EntityService]) -> list[EntityServicer]:
+    return [EntityServicer(KINDS[name], services[name]) for name in PROTO_MODULES]

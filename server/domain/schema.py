@@ -1,0 +1,143 @@
+"""Introspection of the entity dataclasses: each field's kind and limits, and a JSON codec for snapshots.
+
+Everything generic (validation, the store, the proto mapping) reads fields through `fields_of`, so an
+entity is declared once, in entities.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import types
+import typing
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Literal
+
+from server.domain.entities import Versioned
+
+E = typing.TypeVar("E", bound=Versioned)
+
+FieldKind = Literal["text", "uuid", "timestamp", "date", "bool", "int", "enum", "json", "tags", "members"]
+# Fields the server sets; clients may send them but they are ignored on create and refused in masks.
+OUTPUT_ONLY = frozenset({"id", "owner_id", "created_at", "updated_at", "version"})
+
+
+@dataclass(frozen=True, slots=True)
+class FieldInfo:
+    name: str
+    kind: FieldKind
+    nullable: bool
+    required: bool = False
+    max_len: int | None = None
+    ref: str | None = None  # registry name of the referenced kind (uuid fields and members)
+    enum_cls: type[enum.Enum] | None = None
+
+
+def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0], len(args) != len(typing.get_args(hint))
+    return hint, False
+
+
+def _kind(hint: Any, meta: typing.Mapping[str, Any]) -> tuple[FieldKind, type[enum.Enum] | None]:
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return "enum", hint
+    simple: dict[Any, FieldKind] = {
+        str: "text",
+        uuid.UUID: "uuid",
+        datetime: "timestamp",
+        date: "date",
+        bool: "bool",
+        int: "int",
+    }
+    if hint in simple:
+        return simple[hint], None
+    origin = typing.get_origin(hint)
+    if origin is dict:
+        return "json", None
+    if origin is list:
+        return ("members" if "members" in meta else "tags"), None
+    raise TypeError(f"unsupported entity field type {hint!r}")
+
+
+@functools.cache
+def fields_of(cls: type[Versioned]) -> tuple[FieldInfo, ...]:
+    """The fields of an entity class in declaration order (id first)."""
+    hints = typing.get_type_hints(cls)
+    out: list[FieldInfo] = []
+    for f in dataclasses.fields(cls):
+        hint, nullable = _unwrap_optional(hints[f.name])
+        kind, enum_cls = _kind(hint, f.metadata)
+        out.append(
+            FieldInfo(
+                name=f.name,
+                kind=kind,
+                nullable=nullable,
+                required=bool(f.metadata.get("required", False)),
+                max_len=f.metadata.get("max_len"),
+                ref=f.metadata.get("ref") or f.metadata.get("members"),
+                enum_cls=enum_cls,
+            )
+        )
+    # id first: it reads better in snapshots and errors.
+    out.sort(key=lambda fi: fi.name != "id")
+    return tuple(out)
+
+
+@functools.cache
+def field_map(cls: type[Versioned]) -> dict[str, FieldInfo]:
+    return {f.name: f for f in fields_of(cls)}
+
+
+def to_json(entity: Versioned) -> dict[str, Any]:
+    """A JSON-ready snapshot of an entity (ids as strings, times as RFC 3339, enums by name)."""
+    out: dict[str, Any] = {}
+    for f in fields_of(type(entity)):
+        out[f.name] = encode_value(f, getattr(entity, f.name))
+    return out
+
+
+def encode_value(f: FieldInfo, value: Any) -> Any:
+    if value is None:
+        return None
+    if f.kind == "uuid":
+        return str(value)
+    if f.kind in ("timestamp", "date"):
+        return typing.cast(date, value).isoformat()
+    if f.kind == "enum":
+        return typing.cast(enum.Enum, value).value
+    if f.kind == "members":
+        return [str(v) for v in value]
+    return value
+
+
+def from_json(cls: type[E], data: typing.Mapping[str, Any]) -> E:
+    """The inverse of `to_json`; unknown keys are ignored (older snapshots stay readable)."""
+    values: dict[str, Any] = {}
+    for f in fields_of(cls):
+        if f.name not in data:
+            continue
+        raw = data[f.name]
+        values[f.name] = decode_value(f, raw)
+    return cls(**values)
+
+
+def decode_value(f: FieldInfo, raw: Any) -> Any:
+    if raw is None:
+        return None
+    if f.kind == "uuid":
+        return uuid.UUID(raw)
+    if f.kind == "timestamp":
+        return datetime.fromisoformat(raw)
+    if f.kind == "date":
+        return date.fromisoformat(raw)
+    if f.kind == "enum":
+        assert f.enum_cls is not None
+        return f.enum_cls(raw)
+    if f.kind == "members":
+        return [uuid.UUID(v) for v in raw]
+    return raw

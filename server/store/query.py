@@ -1,0 +1,96 @@
+"""Turns a parsed ListQuery into SQL: filter terms, ORDER BY and the keyset condition after a page token.
+
+Keyset paging (not OFFSET) walks every row present when the walk started exactly once, even while rows are
+inserted. Nullable sort columns sort last, through an extra `IS NULL` key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+from server.store.tables import MEMBER_TABLES
+from server.usecases.listing import ListQuery, OrderKey, Term
+
+_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "=": lambda c, v: c == v,
+    "!=": lambda c, v: c != v,
+    "<": lambda c, v: c < v,
+    "<=": lambda c, v: c <= v,
+    ">": lambda c, v: c > v,
+    ">=": lambda c, v: c >= v,
+}
+
+
+def where_terms(table: sa.Table, terms: tuple[Term, ...], dialect: str) -> list[sa.ColumnElement[bool]]:
+    out: list[sa.ColumnElement[bool]] = []
+    for term in terms:
+        name = term.field.name
+        if term.field.kind == "tags":
+            out.append(_has_tag(table.c[name], term.value, dialect))
+        elif term.field.kind == "members":
+            member_table, column = MEMBER_TABLES[name]
+            out.append(
+                sa.exists().where(
+                    member_table.c.tool_set_id == table.c.id, member_table.c[column] == term.value
+                )
+            )
+        elif term.prefix:
+            out.append(table.c[name].startswith(term.value, autoescape=True))
+        elif term.op == "!=" and term.field.nullable:
+            out.append(table.c[name].is_distinct_from(term.value))
+        else:
+            out.append(_COMPARE[term.op](table.c[name], term.value))
+    return out
+
+
+def _has_tag(column: sa.ColumnElement[Any], tag: str, dialect: str) -> sa.ColumnElement[bool]:
+    if dialect == "postgresql":
+        return column.op("@>")(sa.cast(sa.literal(json.dumps([tag])), JSONB))  # type: ignore[no-any-return]
+    each = sa.func.json_each(column).table_valued("value")
+    return sa.exists().select_from(each).where(each.c.value == tag)
+
+
+def _sort_parts(table: sa.Table, key: OrderKey) -> list[tuple[sa.ColumnElement[Any], bool]]:
+    column = table.c[key.field.name]
+    if key.field.nullable:
+        # NULLs last in both directions, on both engines.
+        return [(sa.case((column.is_(None), 1), else_=0), False), (column, key.desc)]
+    return [(column, key.desc)]
+
+
+def _part_values(key: OrderKey, value: Any) -> list[Any]:
+    return [1 if value is None else 0, value] if key.field.nullable else [value]
+
+
+def order_by(table: sa.Table, query: ListQuery) -> list[sa.ColumnElement[Any]]:
+    return [
+        expr.desc() if desc else expr.asc() for key in query.order for expr, desc in _sort_parts(table, key)
+    ]
+
+
+def keyset_after(table: sa.Table, query: ListQuery) -> sa.ColumnElement[bool] | None:
+    """Rows strictly after the page token's position: (a > x) OR (a = x AND b > y) OR ..."""
+    if query.after is None:
+        return None
+    parts: list[tuple[sa.ColumnElement[Any], bool, Any]] = []
+    for key, value in zip(query.order, query.after, strict=True):
+        for (expr, desc), v in zip(_sort_parts(table, key), _part_values(key, value), strict=True):
+            parts.append((expr, desc, v))
+    alternatives: list[sa.ColumnElement[bool]] = []
+    for i, (expr, desc, value) in enumerate(parts):
+        if value is None:
+            continue  # nothing sorts after NULL within this key (NULLs are last)
+        same_prefix = [e.is_not_distinct_from(v) for e, _, v in parts[:i]]
+        beyond = expr < value if desc else expr > value
+        alternatives.append(sa.and_(*same_prefix, beyond))
+    return sa.or_(*alternatives) if alternatives else sa.false()
+
+
+def row_position(query: ListQuery, row: Any) -> tuple[Any, ...]:
+    """The order values of a row: what the next page token records."""
+    return tuple(getattr(row, key.field.name) for key in query.order)

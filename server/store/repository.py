@@ -1,0 +1,310 @@
+"""The store: one generic repository for every entity kind, inside a unit of work (one transaction).
+
+`Store.write()` yields a transaction in which the entity row, its change record and (later) its audit entry
+are written together. On SQLite writers queue on one lock and take the database lock up front
+(BEGIN IMMEDIATE); on PostgreSQL the version check in UPDATE/DELETE keeps concurrent writers honest.
+Database exceptions are mapped to the domain error tree here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from server.domain.entities import ChangeOperation, Revision, Versioned
+from server.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, SmoothError, Unavailable
+from server.domain.registry import EntityKind, references_to
+from server.domain.schema import fields_of, to_json
+from server.store import query as q
+from server.store.engine import WRITE_OPTION, create_engine, is_sqlite
+from server.store.tables import ENTITY_TABLES, MEMBER_TABLES, changes, request_log
+from server.usecases.listing import ListQuery
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Any]
+    last_position: tuple[Any, ...] | None  # set when there may be more rows
+
+
+def _columns(kind: EntityKind) -> list[str]:
+    return [f.name for f in fields_of(kind.cls) if f.kind != "members"]
+
+
+def _map_db_error(exc: Exception) -> SmoothError:
+    """Database exceptions -> domain errors (the only place that knows driver messages)."""
+    text = str(getattr(exc, "orig", exc))
+    lowered = text.lower()
+    if isinstance(exc, sa_exc.IntegrityError):
+        if "unique" in lowered or "duplicate key" in lowered:
+            return AlreadyExists(f"a unique value is already taken: {text}", reason="UNIQUE_VIOLATION")
+        if "foreign key" in lowered:
+            return FailedPrecondition(
+                f"a referenced row is missing or the row is still referenced: {text}",
+                reason="FOREIGN_KEY_VIOLATION",
+            )
+        if "not null" in lowered or "check constraint" in lowered or "violates check" in lowered:
+            return InvalidArgument(f"the database refused the values: {text}", reason="CONSTRAINT_VIOLATION")
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | OSError | ConnectionError):
+        return Unavailable(f"the database is unavailable: {text}; retry shortly", reason="DATABASE_UNAVAILABLE")
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return Unavailable(f"the database connection was lost: {text}; retry", reason="DATABASE_UNAVAILABLE")
+    raise exc
+
+
+class Transaction:
+    """Repository operations on one open connection; every entity kind goes through the same code."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+        self._dialect = conn.dialect.name
+        self.tx_id = uuid.uuid4()
+
+    async def _execute(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
+        try:
+            return await self._conn.execute(statement, params)
+        except sa_exc.DBAPIError as exc:
+            raise _map_db_error(exc) from exc
+
+    # --- reads ---------------------------------------------------------------------------------------
+
+    async def get(self, kind: EntityKind, entity_id: uuid.UUID) -> Versioned | None:
+        items = await self._load(kind, ENTITY_TABLES[kind.name].c.id == entity_id)
+        return items[0] if items else None
+
+    async def get_many(self, kind: EntityKind, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Versioned]:
+        if not ids:
+            return {}
+        items = await self._load(kind, ENTITY_TABLES[kind.name].c.id.in_(list(ids)))
+        return {item.id: item for item in items}
+
+    async def find_by(self, kind: EntityKind, field: str, value: Any) -> list[Versioned]:
+        return await self._load(kind, ENTITY_TABLES[kind.name].c[field] == value, limit=10)
+
+    async def list(self, query: ListQuery) -> Page:
+        table = ENTITY_TABLES[query.kind.name]
+        conditions = q.where_terms(table, query.terms, self._dialect)
+        after = q.keyset_after(table, query)
+        if after is not None:
+            conditions.append(after)
+        items = await self._load(
+            query.kind, *conditions, order=q.order_by(table, query), limit=query.page_size + 1
+        )
+        more = len(items) > query.page_size
+        items = items[: query.page_size]
+        return Page(items, q.row_position(query, items[-1]) if more and items else None)
+
+    async def _load(
+        self,
+        kind: EntityKind,
+        *conditions: sa.ColumnElement[bool],
+        order: Sequence[sa.ColumnElement[Any]] = (),
+        limit: int | None = None,
+    ) -> list[Versioned]:
+        table = ENTITY_TABLES[kind.name]
+        stmt = sa.select(*(table.c[c] for c in _columns(kind))).where(*conditions).order_by(*order)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        rows = (await self._execute(stmt)).mappings().all()
+        members = await self._members(kind, [r["id"] for r in rows])
+        return [kind.cls(**dict(r), **members.get(r["id"], {})) for r in rows]
+
+    async def _members(self, kind: EntityKind, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, list[Any]]]:
+        member_fields = [f.name for f in fields_of(kind.cls) if f.kind == "members"]
+        if not member_fields or not ids:
+            return {}
+        out: dict[uuid.UUID, dict[str, list[Any]]] = {i: {name: [] for name in member_fields} for i in ids}
+        for name in member_fields:
+            table, column = MEMBER_TABLES[name]
+            stmt = (
+                sa.select(table.c.tool_set_id, table.c[column])
+                .where(table.c.tool_set_id.in_(ids))
+                .order_by(table.c.tool_set_id, table.c[column])
+            )
+            for set_id, member_id in (await self._execute(stmt)).all():
+                out[set_id][name].append(member_id)
+        return out
+
+    async def count_references(self, target: str, entity_id: uuid.UUID) -> dict[str, int]:
+        """How many rows of each kind point at this entity (what blocks its deletion)."""
+        out: dict[str, int] = {}
+        for kind, field in references_to(target):
+            if field in MEMBER_TABLES:
+                table, column = MEMBER_TABLES[field]
+                cond = table.c[column] == entity_id
+            else:
+                table = ENTITY_TABLES[kind.name]
+                cond = table.c[field] == entity_id
+            n = (await self._execute(sa.select(sa.func.count()).select_from(table).where(cond))).scalar_one()
+            if n:
+                out[f"{kind.name}.{field}"] = int(n)
+        return out
+
+    async def revisions(
+        self, kind: EntityKind, entity_id: uuid.UUID, after_seq: int, limit: int
+    ) -> list[Revision]:
+        stmt = (
+            sa.select(changes)
+            .where(
+                changes.c.entity_id == entity_id, changes.c.entity_type == kind.name, changes.c.seq > after_seq
+            )
+            .order_by(changes.c.seq)
+            .limit(limit)
+        )
+        rows = (await self._execute(stmt)).mappings().all()
+        return [
+            Revision(
+                sequence=r["seq"],
+                entity_type=r["entity_type"],
+                entity_id=r["entity_id"],
+                version=r["version"],
+                operation=r["operation"],
+                change_time=r["change_time"],
+                actor_id=r["actor_id"],
+                request_id=r["request_id"],
+                snapshot=r["data"],
+            )
+            for r in rows
+        ]
+
+    async def find_request(self, request_id: str) -> tuple[str, uuid.UUID] | None:
+        row = (
+            await self._execute(
+                sa.select(request_log.c.method, request_log.c.entity_id).where(
+                    request_log.c.request_id == request_id
+                )
+            )
+        ).first()
+        return (row[0], row[1]) if row else None
+
+    # --- writes --------------------------------------------------------------------------------------
+
+    async def insert(self, kind: EntityKind, entity: Versioned) -> None:
+        table = ENTITY_TABLES[kind.name]
+        await self._execute(table.insert().values({c: getattr(entity, c) for c in _columns(kind)}))
+        await self._write_members(kind, entity, replace=False)
+
+    async def update(self, kind: EntityKind, entity: Versioned, expected_version: int) -> bool:
+        """Write all columns if the row still has `expected_version`; False when it does not."""
+        table = ENTITY_TABLES[kind.name]
+        values = {c: getattr(entity, c) for c in _columns(kind) if c not in ("id", "created_at", "owner_id")}
+        result = await self._execute(
+            table.update()
+            .where(table.c.id == entity.id, table.c.version == expected_version)
+            .values(values)
+        )
+        if result.rowcount != 1:
+            return False
+        await self._write_members(kind, entity, replace=True)
+        return True
+
+    async def delete(self, kind: EntityKind, entity_id: uuid.UUID, expected_version: int) -> bool:
+        table = ENTITY_TABLES[kind.name]
+        result = await self._execute(
+            table.delete().where(table.c.id == entity_id, table.c.version == expected_version)
+        )
+        return result.rowcount == 1
+
+    async def _write_members(self, kind: EntityKind, entity: Versioned, *, replace: bool) -> None:
+        for f in fields_of(kind.cls):
+            if f.kind != "members":
+                continue
+            table, column = MEMBER_TABLES[f.name]
+            if replace:
+                await self._execute(table.delete().where(table.c.tool_set_id == entity.id))
+            ids = getattr(entity, f.name)
+            if ids:
+                await self._execute(table.insert(), [{"tool_set_id": entity.id, column: i} for i in ids])
+
+    async def append_change(
+        self,
+        kind: EntityKind,
+        entity: Versioned,
+        operation: ChangeOperation,
+        *,
+        actor_id: uuid.UUID | None,
+        request_id: str,
+        at: datetime,
+    ) -> None:
+        await self._execute(
+            changes.insert().values(
+                tx_id=self.tx_id,
+                entity_type=kind.name,
+                entity_id=entity.id,
+                version=entity.version,
+                operation=operation,
+                data=to_json(entity),
+                actor_id=actor_id,
+                request_id=request_id,
+                change_time=at,
+            )
+        )
+
+    async def remember_request(self, request_id: str, method: str, entity_id: uuid.UUID, at: datetime) -> None:
+        await self._execute(
+            request_log.insert().values(request_id=request_id, method=method, entity_id=entity_id, created_at=at)
+        )
+
+
+class Store:
+    """Owns the engine. `async with Store(url) as store:` opens it; leaving disposes every connection."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: AsyncEngine | None = None
+        self._write_lock = asyncio.Lock()
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError("the store is not open; use `async with Store(url)`")
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    async def __aenter__(self) -> Store:
+        self._engine = create_engine(self.url)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Transaction]:
+        try:
+            async with self.engine.connect() as conn:
+                async with conn.begin():
+                    yield Transaction(conn)
+        except (sa_exc.DBAPIError, OSError) as exc:
+            raise _map_db_error(exc) from exc
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[Transaction]:
+        """One atomic unit of work: everything written inside commits together or not at all."""
+        sqlite = is_sqlite(self.engine)
+        if sqlite:
+            await self._write_lock.acquire()
+        try:
+            async with self.engine.connect() as conn:
+                if sqlite:
+                    conn = await conn.execution_options(**{WRITE_OPTION: True})
+                async with conn.begin():
+                    yield Transaction(conn)
+        except (sa_exc.DBAPIError, OSError) as exc:
+            raise _map_db_error(exc) from exc
+        finally:
+            if sqlite:
+                self._write_lock.release()
+

@@ -1,0 +1,292 @@
+"""The database schema: one SQLAlchemy Core table per entity, portable across SQLite and PostgreSQL.
+
+Alembic migrations are generated from and checked against this metadata (tests/store/test_migrations.py).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+from server.domain.entities import ChangeOperation, ToolInstanceStatus, ToolType, UserRole
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UtcDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every engine (SQLite stores them naive, in UTC, sortable text)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use timezone-aware UTC datetimes")
+        value = value.astimezone(UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSON = sa.JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid); PostgreSQL wants BIGINT.
+BigSerial = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def _enum(enum_cls: type[Any], name: str) -> sa.Enum:
+    return sa.Enum(enum_cls, name=name, native_enum=False, create_constraint=True, length=32)
+
+
+def _versioned(name: str, *columns: sa.Column[Any] | sa.Index | sa.Constraint) -> sa.Table:
+    """A versioned entity table: id, owner, timestamps and version around the entity's own columns."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.Uuid(), primary_key=True),
+        *columns,
+        sa.Column("owner_id", sa.Uuid(), sa.ForeignKey("users.id", ondelete="RESTRICT"), index=True),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("updated_at", UtcDateTime(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.CheckConstraint("version >= 1", name="version_positive"),
+    )
+
+
+def _text(name: str, length: int, **kw: Any) -> sa.Column[str]:
+    return sa.Column(name, sa.String(length), nullable=False, **kw)
+
+
+def _fk(name: str, target: str, *, nullable: bool = True, ondelete: str = "RESTRICT") -> sa.Column[Any]:
+    return sa.Column(
+        name, sa.Uuid(), sa.ForeignKey(f"{target}.id", ondelete=ondelete), nullable=nullable, index=True
+    )
+
+
+def _tags() -> sa.Column[Any]:
+    return sa.Column("tags", JSON, nullable=False)
+
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    # Stored lower-cased by the use cases, so this unique index is case-insensitive.
+    sa.Column("email", sa.String(254), nullable=False),
+    _text("display_name", 200),
+    sa.Column("role", _enum(UserRole, "user_role"), nullable=False),
+    sa.Column("is_active", sa.Boolean(), nullable=False),
+    sa.Column("owner_id", sa.Uuid(), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.CheckConstraint("email <> ''", name="email_not_empty"),
+    sa.Index("ix_users_email", "email", unique=True),
+)
+
+tool_items = _versioned(
+    "tool_items",
+    sa.Column("name", sa.String(200), nullable=False),
+    _text("description", 2000),
+    _text("manufacturer", 200, index=True),
+    _text("part_number", 100, index=True),
+    sa.Column("tool_type", _enum(ToolType, "tool_type"), nullable=False, index=True),
+    sa.Column("geometry", JSON, nullable=False),
+    _tags(),
+    sa.CheckConstraint("name <> ''", name="name_not_empty"),
+)
+
+tool_assemblies = _versioned(
+    "tool_assemblies",
+    sa.Column("name", sa.String(200), nullable=False),
+    _text("description", 2000),
+    _fk("holder_id", "tool_items"),
+    _fk("cutter_id", "tool_items"),
+    sa.Column("assembly_data", JSON, nullable=False),
+    _tags(),
+    sa.CheckConstraint("name <> ''", name="name_not_empty"),
+    sa.CheckConstraint("holder_id IS NOT NULL OR cutter_id IS NOT NULL", name="has_item"),
+)
+
+tool_instances = _versioned(
+    "tool_instances",
+    _fk("tool_item_id", "tool_items"),
+    _fk("tool_assembly_id", "tool_assemblies"),
+    sa.Column("serial_number", sa.String(100), nullable=False),
+    sa.Column("status", _enum(ToolInstanceStatus, "tool_instance_status"), nullable=False, index=True),
+    sa.Column("measurements", JSON, nullable=False),
+    sa.Column("purchase_date", sa.Date()),
+    sa.Column("last_calibration", UtcDateTime()),
+    sa.Column("calibration_due", sa.Date(), index=True),
+    _tags(),
+    sa.CheckConstraint("serial_number <> ''", name="serial_number_not_empty"),
+    sa.CheckConstraint("tool_item_id IS NOT NULL OR tool_assembly_id IS NOT NULL", name="has_item"),
+    sa.Index("ix_tool_instances_serial_number", "serial_number", unique=True),
+)
+
+tool_presets = _versioned(
+    "tool_presets",
+    sa.Column("name", sa.String(200), nullable=False),
+    _text("description", 2000),
+    sa.Column(
+        "tool_instance_id", sa.Uuid(), sa.ForeignKey("tool_instances.id", ondelete="RESTRICT"), nullable=False
+    ),
+    sa.Column("machine_id", sa.String(100), nullable=False),
+    sa.Column("parameters", JSON, nullable=False),
+    sa.Column("is_default", sa.Boolean(), nullable=False),
+    _tags(),
+    sa.CheckConstraint("name <> ''", name="name_not_empty"),
+    sa.CheckConstraint("machine_id <> ''", name="machine_id_not_empty"),
+    # Serves the data model's (tool_instance_id, machine_id) index and the tool_instance_id foreign key.
+    sa.Index("ix_tool_presets_tool_instance_id_machine_id", "tool_instance_id", "machine_id"),
+    sa.Index("ix_tool_presets_machine_id", "machine_id"),
+)
+
+tool_usages = _versioned(
+    "tool_usages",
+    _fk("tool_instance_id", "tool_instances", nullable=False),
+    sa.Column("start_time", UtcDateTime(), nullable=False),
+    sa.Column("end_time", UtcDateTime()),
+    _text("machine_id", 100),
+    _text("program_name", 200),
+    _text("operator", 200),
+    sa.Column("usage_metrics", JSON, nullable=False),
+    sa.Column("wear_measurements", JSON, nullable=False),
+    sa.Column("notes", sa.Text(), nullable=False),
+    sa.CheckConstraint("end_time IS NULL OR end_time >= start_time", name="end_after_start"),
+    sa.Index("ix_tool_usages_machine_id_start_time", "machine_id", "start_time"),
+    sa.Index("ix_tool_usages_start_time", "start_time"),
+)
+
+tool_sets = _versioned(
+    "tool_sets",
+    sa.Column("name", sa.String(200), nullable=False),
+    _text("description", 2000),
+    sa.Column("is_global", sa.Boolean(), nullable=False),
+    _tags(),
+    sa.CheckConstraint("name <> ''", name="name_not_empty"),
+)
+
+tool_set_instances = sa.Table(
+    "tool_set_instances",
+    metadata,
+    sa.Column("tool_set_id", sa.Uuid(), sa.ForeignKey("tool_sets.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column(
+        "tool_instance_id",
+        sa.Uuid(),
+        sa.ForeignKey("tool_instances.id", ondelete="RESTRICT"),
+        primary_key=True,
+        index=True,
+    ),
+)
+
+tool_set_presets = sa.Table(
+    "tool_set_presets",
+    metadata,
+    sa.Column("tool_set_id", sa.Uuid(), sa.ForeignKey("tool_sets.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column(
+        "tool_preset_id",
+        sa.Uuid(),
+        sa.ForeignKey("tool_presets.id", ondelete="RESTRICT"),
+        primary_key=True,
+        index=True,
+    ),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column("user_id", sa.Uuid(), sa.ForeignKey("users.id", ondelete="RESTRICT"), nullable=False, index=True),
+    # The short public part of the key, used to find the row; the secret is only stored hashed.
+    sa.Column("key_id", sa.String(32), nullable=False),
+    sa.Column("secret_hash", sa.String(128), nullable=False),
+    _text("name", 200),
+    sa.Column("scopes", JSON, nullable=False),
+    sa.Column("expires_at", UtcDateTime()),
+    sa.Column("last_used_at", UtcDateTime()),
+    sa.Column("revoked_at", UtcDateTime()),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Index("ix_api_keys_key_id", "key_id", unique=True),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("seq", BigSerial, primary_key=True, autoincrement=True),
+    sa.Column("occurred_at", UtcDateTime(), nullable=False, index=True),
+    sa.Column("actor_id", sa.Uuid(), sa.ForeignKey("users.id", ondelete="RESTRICT"), index=True),
+    sa.Column("api_key_id", sa.Uuid(), sa.ForeignKey("api_keys.id", ondelete="RESTRICT"), index=True),
+    sa.Column("action", sa.String(64), nullable=False),
+    _text("entity_type", 32),
+    _text("entity_id", 64),
+    sa.Column("entity_version", sa.Integer()),
+    sa.Column("before", JSON),
+    sa.Column("after", JSON),
+    _text("request_id", 100),
+    _text("peer", 200),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text(), nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Index("ix_audit_log_entity_type_entity_id", "entity_type", "entity_id"),
+)
+
+# The append-only change log: the version history of every entity and the replication outbox.
+changes = sa.Table(
+    "changes",
+    metadata,
+    sa.Column("seq", BigSerial, primary_key=True, autoincrement=True),
+    # Groups the changes of one local transaction (replication ships them together).
+    sa.Column("tx_id", sa.Uuid(), nullable=False),
+    sa.Column("entity_type", sa.String(32), nullable=False),
+    sa.Column("entity_id", sa.Uuid(), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("operation", _enum(ChangeOperation, "change_operation"), nullable=False),
+    sa.Column("data", JSON, nullable=False),
+    sa.Column("actor_id", sa.Uuid()),
+    _text("request_id", 100),
+    sa.Column("change_time", UtcDateTime(), nullable=False),
+    sa.Index("ix_changes_entity_id_seq", "entity_id", "seq"),
+)
+
+# Idempotency keys (AIP-155): a retried mutation with a known request_id returns the first result.
+request_log = sa.Table(
+    "request_log",
+    metadata,
+    sa.Column("request_id", sa.String(100), primary_key=True),
+    sa.Column("method", sa.String(100), nullable=False),
+    sa.Column("entity_id", sa.Uuid(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+)
+
+ENTITY_TABLES: dict[str, sa.Table] = {
+    "user": users,
+    "tool_item": tool_items,
+    "tool_assembly": tool_assemblies,
+    "tool_instance": tool_instances,
+    "tool_preset": tool_presets,
+    "tool_usage": tool_usages,
+    "tool_set": tool_sets,
+}
+
+# Membership tables of a ToolSet: entity field -> (table, member column).
+MEMBER_TABLES: dict[str, tuple[sa.Table, str]] = {
+    "tool_instance_ids": (tool_set_instances, "tool_instance_id"),
+    "tool_preset_ids": (tool_set_presets, "tool_preset_id"),
+}

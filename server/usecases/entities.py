@@ -1,0 +1,300 @@
+"""The only writers: generic entity operations (get, list, create, update, delete, revisions, members)
+plus each entity's rules. validate -> check references -> apply, with the change record, in one transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from server.domain.entities import ChangeOperation, Revision, ToolAssembly, ToolInstance, ToolType, Versioned
+from server.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    VersionConflict,
+    ViolationCollector,
+)
+from server.domain.ids import uuid7
+from server.domain.registry import KINDS, EntityKind
+from server.domain.schema import OUTPUT_ONLY, fields_of, from_json
+from server.store.repository import Store, Transaction
+from server.usecases.listing import DEFAULT_PAGE_SIZE, build_query, encode_token, page_size_of
+from server.validation.rules import check_entity
+
+REQUEST_ID_MAX_LEN = 100
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who asks, for the change record (and, with the identity issue, for authorization and audit)."""
+
+    actor_id: uuid.UUID | None = None
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListResult:
+    items: list[Any]
+    next_page_token: str
+
+
+class EntityService:
+    """Every standard operation for one entity kind, driven by the kind's row in the registry."""
+
+    def __init__(self, store: Store, kind: EntityKind, clock: Callable[[], datetime] = utc_now) -> None:
+        self.store = store
+        self.kind = kind
+        self._clock = clock
+
+    # --- reads ---------------------------------------------------------------------------------------
+
+    async def get(self, entity_id: uuid.UUID) -> Versioned:
+        async with self.store.read() as tx:
+            return await self._require(tx, entity_id)
+
+    async def list(self, *, page_size: int, page_token: str, filter_text: str, order_by: str) -> ListResult:
+        query = build_query(
+            self.kind, page_size=page_size, page_token=page_token, filter_text=filter_text, order_by=order_by
+        )
+        async with self.store.read() as tx:
+            page = await tx.list(query)
+        token = "" if page.last_position is None else encode_token(query, filter_text, order_by, page.last_position)
+        return ListResult(page.items, token)
+
+    async def list_revisions(self, entity_id: uuid.UUID, *, page_size: int, page_token: str) -> ListResult:
+        size = page_size_of(page_size) if page_size else DEFAULT_PAGE_SIZE
+        after = _decode_seq_token(page_token)
+        async with self.store.read() as tx:
+            revisions = await tx.revisions(self.kind, entity_id, after, size + 1)
+            if not revisions and after == 0 and await tx.get(self.kind, entity_id) is None:
+                raise NotFound(f"{self.kind.label} {entity_id} has no history (it never existed here)")
+        more = len(revisions) > size
+        revisions = revisions[:size]
+        return ListResult(revisions, f"r{revisions[-1].sequence}" if more else "")
+
+    # --- writes --------------------------------------------------------------------------------------
+
+    async def create(self, values: Mapping[str, Any], *, entity_id: uuid.UUID | None, caller: Caller) -> Versioned:
+        _check_request_id(caller.request_id)
+        async with self.store.write() as tx:
+            replay = await self._replay(tx, caller, "create")
+            if replay is not None:
+                return replay
+            now = self._clock()
+            entity = self.kind.cls(
+                **{k: v for k, v in values.items() if k not in OUTPUT_ONLY},
+                id=entity_id or uuid7(),
+                owner_id=caller.actor_id,
+                created_at=now,
+                updated_at=now,
+                version=1,
+            )
+            await self._validate(tx, entity)
+            if await tx.get(self.kind, entity.id) is not None:
+                raise AlreadyExists(
+                    f"{self.kind.label} {entity.id} already exists; use a new id or Update it",
+                    reason="ID_TAKEN",
+                    violations=[FieldViolation("id", "already taken")],
+                )
+            await self._check_unique(tx, entity)
+            await tx.insert(self.kind, entity)
+            await self._record(tx, entity, ChangeOperation.CREATE, caller, now, "create")
+            return entity
+
+    async def update(
+        self, entity_id: uuid.UUID, version: int, values: Mapping[str, Any], *, caller: Caller
+    ) -> Versioned:
+        _check_request_id(caller.request_id)
+        if version <= 0:
+            raise InvalidArgument.of([FieldViolation("version", "required: send the version you last read")])
+        async with self.store.write() as tx:
+            replay = await self._replay(tx, caller, "update")
+            if replay is not None:
+                return replay
+            current = await self._require(tx, entity_id)
+            if current.version != version:
+                raise _stale(self.kind, current)
+            now = self._clock()
+            changes = {k: v for k, v in values.items() if k not in OUTPUT_ONLY}
+            entity = dataclasses.replace(current, **changes, updated_at=now, version=current.version + 1)
+            await self._validate(tx, entity)
+            await self._check_unique(tx, entity)
+            if not await tx.update(self.kind, entity, version):
+                raise _stale(self.kind, await self._require(tx, entity_id))
+            await self._record(tx, entity, ChangeOperation.UPDATE, caller, now, "update")
+            return entity
+
+    async def change_members(
+        self,
+        entity_id: uuid.UUID,
+        version: int,
+        members: Mapping[str, Sequence[uuid.UUID]],
+        *,
+        add: bool,
+        caller: Caller,
+    ) -> Versioned:
+        """Add or remove members of list fields (ToolSet), as an update of the whole entity."""
+        current = await self.get(entity_id)
+        values: dict[str, list[uuid.UUID]] = {}
+        for name, ids in members.items():
+            existing: list[uuid.UUID] = list(getattr(current, name))
+            if add:
+                values[name] = existing + [i for i in dict.fromkeys(ids) if i not in existing]
+            else:
+                drop = set(ids)
+                values[name] = [i for i in existing if i not in drop]
+        return await self.update(entity_id, version, values, caller=caller)
+
+    async def delete(self, entity_id: uuid.UUID, version: int, *, caller: Caller) -> None:
+        _check_request_id(caller.request_id)
+        if version <= 0:
+            raise InvalidArgument.of([FieldViolation("version", "required: send the version you last read")])
+        async with self.store.write() as tx:
+            if caller.request_id and await tx.find_request(caller.request_id) is not None:
+                return
+            current = await self._require(tx, entity_id)
+            if current.version != version:
+                raise _stale(self.kind, current)
+            refs = await tx.count_references(self.kind.name, entity_id)
+            if refs:
+                listed = ", ".join(f"{n} by {where}" for where, n in sorted(refs.items()))
+                raise FailedPrecondition(
+                    f"{self.kind.label} {entity_id} is still referenced ({listed}); "
+                    "remove those references first, or retire it instead of deleting",
+                    reason="STILL_REFERENCED",
+                    metadata={k: str(v) for k, v in refs.items()},
+                )
+            if not await tx.delete(self.kind, entity_id, version):
+                raise _stale(self.kind, await self._require(tx, entity_id))
+            await self._record(tx, current, ChangeOperation.DELETE, caller, self._clock(), "delete")
+
+    # --- helpers -------------------------------------------------------------------------------------
+
+    async def _require(self, tx: Transaction, entity_id: uuid.UUID) -> Versioned:
+        entity = await tx.get(self.kind, entity_id)
+        if entity is None:
+            raise NotFound(
+                f"{self.kind.label} {entity_id} not found", metadata={"entity": self.kind.label, "id": str(entity_id)}
+            )
+        return entity
+
+    async def _replay(self, tx: Transaction, caller: Caller, method: str) -> Versioned | None:
+        """A retried request (same request_id) returns the entity as it is now, and changes nothing."""
+        if not caller.request_id:
+            return None
+        seen = await tx.find_request(caller.request_id)
+        if seen is None:
+            return None
+        done_method, entity_id = seen
+        if done_method != f"{self.kind.name}.{method}":
+            raise InvalidArgument.of(
+                [FieldViolation("request_id", f"already used for {done_method}; use a new request_id")]
+            )
+        return await self._require(tx, entity_id)
+
+    async def _record(
+        self, tx: Transaction, entity: Versioned, op: ChangeOperation, caller: Caller, now: datetime, method: str
+    ) -> None:
+        await tx.append_change(
+            self.kind, entity, op, actor_id=caller.actor_id, request_id=caller.request_id, at=now
+        )
+        if caller.request_id:
+            await tx.remember_request(caller.request_id, f"{self.kind.name}.{method}", entity.id, now)
+
+    async def _validate(self, tx: Transaction, entity: Versioned) -> None:
+        """Field rules first (cheap, no I/O), then references against the database."""
+        errors = ViolationCollector()
+        tool_type = await self._tool_type_of(tx, entity) if isinstance(entity, ToolInstance) else None
+        errors.extend(check_entity(entity, tool_type=tool_type))
+        errors.raise_if_any()
+        missing = ViolationCollector()
+        for f in fields_of(self.kind.cls):
+            if f.ref is None or f.name == "owner_id":
+                continue
+            target = KINDS[f.ref]
+            value = getattr(entity, f.name)
+            ids = value if f.kind == "members" else ([value] if value is not None else [])
+            found = await tx.get_many(target, ids)
+            for i in ids:
+                if i not in found:
+                    missing.add(f.name, f"{target.label} {i} does not exist")
+            if isinstance(entity, ToolAssembly) and value in found:
+                missing.extend(_assembly_roles(f.name, found[value]))
+        if missing.violations:
+            raise FailedPrecondition(
+                "referenced entities are missing or unsuitable: "
+                + "; ".join(f"{v.field}: {v.description}" for v in missing.violations),
+                reason="BAD_REFERENCE",
+                violations=missing.violations,
+            )
+
+    async def _tool_type_of(self, tx: Transaction, instance: ToolInstance) -> str | None:
+        """The tool type that selects the measurement schema: the item's, else the assembly cutter's."""
+        item_id = instance.tool_item_id
+        if item_id is None and instance.tool_assembly_id is not None:
+            assembly = await tx.get(KINDS["tool_assembly"], instance.tool_assembly_id)
+            item_id = assembly.cutter_id if isinstance(assembly, ToolAssembly) else None
+        item = await tx.get(KINDS["tool_item"], item_id) if item_id is not None else None
+        return getattr(item, "tool_type", None)
+
+    async def _check_unique(self, tx: Transaction, entity: Versioned) -> None:
+        """Unique keys checked up front for a clear error (the database enforces them too)."""
+        if isinstance(entity, ToolInstance):
+            for other in await tx.find_by(self.kind, "serial_number", entity.serial_number):
+                if other.id != entity.id:
+                    raise AlreadyExists(
+                        f"serial number {entity.serial_number!r} is already used by ToolInstance {other.id}",
+                        reason="SERIAL_NUMBER_TAKEN",
+                        violations=[FieldViolation("serial_number", "already used by another ToolInstance")],
+                        metadata={"existing_id": str(other.id)},
+                    )
+
+
+def _assembly_roles(field_name: str, item: Versioned) -> list[FieldViolation]:
+    tool_type = getattr(item, "tool_type", None)
+    if field_name == "holder_id" and tool_type != ToolType.HOLDER:
+        return [FieldViolation("holder_id", f"must be a ToolItem of type HOLDER (this one is {tool_type})")]
+    if field_name == "cutter_id" and tool_type == ToolType.HOLDER:
+        return [FieldViolation("cutter_id", "must be a cutting tool, not a HOLDER")]
+    return []
+
+
+def _stale(kind: EntityKind, current: Versioned) -> VersionConflict:
+    return VersionConflict(
+        f"{kind.label} {current.id} is at version {current.version}; re-read it and apply your change again",
+        current_version=current.version,
+    )
+
+
+def _check_request_id(request_id: str) -> None:
+    if len(request_id) > REQUEST_ID_MAX_LEN:
+        raise InvalidArgument.of([FieldViolation("request_id", f"at most {REQUEST_ID_MAX_LEN} characters")])
+
+
+def _decode_seq_token(token: str) -> int:
+    if not token:
+        return 0
+    if not token.startswith("r") or not token[1:].isdigit():
+        raise InvalidArgument.of([FieldViolation("page_token", "not a revisions page token; pass it unchanged")])
+    return int(token[1:])
+
+
+def services(store: Store, clock: Callable[[], datetime] = utc_now) -> dict[str, EntityService]:
+    """One EntityService per entity kind."""
+    return {name: EntityService(store, kind, clock) for name, kind in KINDS.items()}
+
+
+def revision_entity(kind: EntityKind, revision: Revision) -> Versioned:
+    """The entity as it was in a revision."""
+    return from_json(kind.cls, revision.snapshot)

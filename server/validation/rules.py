@@ -1,0 +1,102 @@
+"""Validation of a whole entity before it is written: length limits, required fields, tags, member lists,
+JSON Schemas (json_fields.py) and cross-field rules. Returns every violation at once.
+
+The length limits live on the entity fields (server/domain/entities.py); the README renders them as a table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from server.domain.entities import (
+    JSON_MAX_BYTES,
+    TAG_MAX_LEN,
+    TAGS_MAX_COUNT,
+    ToolAssembly,
+    ToolInstance,
+    ToolItem,
+    ToolUsage,
+    Versioned,
+)
+from server.domain.errors import FieldViolation
+from server.domain.schema import FieldInfo, fields_of
+from server.validation import json_fields
+
+MEMBERS_MAX_COUNT = 1000
+
+# JSON field -> its checker; `tool_type` comes from the entity (geometry) or its catalog item (measurements).
+_JSON_CHECKS: dict[str, Callable[[Mapping[str, Any], str | None], list[FieldViolation]]] = {
+    "geometry": lambda v, tt: json_fields.check_geometry(tt or "OTHER", v),
+    "measurements": lambda v, tt: json_fields.check_measurements(tt, v),
+    "parameters": lambda v, _: json_fields.check_parameters(v),
+    "usage_metrics": lambda v, _: json_fields.check_usage_metrics(v),
+    "wear_measurements": lambda v, _: json_fields.check_wear_measurements(v),
+    "assembly_data": lambda v, _: json_fields.check_assembly_data(v),
+}
+
+
+def check_entity(entity: Versioned, *, tool_type: str | None = None) -> list[FieldViolation]:
+    """Every violation of the entity's field rules and cross-field rules."""
+    out: list[FieldViolation] = []
+    for f in fields_of(type(entity)):
+        out.extend(_check_field(f, getattr(entity, f.name), entity, tool_type))
+    out.extend(_cross_field(entity))
+    return out
+
+
+def _check_field(f: FieldInfo, value: Any, entity: Versioned, tool_type: str | None) -> list[FieldViolation]:
+    out: list[FieldViolation] = []
+    if f.kind == "text":
+        if "\x00" in value:
+            out.append(FieldViolation(f.name, "must not contain NUL characters"))
+        if f.max_len is not None and len(value) > f.max_len:
+            out.append(FieldViolation(f.name, f"at most {f.max_len} characters (got {len(value)})"))
+        if f.required and not value.strip():
+            out.append(FieldViolation(f.name, "required; must not be empty"))
+    elif f.required and value is None:
+        out.append(FieldViolation(f.name, "required"))
+    elif f.kind == "tags":
+        out.extend(_check_tags(f.name, value))
+    elif f.kind == "members":
+        if len(value) > MEMBERS_MAX_COUNT:
+            out.append(FieldViolation(f.name, f"at most {MEMBERS_MAX_COUNT} members"))
+        if len(set(value)) != len(value):
+            out.append(FieldViolation(f.name, "lists a member twice"))
+    elif f.kind == "json":
+        size = len(json.dumps(value, separators=(",", ":")))
+        if size > JSON_MAX_BYTES:
+            out.append(FieldViolation(f.name, f"at most {JSON_MAX_BYTES} bytes of JSON (got {size})"))
+        else:
+            if f.name == "geometry" and isinstance(entity, ToolItem):
+                tool_type = entity.tool_type.value
+            out.extend(_JSON_CHECKS[f.name](value, tool_type))
+    return out
+
+
+def _check_tags(name: str, tags: list[str]) -> list[FieldViolation]:
+    out: list[FieldViolation] = []
+    if len(tags) > TAGS_MAX_COUNT:
+        out.append(FieldViolation(name, f"at most {TAGS_MAX_COUNT} tags"))
+    for i, tag in enumerate(tags):
+        if not tag.strip() or len(tag) > TAG_MAX_LEN or "\x00" in tag:
+            out.append(FieldViolation(f"{name}.{i}", f"a tag is 1 to {TAG_MAX_LEN} characters, not blank"))
+    if len(set(tags)) != len(tags):
+        out.append(FieldViolation(name, "lists a tag twice"))
+    return out
+
+
+def _cross_field(entity: Versioned) -> list[FieldViolation]:
+    if isinstance(entity, ToolInstance) and entity.tool_item_id is None and entity.tool_assembly_id is None:
+        return [FieldViolation("tool_item_id", "a ToolInstance needs tool_item_id or tool_assembly_id (or both)")]
+    if isinstance(entity, ToolAssembly) and entity.holder_id is None and entity.cutter_id is None:
+        return [FieldViolation("holder_id", "a ToolAssembly needs holder_id or cutter_id (or both)")]
+    if (
+        isinstance(entity, ToolUsage)
+        and entity.end_time is not None
+        and entity.start_time is not None
+        and entity.end_time < entity.start_time
+    ):
+        return [FieldViolation("end_time", "must not be before start_time")]
+    return []

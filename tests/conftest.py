@@ -1,0 +1,218 @@
+"""Shared fixtures: a migrated SQLite file (or a fresh PostgreSQL database), a real grpc.aio server on port 0,
+a real channel, and a factory that creates valid entities through the public API."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+from grpc_status import rpc_status
+from google.rpc import error_details_pb2
+
+from server.api.server import GrpcServer
+from server.store import migrate
+from server.store.repository import Store
+from server.usecases.entities import services
+from smooth.core.v1 import (
+    tool_assembly_pb2 as asm_pb,
+    tool_assembly_pb2_grpc as asm_grpc,
+    tool_instance_pb2 as inst_pb,
+    tool_instance_pb2_grpc as inst_grpc,
+    tool_item_pb2 as item_pb,
+    tool_item_pb2_grpc as item_grpc,
+    tool_preset_pb2 as preset_pb,
+    tool_preset_pb2_grpc as preset_grpc,
+    tool_set_pb2 as set_pb,
+    tool_set_pb2_grpc as set_grpc,
+    tool_usage_pb2 as usage_pb,
+    tool_usage_pb2_grpc as usage_grpc,
+)
+
+PG_ENV = "SMOOTH_EDGE_TEST_PG_URL"
+PG_REQUIRED_ENV = "SMOOTH_EDGE_REQUIRE_PG"
+
+
+def struct(values: dict[str, Any]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(values)
+    return s
+
+
+@dataclass
+class RpcFailure:
+    code: grpc.StatusCode
+    message: str
+    reason: str
+    metadata: dict[str, str]
+    fields: list[str]
+
+
+def failure(err: grpc.aio.AioRpcError) -> RpcFailure:
+    """The status code and google.rpc details of a failed call."""
+    status = rpc_status.from_call(err)
+    reason, metadata, fields = "", {}, []
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason, metadata = info.reason, dict(info.metadata)
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                fields = [v.field for v in bad.field_violations]
+    return RpcFailure(err.code(), err.details() or "", reason, metadata, fields)
+
+
+async def expect_failure(call: Any) -> RpcFailure:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    return failure(info.value)
+
+
+class Stubs:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.items = item_grpc.ToolItemServiceStub(channel)
+        self.assemblies = asm_grpc.ToolAssemblyServiceStub(channel)
+        self.instances = inst_grpc.ToolInstanceServiceStub(channel)
+        self.presets = preset_grpc.ToolPresetServiceStub(channel)
+        self.usages = usage_grpc.ToolUsageServiceStub(channel)
+        self.sets = set_grpc.ToolSetServiceStub(channel)
+
+
+class Factory:
+    """Creates valid entities (and what they depend on) through the API; each call makes unique data."""
+
+    def __init__(self, stubs: Stubs) -> None:
+        self.s = stubs
+
+    async def item(self, **overrides: Any) -> item_pb.ToolItem:
+        fields: dict[str, Any] = dict(
+            name="End mill 10", manufacturer="Acme", part_number=f"PN-{uuid.uuid4().hex[:8]}",
+            tool_type=item_pb.TOOL_TYPE_END_MILL, geometry=struct({"DC": 10, "NOF": 4, "OAL": 72}), tags=["carbide"],
+        )
+        fields.update(overrides)
+        return await self.s.items.CreateToolItem(item_pb.CreateToolItemRequest(tool_item=item_pb.ToolItem(**fields)))
+
+    async def holder(self) -> item_pb.ToolItem:
+        return await self.item(name="HSK63 chuck", tool_type=item_pb.TOOL_TYPE_HOLDER, geometry=struct({"CCMS": "HSK63A"}))
+
+    async def assembly(self, **overrides: Any) -> asm_pb.ToolAssembly:
+        fields: dict[str, Any] = dict(
+            name="Assembly", holder_id=(await self.holder()).id, cutter_id=(await self.item()).id,
+            assembly_data=struct({"gauge_length": 120.5}), tags=["a"],
+        )
+        fields.update(overrides)
+        return await self.s.assemblies.CreateToolAssembly(
+            asm_pb.CreateToolAssemblyRequest(tool_assembly=asm_pb.ToolAssembly(**fields))
+        )
+
+    async def instance(self, **overrides: Any) -> inst_pb.ToolInstance:
+        fields: dict[str, Any] = dict(serial_number=f"SN-{uuid.uuid4().hex[:10]}", status=inst_pb.TOOL_INSTANCE_STATUS_AVAILABLE)
+        if "tool_item_id" not in overrides and "tool_assembly_id" not in overrides:
+            fields["tool_item_id"] = (await self.item()).id
+        fields.update(overrides)
+        return await self.s.instances.CreateToolInstance(
+            inst_pb.CreateToolInstanceRequest(tool_instance=inst_pb.ToolInstance(**fields))
+        )
+
+    async def preset(self, **overrides: Any) -> preset_pb.ToolPreset:
+        fields: dict[str, Any] = dict(name="T1", machine_id="MILL-01", parameters=struct({"tool_number": 1}))
+        if "tool_instance_id" not in overrides:
+            fields["tool_instance_id"] = (await self.instance()).id
+        fields.update(overrides)
+        return await self.s.presets.CreateToolPreset(
+            preset_pb.CreateToolPresetRequest(tool_preset=preset_pb.ToolPreset(**fields))
+        )
+
+    async def usage(self, **overrides: Any) -> usage_pb.ToolUsage:
+        msg = usage_pb.ToolUsage(machine_id="MILL-01", program_name="O1000", usage_metrics=struct({"parts": 2}))
+        start = overrides.pop("start_time", None)
+        if "tool_instance_id" not in overrides:
+            msg.tool_instance_id = (await self.instance()).id
+        for k, v in overrides.items():
+            setattr(msg, k, v) if not isinstance(v, struct_pb2.Struct) else getattr(msg, k).CopyFrom(v)
+        if start is None:
+            msg.start_time.GetCurrentTime()
+        else:
+            msg.start_time.CopyFrom(start)
+        return await self.s.usages.CreateToolUsage(usage_pb.CreateToolUsageRequest(tool_usage=msg))
+
+    async def tool_set(self, **overrides: Any) -> set_pb.ToolSet:
+        fields: dict[str, Any] = dict(name="Job 1", is_global=False)
+        fields.update(overrides)
+        return await self.s.sets.CreateToolSet(set_pb.CreateToolSetRequest(tool_set=set_pb.ToolSet(**fields)))
+
+
+@dataclass
+class Edge:
+    store: Store
+    server: GrpcServer
+    channel: grpc.aio.Channel
+    stubs: Stubs
+    make: Factory
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """The PostgreSQL URL for tests; skips (or, under CI, fails) when it is not set or not reachable."""
+    url = os.environ.get(PG_ENV)
+    if not url:
+        if os.environ.get(PG_REQUIRED_ENV):
+            pytest.fail(f"{PG_REQUIRED_ENV} is set but {PG_ENV} is not")
+        pytest.skip(f"PostgreSQL tests need {PG_ENV}=postgresql://user@host:port/db")
+    return url
+
+
+@pytest.fixture
+async def pg_database(pg_url: str) -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    base = pg_url.replace("postgresql+asyncpg://", "postgresql://")
+    name = f"smooth_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = await asyncpg.connect(base)
+    except (OSError, asyncpg.PostgresError) as exc:
+        if os.environ.get(PG_REQUIRED_ENV):
+            pytest.fail(f"PostgreSQL at {base} is required but unreachable: {exc}")
+        pytest.skip(f"PostgreSQL at {base} unreachable: {exc}")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield base.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def start_edge(db_url: str) -> AsyncIterator[Edge]:
+    async with Store(db_url) as store:
+        await migrate.upgrade(store.engine)
+        async with GrpcServer(services(store), "127.0.0.1:0", shutdown_grace_s=1) as server:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                stubs = Stubs(channel)
+                yield Edge(store, server, channel, stubs, Factory(stubs))
+
+
+@pytest.fixture(scope="module")
+async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
+    """One edge server over a real, migrated SQLite file, shared by the tests of a module."""
+    db: Path = tmp_path_factory.mktemp("edge") / "edge.db"
+    async for e in start_edge(str(db)):
+        yield e
+
+
+@pytest.fixture
+def stubs(edge: Edge) -> Stubs:
+    return edge.stubs
+
+
+@pytest.fixture
+def make(edge: Edge) -> Factory:
+    return edge.make
