@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,9 +173,9 @@ def pg_url() -> str:
     return url
 
 
-@pytest.fixture
-async def pg_database(pg_url: str) -> AsyncIterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+@asynccontextmanager
+async def fresh_pg_database(pg_url: str) -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database, dropped afterwards; yields its SQLAlchemy URL."""
     base = pg_url.replace("postgresql+asyncpg://", "postgresql://")
     name = f"smooth_test_{uuid.uuid4().hex[:12]}"
     try:
@@ -191,6 +192,12 @@ async def pg_database(pg_url: str) -> AsyncIterator[str]:
         await admin.close()
 
 
+@pytest.fixture
+async def pg_database(pg_url: str) -> AsyncIterator[str]:
+    async with fresh_pg_database(pg_url) as url:
+        yield url
+
+
 async def start_edge(db_url: str) -> AsyncIterator[Edge]:
     async with Store(db_url) as store:
         await migrate.upgrade(store.engine)
@@ -200,12 +207,18 @@ async def start_edge(db_url: str) -> AsyncIterator[Edge]:
                 yield Edge(store, server, channel, stubs, Factory(stubs))
 
 
-@pytest.fixture(scope="module")
-async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
-    """One edge server over a real, migrated SQLite file, shared by the tests of a module."""
-    db: Path = tmp_path_factory.mktemp("edge") / "edge.db"
-    async for e in start_edge(str(db)):
-        yield e
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+async def edge(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
+    """One server over a real, migrated store shared by a module's tests: a SQLite file (the edge default)
+    and a fresh PostgreSQL database (central mode runs the same code)."""
+    if request.param == "sqlite":
+        db: Path = tmp_path_factory.mktemp("edge") / "edge.db"
+        async for e in start_edge(str(db)):
+            yield e
+        return
+    async with fresh_pg_database(request.getfixturevalue("pg_url")) as url:
+        async for e in start_edge(url):
+            yield e
 
 
 @pytest.fixture
@@ -216,3 +229,11 @@ def stubs(edge: Edge) -> Stubs:
 @pytest.fixture
 def make(edge: Edge) -> Factory:
     return edge.make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_logs() -> None:
+    """Per-RPC log lines at INFO would drown test output; tests that check logs configure their own."""
+    from agent.logs import configure_logging
+
+    configure_logging("WARNING")

@@ -1,0 +1,127 @@
+"""Alembic: upgrade -> downgrade -> upgrade on SQLite and PostgreSQL, no drift between models and migrations,
+and the start-up check that refuses a database not at head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.domain.errors import FailedPrecondition
+from server.store import migrate
+from server.store.engine import create_engine
+from server.store.tables import metadata
+
+EXPECTED_TABLES = {
+    "users", "api_keys", "audit_log", "tool_items", "tool_assemblies", "tool_instances", "tool_presets",
+    "tool_usages", "tool_sets", "tool_set_instances", "tool_set_presets", "changes", "request_log",
+}
+
+
+async def _tables(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as conn:
+        names = await conn.run_sync(lambda c: set(sa.inspect(c).get_table_names()))
+    return names - {"alembic_version"}
+
+
+async def _drift(engine: AsyncEngine) -> list[object]:
+    def _compare(conn: sa.Connection) -> list[object]:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+        return list(compare_metadata(ctx, metadata))
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(_compare)
+
+
+async def _round_trip(engine: AsyncEngine) -> None:
+    await migrate.upgrade(engine)
+    assert await _tables(engine) == EXPECTED_TABLES
+    assert await migrate.current_revision(engine) == migrate.head_revision()
+    await migrate.downgrade(engine, "base")
+    assert await _tables(engine) == set()
+    assert await migrate.current_revision(engine) is None
+    await migrate.upgrade(engine)
+    assert await _tables(engine) == EXPECTED_TABLES
+    assert await _drift(engine) == [], "models and migrations differ: generate a migration"
+    await migrate.ensure_at_head(engine)
+
+
+async def test_sqlite_round_trip_and_no_drift(tmp_path: Path) -> None:
+    engine = create_engine(str(tmp_path / "m.db"))
+    try:
+        await _round_trip(engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_postgres_round_trip_and_no_drift(pg_database: str) -> None:
+    engine = create_engine(pg_database)
+    try:
+        await _round_trip(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_refuses_a_database_not_at_head(tmp_path: Path) -> None:
+    engine = create_engine(str(tmp_path / "old.db"))
+    try:
+        with pytest.raises(FailedPrecondition, match="smooth-edge migrate"):
+            await migrate.ensure_at_head(engine)
+        await migrate.upgrade(engine)
+        await migrate.downgrade(engine, "base")
+        with pytest.raises(FailedPrecondition, match="--migrate"):
+            await migrate.ensure_at_head(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_sqlite_connection_settings(tmp_path: Path) -> None:
+    engine = create_engine(str(tmp_path / "p.db"))
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
+            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+            assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() >= 1000
+    finally:
+        await engine.dispose()
+
+
+async def test_database_enforces_required_unique_and_foreign_keys(tmp_path: Path) -> None:
+    """The rules hold in the database itself, not only in the use cases."""
+    import uuid
+    from datetime import UTC, datetime
+
+    engine = create_engine(str(tmp_path / "c.db"))
+    await migrate.upgrade(engine)
+    now = datetime.now(UTC)
+    base = {"owner_id": None, "created_at": now, "updated_at": now, "version": 1}
+    item = {"id": uuid.uuid4(), "name": "x", "description": "", "manufacturer": "", "part_number": "",
+            "tool_type": "OTHER", "geometry": {}, "tags": [], **base}
+    from server.store.tables import tool_instances, tool_items
+
+    def instance(**kw: object) -> dict[str, object]:
+        row = {"id": uuid.uuid4(), "tool_item_id": item["id"], "tool_assembly_id": None, "serial_number": "S1",
+               "status": "AVAILABLE", "measurements": {}, "purchase_date": None, "last_calibration": None,
+               "calibration_due": None, "tags": [], **base}
+        row.update(kw)
+        return row
+
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(tool_items.insert().values(item))
+            await conn.execute(tool_instances.insert().values(instance()))
+        for bad in (instance(), instance(serial_number="S2", tool_item_id=uuid.uuid4()),
+                    instance(serial_number="S3", tool_item_id=None), instance(serial_number="")):
+            with pytest.raises(sa.exc.IntegrityError):
+                async with engine.begin() as conn:
+                    await conn.execute(tool_instances.insert().values(bad))
+        with pytest.raises(sa.exc.IntegrityError):
+            async with engine.begin() as conn:
+                await conn.execute(tool_items.insert().values({**item, "id": uuid.uuid4(), "name": None}))
+    finally:
+        await engine.dispose()
