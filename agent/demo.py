@@ -12,9 +12,6 @@ from typing import Any
 import grpc
 import structlog
 from google.protobuf import field_mask_pb2, struct_pb2
-
-from agent.runtime import serve
-from server.api.server import GrpcServer
 from smooth.core.v1 import (
     tool_assembly_pb2,
     tool_assembly_pb2_grpc,
@@ -29,6 +26,9 @@ from smooth.core.v1 import (
     tool_usage_pb2,
     tool_usage_pb2_grpc,
 )
+
+from agent.runtime import serve
+from server.api.server import GrpcServer
 
 log = structlog.get_logger("smooth_edge.demo")
 
@@ -64,7 +64,7 @@ async def seed(channel: grpc.aio.Channel) -> dict[str, int]:
             )
         )
     )
-    cutters = [
+    cutters: list[tuple[str, int, dict[str, Any]]] = [
         ("Solid carbide drill 8.5", tool_item_pb2.TOOL_TYPE_DRILL, {"DC": 8.5, "SIG": 140, "OAL": 103}),
         ("End mill 12 mm 4F", tool_item_pb2.TOOL_TYPE_END_MILL, {"DC": 12, "NOF": 4, "OAL": 83, "LU": 36}),
         ("Ball nose 6 mm", tool_item_pb2.TOOL_TYPE_BALL_END_MILL, {"DC": 6, "NOF": 2, "RE": 3, "OAL": 57}),
@@ -78,15 +78,21 @@ async def seed(channel: grpc.aio.Channel) -> dict[str, int]:
         item = await items.CreateToolItem(
             tool_item_pb2.CreateToolItemRequest(
                 tool_item=tool_item_pb2.ToolItem(
-                    name=name, manufacturer="Sandvik Coromant", part_number=f"DEMO-{n:03d}",
-                    tool_type=tool_type, geometry=_struct(geometry), tags=["carbide"],
+                    name=name,
+                    manufacturer="Sandvik Coromant",
+                    part_number=f"DEMO-{n:03d}",
+                    tool_type=tool_type,
+                    geometry=_struct(geometry),
+                    tags=["carbide"],
                 )
             )
         )
         assembly = await assemblies.CreateToolAssembly(
             tool_assembly_pb2.CreateToolAssemblyRequest(
                 tool_assembly=tool_assembly_pb2.ToolAssembly(
-                    name=f"{name} in HSK63", holder_id=holder.id, cutter_id=item.id,
+                    name=f"{name} in HSK63",
+                    holder_id=holder.id,
+                    cutter_id=item.id,
                     assembly_data=_struct({"gauge_length": 140.0 + n, "coolant": "THROUGH_SPINDLE"}),
                 )
             )
@@ -97,7 +103,8 @@ async def seed(channel: grpc.aio.Channel) -> dict[str, int]:
             instance = await instances.CreateToolInstance(
                 tool_instance_pb2.CreateToolInstanceRequest(
                     tool_instance=tool_instance_pb2.ToolInstance(
-                        tool_item_id=item.id, tool_assembly_id=assembly.id,
+                        tool_item_id=item.id,
+                        tool_assembly_id=assembly.id,
                         serial_number=f"SN-{n:02d}-{machine_no:02d}",
                         status=tool_instance_pb2.TOOL_INSTANCE_STATUS_AVAILABLE,
                         measurements=_struct({"LF": {"value": 140.0 + n + 0.012, "nominal": 140.0 + n}}),
@@ -107,14 +114,19 @@ async def seed(channel: grpc.aio.Channel) -> dict[str, int]:
             preset = await presets.CreateToolPreset(
                 tool_preset_pb2.CreateToolPresetRequest(
                     tool_preset=tool_preset_pb2.ToolPreset(
-                        name=f"T{n} on {machine}", tool_instance_id=instance.id, machine_id=machine,
+                        name=f"T{n} on {machine}",
+                        tool_instance_id=instance.id,
+                        machine_id=machine,
                         parameters=_struct({"tool_number": n, "pocket": n, "length_offset": 140.0 + n}),
                         is_default=True,
                     )
                 )
             )
             usage = tool_usage_pb2.ToolUsage(
-                tool_instance_id=instance.id, machine_id=machine, program_name="O1001", operator="demo",
+                tool_instance_id=instance.id,
+                machine_id=machine,
+                program_name="O1001",
+                operator="demo",
                 usage_metrics=_struct({"time_in_spindle_s": 600, "spindle_runtime_s": 540, "parts": 3}),
             )
             usage.start_time.FromDatetime(t0 + timedelta(minutes=15 * n))
@@ -128,7 +140,9 @@ async def seed(channel: grpc.aio.Channel) -> dict[str, int]:
     job = await sets.CreateToolSet(
         tool_set_pb2.CreateToolSetRequest(
             tool_set=tool_set_pb2.ToolSet(
-                name="Job 4711 bracket", is_global=True, tool_instance_ids=instance_ids[::2],
+                name="Job 4711 bracket",
+                is_global=True,
+                tool_instance_ids=instance_ids[::2],
                 tool_preset_ids=preset_ids[::2],
             )
         )
@@ -137,9 +151,7 @@ async def seed(channel: grpc.aio.Channel) -> dict[str, int]:
     # One update through a field mask, so the history (ListRevisions) shows two versions.
     job.description = "Bracket, 2 setups"
     await sets.UpdateToolSet(
-        tool_set_pb2.UpdateToolSetRequest(
-            tool_set=job, update_mask=field_mask_pb2.FieldMask(paths=["description"])
-        )
+        tool_set_pb2.UpdateToolSetRequest(tool_set=job, update_mask=field_mask_pb2.FieldMask(paths=["description"]))
     )
     return counts
 
@@ -152,8 +164,9 @@ async def run_demo(db: str, listen: str, *, exit_after_seed: bool = False) -> No
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             counts = await seed(channel)
         log.info("demo.seeded", created=counts, db=db)
+        created = counts or "nothing (already seeded)"
         print(
-            f"Smooth Edge demo serving gRPC on {address} (store: {db}); created {counts or 'nothing (already seeded)'}.\n"
+            f"Smooth Edge demo serving gRPC on {address} (store: {db}); created {created}.\n"
             f"Try: grpcurl -plaintext {address} list   |   Ctrl-C stops.",
             flush=True,
         )

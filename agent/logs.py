@@ -28,4 +28,6 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = True) -> None:
         cache_logger_on_first_use=True,
     )
     # Libraries that log through the standard library (alembic, asyncua) go to stderr at WARNING and up.
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(name)s %(levelname)s %(message)s"
+    )

@@ -15,27 +15,49 @@ import asyncpg
 import grpc
 import pytest
 from google.protobuf import struct_pb2
-from grpc_status import rpc_status
 from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from smooth.core.v1 import (
+    tool_assembly_pb2 as asm_pb,
+)
+from smooth.core.v1 import (
+    tool_assembly_pb2_grpc as asm_grpc,
+)
+from smooth.core.v1 import (
+    tool_instance_pb2 as inst_pb,
+)
+from smooth.core.v1 import (
+    tool_instance_pb2_grpc as inst_grpc,
+)
+from smooth.core.v1 import (
+    tool_item_pb2 as item_pb,
+)
+from smooth.core.v1 import (
+    tool_item_pb2_grpc as item_grpc,
+)
+from smooth.core.v1 import (
+    tool_preset_pb2 as preset_pb,
+)
+from smooth.core.v1 import (
+    tool_preset_pb2_grpc as preset_grpc,
+)
+from smooth.core.v1 import (
+    tool_set_pb2 as set_pb,
+)
+from smooth.core.v1 import (
+    tool_set_pb2_grpc as set_grpc,
+)
+from smooth.core.v1 import (
+    tool_usage_pb2 as usage_pb,
+)
+from smooth.core.v1 import (
+    tool_usage_pb2_grpc as usage_grpc,
+)
 
 from server.api.server import GrpcServer
 from server.store import migrate
 from server.store.repository import Store
 from server.usecases.entities import services
-from smooth.core.v1 import (
-    tool_assembly_pb2 as asm_pb,
-    tool_assembly_pb2_grpc as asm_grpc,
-    tool_instance_pb2 as inst_pb,
-    tool_instance_pb2_grpc as inst_grpc,
-    tool_item_pb2 as item_pb,
-    tool_item_pb2_grpc as item_grpc,
-    tool_preset_pb2 as preset_pb,
-    tool_preset_pb2_grpc as preset_grpc,
-    tool_set_pb2 as set_pb,
-    tool_set_pb2_grpc as set_grpc,
-    tool_usage_pb2 as usage_pb,
-    tool_usage_pb2_grpc as usage_grpc,
-)
 
 PG_ENV = "SMOOTH_EDGE_TEST_PG_URL"
 PG_REQUIRED_ENV = "SMOOTH_EDGE_REQUIRE_PG"
@@ -97,19 +119,28 @@ class Factory:
 
     async def item(self, **overrides: Any) -> item_pb.ToolItem:
         fields: dict[str, Any] = dict(
-            name="End mill 10", manufacturer="Acme", part_number=f"PN-{uuid.uuid4().hex[:8]}",
-            tool_type=item_pb.TOOL_TYPE_END_MILL, geometry=struct({"DC": 10, "NOF": 4, "OAL": 72}), tags=["carbide"],
+            name="End mill 10",
+            manufacturer="Acme",
+            part_number=f"PN-{uuid.uuid4().hex[:8]}",
+            tool_type=item_pb.TOOL_TYPE_END_MILL,
+            geometry=struct({"DC": 10, "NOF": 4, "OAL": 72}),
+            tags=["carbide"],
         )
         fields.update(overrides)
         return await self.s.items.CreateToolItem(item_pb.CreateToolItemRequest(tool_item=item_pb.ToolItem(**fields)))
 
     async def holder(self) -> item_pb.ToolItem:
-        return await self.item(name="HSK63 chuck", tool_type=item_pb.TOOL_TYPE_HOLDER, geometry=struct({"CCMS": "HSK63A"}))
+        return await self.item(
+            name="HSK63 chuck", tool_type=item_pb.TOOL_TYPE_HOLDER, geometry=struct({"CCMS": "HSK63A"})
+        )
 
     async def assembly(self, **overrides: Any) -> asm_pb.ToolAssembly:
         fields: dict[str, Any] = dict(
-            name="Assembly", holder_id=(await self.holder()).id, cutter_id=(await self.item()).id,
-            assembly_data=struct({"gauge_length": 120.5}), tags=["a"],
+            name="Assembly",
+            holder_id=(await self.holder()).id,
+            cutter_id=(await self.item()).id,
+            assembly_data=struct({"gauge_length": 120.5}),
+            tags=["a"],
         )
         fields.update(overrides)
         return await self.s.assemblies.CreateToolAssembly(
@@ -117,7 +148,9 @@ class Factory:
         )
 
     async def instance(self, **overrides: Any) -> inst_pb.ToolInstance:
-        fields: dict[str, Any] = dict(serial_number=f"SN-{uuid.uuid4().hex[:10]}", status=inst_pb.TOOL_INSTANCE_STATUS_AVAILABLE)
+        fields: dict[str, Any] = dict(
+            serial_number=f"SN-{uuid.uuid4().hex[:10]}", status=inst_pb.TOOL_INSTANCE_STATUS_AVAILABLE
+        )
         if "tool_item_id" not in overrides and "tool_assembly_id" not in overrides:
             fields["tool_item_id"] = (await self.item()).id
         fields.update(overrides)

@@ -54,9 +54,7 @@ def _wrap(method: str, inner: Behavior) -> Behavior:
             code = grpc.StatusCode.INTERNAL
             error_id = uuid.uuid4().hex[:12]
             log.exception("rpc.internal_error", method=method, error_id=error_id)
-            await context.abort(
-                grpc.StatusCode.INTERNAL, f"internal error {error_id}; the server log has the details"
-            )
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error {error_id}; the server log has the details")
         finally:
             log.info(
                 "rpc",

@@ -16,12 +16,19 @@ from typing import Any
 from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 from google.type import date_pb2
+from smooth.core.v1 import common_pb2
 
-from server.domain.entities import ChangeOperation, Revision, ToolInstanceStatus, ToolType, UserRole, Versioned
+from server.domain.entities import (
+    ChangeOperation,
+    Revision,
+    ToolInstanceStatus,
+    ToolType,
+    UserRole,
+    Versioned,
+)
 from server.domain.errors import FieldViolation, InvalidArgument, ViolationCollector
 from server.domain.registry import EntityKind
 from server.domain.schema import OUTPUT_ONLY, FieldInfo, fields_of
-from smooth.core.v1 import common_pb2
 
 # domain enum -> the proto enum's value-name prefix (buf style: TOOL_TYPE_DRILL).
 ENUM_PREFIX: dict[type[enum.Enum], str] = {
@@ -34,13 +41,16 @@ ENUM_PREFIX: dict[type[enum.Enum], str] = {
 
 def _enum_to_proto(msg: Message, f: FieldInfo, value: enum.Enum) -> int:
     enum_type = msg.DESCRIPTOR.fields_by_name[f.name].enum_type
+    assert enum_type is not None
     return int(enum_type.values_by_name[f"{ENUM_PREFIX[type(value)]}_{value.name}"].number)
 
 
 def _enum_from_proto(msg: Message, f: FieldInfo, number: int) -> enum.Enum | None:
     """None for UNSPECIFIED or a number this server does not know."""
     assert f.enum_cls is not None
-    value = msg.DESCRIPTOR.fields_by_name[f.name].enum_type.values_by_number.get(number)
+    enum_type = msg.DESCRIPTOR.fields_by_name[f.name].enum_type
+    assert enum_type is not None
+    value = enum_type.values_by_number.get(number)
     if value is None or number == 0:
         return None
     name = value.name.removeprefix(ENUM_PREFIX[f.enum_cls] + "_")
@@ -120,11 +130,11 @@ def _field_from_proto(msg: Message, f: FieldInfo) -> Any:
     if f.kind == "date":
         return _date_from_proto(raw) if msg.HasField(f.name) else None
     if f.kind == "enum":
-        value = _enum_from_proto(msg, f, raw)
-        if value is None:
+        member = _enum_from_proto(msg, f, raw)
+        if member is None:
             allowed = ", ".join(f"{ENUM_PREFIX[f.enum_cls]}_{e.name}" for e in f.enum_cls)  # type: ignore[index,union-attr]
             raise ValueError(f"{raw} is not an allowed value; use one of {allowed}")
-        return value
+        return member
     if f.kind == "json":
         value = _normalize_json(json_format.MessageToDict(raw)) if msg.HasField(f.name) else {}
         if _has_non_finite(value):
@@ -219,5 +229,3 @@ def revision_info(revision: Revision) -> common_pb2.RevisionInfo:
 
 
 _OPERATION_FIELD = FieldInfo("operation", "enum", nullable=False, enum_cls=ChangeOperation)
-
-

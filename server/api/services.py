@@ -14,11 +14,6 @@ import grpc
 from google.protobuf import empty_pb2, message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
-
-from server.api import mapping
-from server.domain.registry import KINDS, EntityKind
-from server.domain.schema import OUTPUT_ONLY
-from server.usecases.entities import Caller, EntityService, revision_entity
 from smooth.core.v1 import (
     tool_assembly_pb2,
     tool_instance_pb2,
@@ -27,6 +22,11 @@ from smooth.core.v1 import (
     tool_set_pb2,
     tool_usage_pb2,
 )
+
+from server.api import mapping
+from server.domain.registry import KINDS, EntityKind
+from server.domain.schema import OUTPUT_ONLY
+from server.usecases.entities import Caller, EntityService, revision_entity
 
 # entity kind -> the generated module holding its service and messages.
 PROTO_MODULES: dict[str, ModuleType] = {
@@ -70,11 +70,12 @@ class EntityServicer:
             filter_text=request.filter,
             order_by=request.order_by,
         )
-        response = _response_cls(self.descriptor, f"List{_plural(self.kind)}")()
+        response: Any = _response_cls(self.descriptor, f"List{_plural(self.kind)}")()
         items_field = response.DESCRIPTOR.fields[0].name
         getattr(response, items_field).extend(self._out(e) for e in result.items)
         response.next_page_token = result.next_page_token
-        return response
+        out: Message = response
+        return out
 
     async def create(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
         msg = getattr(request, self.kind.name)
@@ -98,14 +99,15 @@ class EntityServicer:
         result = await self.service.list_revisions(
             mapping.require_id(request.id), page_size=request.page_size, page_token=request.page_token
         )
-        response = _response_cls(self.descriptor, "ListRevisions")()
+        response: Any = _response_cls(self.descriptor, "ListRevisions")()
         revision_cls = _message_cls(response.DESCRIPTOR.fields_by_name["revisions"].message_type)
         for rev in result.items:
             item = revision_cls(revision=mapping.revision_info(rev))
             getattr(item, self.kind.name).CopyFrom(self._out(revision_entity(self.kind, rev)))
             response.revisions.append(item)
         response.next_page_token = result.next_page_token
-        return response
+        out: Message = response
+        return out
 
     async def add_members(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
         return await self._members(request, add=True)
@@ -151,7 +153,7 @@ def _plural(kind: EntityKind) -> str:
 
 
 def _message_cls(descriptor: Any) -> type[Message]:
-    return message_factory.GetMessageClass(descriptor)  # type: ignore[no-any-return]
+    return message_factory.GetMessageClass(descriptor)
 
 
 def _response_cls(service: ServiceDescriptor, method: str) -> type[Message]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 import types
 import typing
 import uuid
@@ -64,9 +63,19 @@ def _kind(hint: Any, meta: typing.Mapping[str, Any]) -> tuple[FieldKind, type[en
     raise TypeError(f"unsupported entity field type {hint!r}")
 
 
-@functools.cache
+_FIELDS: dict[type[Versioned], tuple[FieldInfo, ...]] = {}
+_FIELD_MAPS: dict[type[Versioned], dict[str, FieldInfo]] = {}
+
+
 def fields_of(cls: type[Versioned]) -> tuple[FieldInfo, ...]:
     """The fields of an entity class in declaration order (id first)."""
+    cached = _FIELDS.get(cls)
+    if cached is None:
+        cached = _FIELDS[cls] = _introspect(cls)
+    return cached
+
+
+def _introspect(cls: type[Versioned]) -> tuple[FieldInfo, ...]:
     hints = typing.get_type_hints(cls)
     out: list[FieldInfo] = []
     for f in dataclasses.fields(cls):
@@ -88,9 +97,11 @@ def fields_of(cls: type[Versioned]) -> tuple[FieldInfo, ...]:
     return tuple(out)
 
 
-@functools.cache
 def field_map(cls: type[Versioned]) -> dict[str, FieldInfo]:
-    return {f.name: f for f in fields_of(cls)}
+    cached = _FIELD_MAPS.get(cls)
+    if cached is None:
+        cached = _FIELD_MAPS[cls] = {f.name: f for f in fields_of(cls)}
+    return cached
 
 
 def to_json(entity: Versioned) -> dict[str, Any]:

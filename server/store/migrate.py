@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import migrations
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -12,6 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+import migrations
 from server.domain.errors import FailedPrecondition
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent

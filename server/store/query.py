@@ -35,9 +35,7 @@ def where_terms(table: sa.Table, terms: tuple[Term, ...], dialect: str) -> list[
         elif term.field.kind == "members":
             member_table, column = MEMBER_TABLES[name]
             out.append(
-                sa.exists().where(
-                    member_table.c.tool_set_id == table.c.id, member_table.c[column] == term.value
-                )
+                sa.exists().where(member_table.c.tool_set_id == table.c.id, member_table.c[column] == term.value)
             )
         elif term.prefix:
             out.append(table.c[name].startswith(term.value, autoescape=True))
@@ -50,7 +48,7 @@ def where_terms(table: sa.Table, terms: tuple[Term, ...], dialect: str) -> list[
 
 def _has_tag(column: sa.ColumnElement[Any], tag: str, dialect: str) -> sa.ColumnElement[bool]:
     if dialect == "postgresql":
-        return column.op("@>")(sa.cast(sa.literal(json.dumps([tag])), JSONB))  # type: ignore[no-any-return]
+        return column.op("@>")(sa.cast(sa.literal(json.dumps([tag])), JSONB))
     each = sa.func.json_each(column).table_valued("value")
     return sa.exists().select_from(each).where(each.c.value == tag)
 
@@ -68,9 +66,7 @@ def _part_values(key: OrderKey, value: Any) -> list[Any]:
 
 
 def order_by(table: sa.Table, query: ListQuery) -> list[sa.ColumnElement[Any]]:
-    return [
-        expr.desc() if desc else expr.asc() for key in query.order for expr, desc in _sort_parts(table, key)
-    ]
+    return [expr.desc() if desc else expr.asc() for key in query.order for expr, desc in _sort_parts(table, key)]
 
 
 def keyset_after(table: sa.Table, query: ListQuery) -> sa.ColumnElement[bool] | None:

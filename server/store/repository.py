@@ -71,7 +71,8 @@ class Transaction:
 
     async def _execute(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
         try:
-            return await self._conn.execute(statement, params)
+            result: sa.CursorResult[Any] = await self._conn.execute(statement, params)
+            return result
         except sa_exc.DBAPIError as exc:
             raise _map_db_error(exc) from exc
 
@@ -90,15 +91,13 @@ class Transaction:
     async def find_by(self, kind: EntityKind, field: str, value: Any) -> list[Versioned]:
         return await self._load(kind, ENTITY_TABLES[kind.name].c[field] == value, limit=10)
 
-    async def list(self, query: ListQuery) -> Page:
+    async def list_page(self, query: ListQuery) -> Page:
         table = ENTITY_TABLES[query.kind.name]
         conditions = q.where_terms(table, query.terms, self._dialect)
         after = q.keyset_after(table, query)
         if after is not None:
             conditions.append(after)
-        items = await self._load(
-            query.kind, *conditions, order=q.order_by(table, query), limit=query.page_size + 1
-        )
+        items = await self._load(query.kind, *conditions, order=q.order_by(table, query), limit=query.page_size + 1)
         more = len(items) > query.page_size
         items = items[: query.page_size]
         return Page(items, q.row_position(query, items[-1]) if more and items else None)
@@ -116,7 +115,7 @@ class Transaction:
             stmt = stmt.limit(limit)
         rows = (await self._execute(stmt)).mappings().all()
         members = await self._members(kind, [r["id"] for r in rows])
-        return [kind.cls(**dict(r), **members.get(r["id"], {})) for r in rows]
+        return [kind.cls(**{**dict(r), **members.get(r["id"], {})}) for r in rows]
 
     async def _members(self, kind: EntityKind, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, list[Any]]]:
         member_fields = [f.name for f in fields_of(kind.cls) if f.kind == "members"]
@@ -130,8 +129,8 @@ class Transaction:
                 .where(table.c.tool_set_id.in_(ids))
                 .order_by(table.c.tool_set_id, table.c[column])
             )
-            for set_id, member_id in (await self._execute(stmt)).all():
-                out[set_id][name].append(member_id)
+            for row in (await self._execute(stmt)).mappings().all():
+                out[row["tool_set_id"]][name].append(row[column])
         return out
 
     async def count_references(self, target: str, entity_id: uuid.UUID) -> dict[str, int]:
@@ -149,13 +148,13 @@ class Transaction:
                 out[f"{kind.name}.{field}"] = int(n)
         return out
 
-    async def revisions(
-        self, kind: EntityKind, entity_id: uuid.UUID, after_seq: int, limit: int
-    ) -> list[Revision]:
+    async def revisions(self, kind: EntityKind, entity_id: uuid.UUID, after_seq: int, limit: int) -> list[Revision]:
         stmt = (
             sa.select(changes)
             .where(
-                changes.c.entity_id == entity_id, changes.c.entity_type == kind.name, changes.c.seq > after_seq
+                changes.c.entity_id == entity_id,
+                changes.c.entity_type == kind.name,
+                changes.c.seq > after_seq,
             )
             .order_by(changes.c.seq)
             .limit(limit)
@@ -177,14 +176,9 @@ class Transaction:
         ]
 
     async def find_request(self, request_id: str) -> tuple[str, uuid.UUID] | None:
-        row = (
-            await self._execute(
-                sa.select(request_log.c.method, request_log.c.entity_id).where(
-                    request_log.c.request_id == request_id
-                )
-            )
-        ).first()
-        return (row[0], row[1]) if row else None
+        stmt = sa.select(request_log.c.method, request_log.c.entity_id).where(request_log.c.request_id == request_id)
+        row = (await self._execute(stmt)).mappings().first()
+        return (str(row["method"]), row["entity_id"]) if row is not None else None
 
     # --- writes --------------------------------------------------------------------------------------
 
@@ -198,9 +192,7 @@ class Transaction:
         table = ENTITY_TABLES[kind.name]
         values = {c: getattr(entity, c) for c in _columns(kind) if c not in ("id", "created_at", "owner_id")}
         result = await self._execute(
-            table.update()
-            .where(table.c.id == entity.id, table.c.version == expected_version)
-            .values(values)
+            table.update().where(table.c.id == entity.id, table.c.version == expected_version).values(values)
         )
         if result.rowcount != 1:
             return False
@@ -209,9 +201,7 @@ class Transaction:
 
     async def delete(self, kind: EntityKind, entity_id: uuid.UUID, expected_version: int) -> bool:
         table = ENTITY_TABLES[kind.name]
-        result = await self._execute(
-            table.delete().where(table.c.id == entity_id, table.c.version == expected_version)
-        )
+        result = await self._execute(table.delete().where(table.c.id == entity_id, table.c.version == expected_version))
         return result.rowcount == 1
 
     async def _write_members(self, kind: EntityKind, entity: Versioned, *, replace: bool) -> None:
@@ -307,4 +297,3 @@ class Store:
         finally:
             if sqlite:
                 self._write_lock.release()
-

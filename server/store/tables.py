@@ -73,9 +73,7 @@ def _text(name: str, length: int, **kw: Any) -> sa.Column[str]:
 
 
 def _fk(name: str, target: str, *, nullable: bool = True, ondelete: str = "RESTRICT") -> sa.Column[Any]:
-    return sa.Column(
-        name, sa.Uuid(), sa.ForeignKey(f"{target}.id", ondelete=ondelete), nullable=nullable, index=True
-    )
+    return sa.Column(name, sa.Uuid(), sa.ForeignKey(f"{target}.id", ondelete=ondelete), nullable=nullable, index=True)
 
 
 def _tags() -> sa.Column[Any]:
@@ -143,9 +141,7 @@ tool_presets = _versioned(
     "tool_presets",
     sa.Column("name", sa.String(200), nullable=False),
     _text("description", 2000),
-    sa.Column(
-        "tool_instance_id", sa.Uuid(), sa.ForeignKey("tool_instances.id", ondelete="RESTRICT"), nullable=False
-    ),
+    sa.Column("tool_instance_id", sa.Uuid(), sa.ForeignKey("tool_instances.id", ondelete="RESTRICT"), nullable=False),
     sa.Column("machine_id", sa.String(100), nullable=False),
     sa.Column("parameters", JSON, nullable=False),
     sa.Column("is_default", sa.Boolean(), nullable=False),

@@ -68,7 +68,7 @@ class EntityService:
             self.kind, page_size=page_size, page_token=page_token, filter_text=filter_text, order_by=order_by
         )
         async with self.store.read() as tx:
-            page = await tx.list(query)
+            page = await tx.list_page(query)
         token = "" if page.last_position is None else encode_token(query, filter_text, order_by, page.last_position)
         return ListResult(page.items, token)
 
@@ -185,7 +185,8 @@ class EntityService:
         entity = await tx.get(self.kind, entity_id)
         if entity is None:
             raise NotFound(
-                f"{self.kind.label} {entity_id} not found", metadata={"entity": self.kind.label, "id": str(entity_id)}
+                f"{self.kind.label} {entity_id} not found",
+                metadata={"entity": self.kind.label, "id": str(entity_id)},
             )
         return entity
 
@@ -204,11 +205,15 @@ class EntityService:
         return await self._require(tx, entity_id)
 
     async def _record(
-        self, tx: Transaction, entity: Versioned, op: ChangeOperation, caller: Caller, now: datetime, method: str
+        self,
+        tx: Transaction,
+        entity: Versioned,
+        op: ChangeOperation,
+        caller: Caller,
+        now: datetime,
+        method: str,
     ) -> None:
-        await tx.append_change(
-            self.kind, entity, op, actor_id=caller.actor_id, request_id=caller.request_id, at=now
-        )
+        await tx.append_change(self.kind, entity, op, actor_id=caller.actor_id, request_id=caller.request_id, at=now)
         if caller.request_id:
             await tx.remember_request(caller.request_id, f"{self.kind.name}.{method}", entity.id, now)
 

@@ -71,7 +71,7 @@ def parse_filter(kind: EntityKind, text: str) -> tuple[Term, ...]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None or m.end() == pos:
-            raise _bad("filter", f"cannot parse filter at character {pos}: {text[pos:pos + 30]!r}")
+            raise _bad("filter", f"cannot parse filter at character {pos}: {text[pos : pos + 30]!r}")
         pos = m.end()
         if m.group("and"):
             if expect_term:
@@ -130,7 +130,7 @@ def _typed(f: FieldInfo, raw: str) -> Any:
             assert f.enum_cls is not None
             names = [e.name for e in f.enum_cls]
             for name in names:
-                if raw == name or raw.endswith("_" + name) and raw.startswith(_enum_prefix(f)):
+                if raw == name or (raw.endswith("_" + name) and raw.startswith(_enum_prefix(f))):
                     return f.enum_cls[name]
             raise ValueError(f"one of {', '.join(names)}")
     except ValueError as exc:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from importlib.resources import files
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError
 from referencing import Registry, Resource
@@ -119,7 +119,7 @@ def check_measurements(tool_type: str | None, measurements: Mapping[str, Any]) -
     violations = [] if tool_type is None else _tool_type_violations(tool_type)
     data, schema_violations = _validate("measurements", measurements)
     violations += schema_violations
-    symbols = _VALIDATORS["measurements"].schema["properties"]
+    symbols = _schema("measurements")["properties"]
     for symbol, entry in (data or {}).items():
         if symbol not in symbols or not isinstance(entry, dict):
             continue
@@ -128,7 +128,8 @@ def check_measurements(tool_type: str | None, measurements: Mapping[str, Any]) -
         if "min" in bounds and "max" in bounds and bounds["min"] > bounds["max"] + _TOLERANCE:
             violations.append(
                 FieldViolation(
-                    f"measurements.{symbol}.max", f"must be >= min (min {bounds['min']:g} > max {bounds['max']:g})"
+                    f"measurements.{symbol}.max",
+                    f"must be >= min (min {bounds['min']:g} > max {bounds['max']:g})",
                 )
             )
     return violations
@@ -170,11 +171,15 @@ def _tool_type_violations(tool_type: str) -> list[FieldViolation]:
     return [FieldViolation("tool_type", f"unknown tool_type {str(tool_type)!r}; allowed: {', '.join(TOOL_TYPES)}")]
 
 
+def _schema(field: str) -> dict[str, Any]:
+    return cast(dict[str, Any], _VALIDATORS[field].schema)
+
+
 def _validate(field: str, value: object) -> tuple[dict[str, Any] | None, list[FieldViolation]]:
     """The plain-dict copy of `value` (None if it is no object) and its schema violations."""
     data = _plain(value)
     if not isinstance(data, dict):
-        return None, [FieldViolation(field, _VALIDATORS[field].schema["description"])]
+        return None, [FieldViolation(field, _schema(field)["description"])]
     violations: list[FieldViolation] = []
     for error in _VALIDATORS[field].iter_errors(data):
         path = ".".join(str(part) for part in (field, *error.absolute_path))
@@ -204,7 +209,7 @@ def _describe(path: str, error: ValidationError) -> list[FieldViolation]:
         properties = schema.get("properties", {})
         return [
             FieldViolation(f"{path}.{key}", _required(properties.get(key)))
-            for key in error.validator_value
+            for key in cast(list[str], error.validator_value)
             if key not in instance
         ]
     return [FieldViolation(path, str(schema.get("description", error.message)))]

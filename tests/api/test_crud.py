@@ -7,9 +7,8 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import empty_pb2, field_mask_pb2
-
 from conftest import Factory, Stubs, expect_failure, struct
+from google.protobuf import empty_pb2, field_mask_pb2
 from smooth.core.v1 import common_pb2
 
 
@@ -26,9 +25,25 @@ class Entity:
 
 ENTITIES = [
     Entity("tool_item", "ToolItem", "ToolItems", "items", "item", "description", "re-ground twice"),
-    Entity("tool_assembly", "ToolAssembly", "ToolAssemblies", "assemblies", "assembly", "name", "Renamed assembly"),
+    Entity(
+        "tool_assembly",
+        "ToolAssembly",
+        "ToolAssemblies",
+        "assemblies",
+        "assembly",
+        "name",
+        "Renamed assembly",
+    ),
     Entity("tool_instance", "ToolInstance", "ToolInstances", "instances", "instance", "tags", ["spare", "blue"]),
-    Entity("tool_preset", "ToolPreset", "ToolPresets", "presets", "preset", "parameters", {"tool_number": 7, "pocket": 3}),
+    Entity(
+        "tool_preset",
+        "ToolPreset",
+        "ToolPresets",
+        "presets",
+        "preset",
+        "parameters",
+        {"tool_number": 7, "pocket": 3},
+    ),
     Entity("tool_usage", "ToolUsage", "ToolUsages", "usages", "usage", "notes", "chipped edge at the end"),
     Entity("tool_set", "ToolSet", "ToolSets", "sets", "tool_set", "description", "job 4711"),
 ]
@@ -141,8 +156,9 @@ async def test_stale_update_is_aborted_and_changes_nothing(e: Entity, stubs: Stu
 
 
 async def test_client_chosen_id_and_duplicate_id(stubs: Stubs, make: Factory) -> None:
-    from smooth.core.v1 import tool_item_pb2 as pb
     import uuid
+
+    from smooth.core.v1 import tool_item_pb2 as pb
 
     wanted = str(uuid.uuid4())
     item = await make.item(id=wanted)
@@ -182,7 +198,11 @@ async def test_request_id_makes_retries_idempotent(stubs: Stubs, make: Factory) 
     await stubs.items.DeleteToolItem(delete)
     # A request_id reused for another method is refused.
     err = await expect_failure(
-        stubs.items.CreateToolItem(pb.CreateToolItemRequest(tool_item=pb.ToolItem(name="x", tool_type=pb.TOOL_TYPE_OTHER), request_id="req-update-1"))
+        stubs.items.CreateToolItem(
+            pb.CreateToolItemRequest(
+                tool_item=pb.ToolItem(name="x", tool_type=pb.TOOL_TYPE_OTHER), request_id="req-update-1"
+            )
+        )
     )
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT and err.fields == ["request_id"]
 
@@ -201,7 +221,12 @@ async def test_update_without_mask_and_with_star(stubs: Stubs, make: Factory) ->
     replaced = await stubs.items.UpdateToolItem(
         pb.UpdateToolItemRequest(tool_item=full, update_mask=field_mask_pb2.FieldMask(paths=["*"]))
     )
-    assert (replaced.name, replaced.description, replaced.manufacturer, list(replaced.tags)) == ("Replaced", "", "", [])
+    assert (replaced.name, replaced.description, replaced.manufacturer, list(replaced.tags)) == (
+        "Replaced",
+        "",
+        "",
+        [],
+    )
     assert not replaced.geometry.fields
 
 

@@ -8,17 +8,20 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import timestamp_pb2
-
 from conftest import Factory, Stubs, expect_failure, struct
-from smooth.core.v1 import tool_instance_pb2 as inst_pb, tool_item_pb2 as item_pb, tool_usage_pb2 as usage_pb
+from google.protobuf import timestamp_pb2
+from smooth.core.v1 import tool_instance_pb2 as inst_pb
+from smooth.core.v1 import tool_item_pb2 as item_pb
+from smooth.core.v1 import tool_usage_pb2 as usage_pb
 
 
 async def _walk(stubs: Stubs, page_size: int, **kw: Any) -> list[item_pb.ToolItem]:
     seen: list[item_pb.ToolItem] = []
     token = ""
     while True:
-        page = await stubs.items.ListToolItems(item_pb.ListToolItemsRequest(page_size=page_size, page_token=token, **kw))
+        page = await stubs.items.ListToolItems(
+            item_pb.ListToolItemsRequest(page_size=page_size, page_token=token, **kw)
+        )
         assert len(page.tool_items) <= page_size
         seen.extend(page.tool_items)
         token = page.next_page_token
@@ -64,8 +67,14 @@ async def test_nullable_sort_keys_page_exactly(stubs: Stubs, make: Factory) -> N
     from google.type import date_pb2
 
     tag = "calib"
-    due = [None, date_pb2.Date(year=2027, month=1, day=5), None, date_pb2.Date(year=2026, month=12, day=1),
-           date_pb2.Date(year=2027, month=1, day=5), None]
+    due = [
+        None,
+        date_pb2.Date(year=2027, month=1, day=5),
+        None,
+        date_pb2.Date(year=2026, month=12, day=1),
+        date_pb2.Date(year=2027, month=1, day=5),
+        None,
+    ]
     made = []
     for d in due:
         kw: dict[str, Any] = {"tags": [tag]}
@@ -76,14 +85,21 @@ async def test_nullable_sort_keys_page_exactly(stubs: Stubs, make: Factory) -> N
     token = ""
     while True:
         page = await stubs.instances.ListToolInstances(
-            inst_pb.ListToolInstancesRequest(page_size=2, page_token=token, filter=f'tags:"{tag}"', order_by="calibration_due")
+            inst_pb.ListToolInstancesRequest(
+                page_size=2, page_token=token, filter=f'tags:"{tag}"', order_by="calibration_due"
+            )
         )
         seen.extend(page.tool_instances)
         token = page.next_page_token
         if not token:
             break
     assert sorted(i.id for i in seen) == sorted(i.id for i in made)
-    dues = [(i.calibration_due.year, i.calibration_due.month, i.calibration_due.day) if i.HasField("calibration_due") else None for i in seen]
+    dues = [
+        (i.calibration_due.year, i.calibration_due.month, i.calibration_due.day)
+        if i.HasField("calibration_due")
+        else None
+        for i in seen
+    ]
     assert dues[:3] == [(2026, 12, 1), (2027, 1, 5), (2027, 1, 5)] and dues[3:] == [None, None, None]
     # Due before a date: the MES "tools due for calibration" query.
     page = await stubs.instances.ListToolInstances(
@@ -94,8 +110,13 @@ async def test_nullable_sort_keys_page_exactly(stubs: Stubs, make: Factory) -> N
 
 async def test_filters(stubs: Stubs, make: Factory) -> None:
     tag = "filters"
-    drill = await make.item(tags=[tag, "coated"], tool_type=item_pb.TOOL_TYPE_DRILL, manufacturer="Guhring",
-                            part_number="GU-5510", geometry=struct({"DC": 6.8, "SIG": 140, "OAL": 74}))
+    drill = await make.item(
+        tags=[tag, "coated"],
+        tool_type=item_pb.TOOL_TYPE_DRILL,
+        manufacturer="Guhring",
+        part_number="GU-5510",
+        geometry=struct({"DC": 6.8, "SIG": 140, "OAL": 74}),
+    )
     mill = await make.item(tags=[tag], manufacturer="Sandvik", part_number="SV-R216")
 
     async def ids(f: str) -> list[str]:
@@ -107,7 +128,10 @@ async def test_filters(stubs: Stubs, make: Factory) -> None:
     assert await ids('tags:"coated"') == [drill.id]
     assert await ids('part_number = "GU-5510"') == [drill.id]
     assert await ids(f'tags:"{tag}" AND manufacturer = "Sand*"') == [mill.id]
-    assert await ids(f'tags:"{tag}" AND created_at >= "{drill.created_at.ToJsonString()}"') == [drill.id, mill.id]
+    assert await ids(f'tags:"{tag}" AND created_at >= "{drill.created_at.ToJsonString()}"') == [
+        drill.id,
+        mill.id,
+    ]
     assert await ids(f'tags:"{tag}" AND created_at > "{drill.created_at.ToJsonString()}"') == [mill.id]
 
 
@@ -119,8 +143,10 @@ async def test_usage_history_by_machine_and_time_range(stubs: Stubs, make: Facto
         ts = timestamp_pb2.Timestamp()
         ts.FromDatetime(base + timedelta(hours=i))
         made.append(await make.usage(tool_instance_id=instance.id, machine_id=machine, start_time=ts))
-    f = (f'tool_instance_id = "{instance.id}" AND machine_id = "LATHE-7" AND '
-         f'start_time >= "2026-03-01T09:00:00Z" AND start_time < "2026-03-01T12:00:00+00:00"')
+    f = (
+        f'tool_instance_id = "{instance.id}" AND machine_id = "LATHE-7" AND '
+        f'start_time >= "2026-03-01T09:00:00Z" AND start_time < "2026-03-01T12:00:00+00:00"'
+    )
     page = await stubs.usages.ListToolUsages(usage_pb.ListToolUsagesRequest(filter=f, order_by="start_time desc"))
     assert [u.id for u in page.tool_usages] == [made[3].id, made[1].id]
     open_ones = await stubs.usages.ListToolUsages(
@@ -157,7 +183,9 @@ async def test_page_token_is_bound_to_its_query(stubs: Stubs, make: Factory) -> 
     page = await stubs.items.ListToolItems(item_pb.ListToolItemsRequest(page_size=1, filter='tags:"bound"'))
     assert page.next_page_token
     err = await expect_failure(
-        stubs.items.ListToolItems(item_pb.ListToolItemsRequest(page_size=1, page_token=page.next_page_token, order_by="name"))
+        stubs.items.ListToolItems(
+            item_pb.ListToolItemsRequest(page_size=1, page_token=page.next_page_token, order_by="name")
+        )
     )
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT and err.fields == ["page_token"]
 

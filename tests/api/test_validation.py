@@ -6,15 +6,24 @@ import uuid
 
 import grpc
 import pytest
-from google.protobuf import field_mask_pb2
-
 from conftest import Factory, Stubs, expect_failure, struct
+from google.protobuf import field_mask_pb2
 from smooth.core.v1 import (
     tool_assembly_pb2 as asm_pb,
+)
+from smooth.core.v1 import (
     tool_instance_pb2 as inst_pb,
+)
+from smooth.core.v1 import (
     tool_item_pb2 as item_pb,
+)
+from smooth.core.v1 import (
     tool_preset_pb2 as preset_pb,
+)
+from smooth.core.v1 import (
     tool_set_pb2 as set_pb,
+)
+from smooth.core.v1 import (
     tool_usage_pb2 as usage_pb,
 )
 
@@ -46,7 +55,9 @@ async def _all_item_ids(stubs: Stubs) -> list[str]:
 )
 async def test_item_field_rules(stubs: Stubs, fields: dict[str, object], bad_field: str) -> None:
     before = await _all_item_ids(stubs)
-    err = await expect_failure(stubs.items.CreateToolItem(item_pb.CreateToolItemRequest(tool_item=item_pb.ToolItem(**fields))))
+    err = await expect_failure(
+        stubs.items.CreateToolItem(item_pb.CreateToolItemRequest(tool_item=item_pb.ToolItem(**fields)))
+    )
     assert err.code == INVALID, err.message
     assert bad_field in err.fields, err.fields
     assert err.reason == "INVALID_ARGUMENT"
@@ -66,10 +77,14 @@ async def test_item_field_rules(stubs: Stubs, fields: dict[str, object], bad_fie
         (item_pb.TOOL_TYPE_HOLDER, {"DC": 10}, "geometry.CCMS"),
     ],
 )
-async def test_geometry_schema_by_tool_type(stubs: Stubs, tool_type: int, geometry: dict[str, object], bad_field: str) -> None:
+async def test_geometry_schema_by_tool_type(
+    stubs: Stubs, tool_type: int, geometry: dict[str, object], bad_field: str
+) -> None:
     err = await expect_failure(
         stubs.items.CreateToolItem(
-            item_pb.CreateToolItemRequest(tool_item=item_pb.ToolItem(name="g", tool_type=tool_type, geometry=struct(geometry)))
+            item_pb.CreateToolItemRequest(
+                tool_item=item_pb.ToolItem(name="g", tool_type=tool_type, geometry=struct(geometry))
+            )
         )
     )
     assert err.code == INVALID
@@ -113,8 +128,15 @@ async def test_instance_needs_item_or_assembly_and_unique_serial(stubs: Stubs, m
 
 
 async def test_measurements_schema(make: Factory) -> None:
-    ok = await make.instance(measurements=struct({"LF": {"value": 120.01, "nominal": 120, "min": 119.98, "max": 120.02},
-                                                  "measured_at": "2026-11-27T08:00:00Z", "station_id": "P1"}))
+    ok = await make.instance(
+        measurements=struct(
+            {
+                "LF": {"value": 120.01, "nominal": 120, "min": 119.98, "max": 120.02},
+                "measured_at": "2026-11-27T08:00:00Z",
+                "station_id": "P1",
+            }
+        )
+    )
     assert ok.measurements["LF"]["value"] == 120.01
     err = await expect_failure(make.instance(measurements=struct({"LF": {"value": 1, "min": 2, "max": 1}})))
     assert err.code == INVALID and any(f.startswith("measurements.LF") for f in err.fields)
@@ -139,7 +161,9 @@ async def test_preset_requires_instance_and_machine(stubs: Stubs, make: Factory)
     err = await expect_failure(make.preset(tool_instance_id=instance.id, machine_id=""))
     assert err.code == INVALID and err.fields == ["machine_id"]
     err = await expect_failure(
-        stubs.presets.CreateToolPreset(preset_pb.CreateToolPresetRequest(tool_preset=preset_pb.ToolPreset(name="T", machine_id="M")))
+        stubs.presets.CreateToolPreset(
+            preset_pb.CreateToolPresetRequest(tool_preset=preset_pb.ToolPreset(name="T", machine_id="M"))
+        )
     )
     assert err.code == INVALID and err.fields == ["tool_instance_id"]
 
@@ -154,7 +178,12 @@ async def test_usage_rules(stubs: Stubs, make: Factory) -> None:
     no_start = usage_pb.ToolUsage(tool_instance_id=instance.id)
     err = await expect_failure(stubs.usages.CreateToolUsage(usage_pb.CreateToolUsageRequest(tool_usage=no_start)))
     assert err.code == INVALID and err.fields == ["start_time"]
-    err = await expect_failure(make.usage(tool_instance_id=instance.id, usage_metrics=struct({"time_in_spindle_s": 10, "spindle_runtime_s": 20})))
+    err = await expect_failure(
+        make.usage(
+            tool_instance_id=instance.id,
+            usage_metrics=struct({"time_in_spindle_s": 10, "spindle_runtime_s": 20}),
+        )
+    )
     assert err.code == INVALID and any(f.startswith("usage_metrics") for f in err.fields)
     err = await expect_failure(make.usage(tool_instance_id=instance.id, wear_measurements=struct({"VB": -0.1})))
     assert err.code == INVALID and any(f.startswith("wear_measurements") for f in err.fields)
@@ -183,7 +212,9 @@ async def test_assembly_roles_and_required_items(stubs: Stubs, make: Factory) ->
     err = await expect_failure(make.assembly(holder_id=holder.id, cutter_id=holder.id))
     assert err.code == grpc.StatusCode.FAILED_PRECONDITION and err.fields == ["cutter_id"]
     err = await expect_failure(
-        stubs.assemblies.CreateToolAssembly(asm_pb.CreateToolAssemblyRequest(tool_assembly=asm_pb.ToolAssembly(name="empty")))
+        stubs.assemblies.CreateToolAssembly(
+            asm_pb.CreateToolAssemblyRequest(tool_assembly=asm_pb.ToolAssembly(name="empty"))
+        )
     )
     assert err.code == INVALID and err.fields == ["holder_id"]
     err = await expect_failure(make.assembly(assembly_data=struct({"coolant": "LAVA"})))
@@ -197,7 +228,9 @@ async def test_deleting_referenced_rows_is_failed_precondition(stubs: Stubs, mak
     assert err.code == grpc.StatusCode.FAILED_PRECONDITION and err.reason == "STILL_REFERENCED"
     assert err.metadata == {"tool_instance.tool_item_id": "1"}
     tool_set = await make.tool_set(tool_instance_ids=[instance.id])
-    err = await expect_failure(stubs.instances.DeleteToolInstance(inst_pb.DeleteToolInstanceRequest(id=instance.id, version=1)))
+    err = await expect_failure(
+        stubs.instances.DeleteToolInstance(inst_pb.DeleteToolInstanceRequest(id=instance.id, version=1))
+    )
     assert err.code == grpc.StatusCode.FAILED_PRECONDITION and "tool_set.tool_instance_ids" in err.metadata
     # Deleting the set releases its members (membership belongs to the set).
     await stubs.sets.DeleteToolSet(set_pb.DeleteToolSetRequest(id=tool_set.id, version=1))
@@ -213,7 +246,10 @@ async def test_bad_update_masks(stubs: Stubs, make: Factory, paths: list[str], b
     item = await make.item()
     err = await expect_failure(
         stubs.items.UpdateToolItem(
-            item_pb.UpdateToolItemRequest(tool_item=item_pb.ToolItem(id=item.id, version=1), update_mask=field_mask_pb2.FieldMask(paths=paths))
+            item_pb.UpdateToolItemRequest(
+                tool_item=item_pb.ToolItem(id=item.id, version=1),
+                update_mask=field_mask_pb2.FieldMask(paths=paths),
+            )
         )
     )
     assert err.code == INVALID and err.fields == [bad]
@@ -238,13 +274,19 @@ async def test_toolset_membership(stubs: Stubs, make: Factory) -> None:
     preset = await make.preset()
     tool_set = await make.tool_set(tool_instance_ids=[a.id])
     added = await stubs.sets.AddToolSetMembers(
-        set_pb.ToolSetMembersRequest(id=tool_set.id, version=1, tool_instance_ids=[a.id, b.id], tool_preset_ids=[preset.id])
+        set_pb.ToolSetMembersRequest(
+            id=tool_set.id, version=1, tool_instance_ids=[a.id, b.id], tool_preset_ids=[preset.id]
+        )
     )
     assert sorted(added.tool_instance_ids) == sorted([a.id, b.id]) and list(added.tool_preset_ids) == [preset.id]
     assert added.version == 2
-    removed = await stubs.sets.RemoveToolSetMembers(set_pb.ToolSetMembersRequest(id=tool_set.id, version=2, tool_instance_ids=[a.id]))
+    removed = await stubs.sets.RemoveToolSetMembers(
+        set_pb.ToolSetMembersRequest(id=tool_set.id, version=2, tool_instance_ids=[a.id])
+    )
     assert list(removed.tool_instance_ids) == [b.id] and removed.version == 3
-    stale = await expect_failure(stubs.sets.AddToolSetMembers(set_pb.ToolSetMembersRequest(id=tool_set.id, version=2, tool_instance_ids=[a.id])))
+    stale = await expect_failure(
+        stubs.sets.AddToolSetMembers(set_pb.ToolSetMembersRequest(id=tool_set.id, version=2, tool_instance_ids=[a.id]))
+    )
     assert stale.code == grpc.StatusCode.ABORTED
     # Replace the whole membership through Update with a mask.
     replaced = await stubs.sets.UpdateToolSet(

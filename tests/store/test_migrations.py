@@ -17,8 +17,19 @@ from server.store.engine import create_engine
 from server.store.tables import metadata
 
 EXPECTED_TABLES = {
-    "users", "api_keys", "audit_log", "tool_items", "tool_assemblies", "tool_instances", "tool_presets",
-    "tool_usages", "tool_sets", "tool_set_instances", "tool_set_presets", "changes", "request_log",
+    "users",
+    "api_keys",
+    "audit_log",
+    "tool_items",
+    "tool_assemblies",
+    "tool_instances",
+    "tool_presets",
+    "tool_usages",
+    "tool_sets",
+    "tool_set_instances",
+    "tool_set_presets",
+    "changes",
+    "request_log",
 }
 
 
@@ -100,14 +111,33 @@ async def test_database_enforces_required_unique_and_foreign_keys(tmp_path: Path
     await migrate.upgrade(engine)
     now = datetime.now(UTC)
     base = {"owner_id": None, "created_at": now, "updated_at": now, "version": 1}
-    item = {"id": uuid.uuid4(), "name": "x", "description": "", "manufacturer": "", "part_number": "",
-            "tool_type": "OTHER", "geometry": {}, "tags": [], **base}
+    item = {
+        "id": uuid.uuid4(),
+        "name": "x",
+        "description": "",
+        "manufacturer": "",
+        "part_number": "",
+        "tool_type": "OTHER",
+        "geometry": {},
+        "tags": [],
+        **base,
+    }
     from server.store.tables import tool_instances, tool_items
 
     def instance(**kw: object) -> dict[str, object]:
-        row = {"id": uuid.uuid4(), "tool_item_id": item["id"], "tool_assembly_id": None, "serial_number": "S1",
-               "status": "AVAILABLE", "measurements": {}, "purchase_date": None, "last_calibration": None,
-               "calibration_due": None, "tags": [], **base}
+        row = {
+            "id": uuid.uuid4(),
+            "tool_item_id": item["id"],
+            "tool_assembly_id": None,
+            "serial_number": "S1",
+            "status": "AVAILABLE",
+            "measurements": {},
+            "purchase_date": None,
+            "last_calibration": None,
+            "calibration_due": None,
+            "tags": [],
+            **base,
+        }
         row.update(kw)
         return row
 
@@ -115,8 +145,12 @@ async def test_database_enforces_required_unique_and_foreign_keys(tmp_path: Path
         async with engine.begin() as conn:
             await conn.execute(tool_items.insert().values(item))
             await conn.execute(tool_instances.insert().values(instance()))
-        for bad in (instance(), instance(serial_number="S2", tool_item_id=uuid.uuid4()),
-                    instance(serial_number="S3", tool_item_id=None), instance(serial_number="")):
+        for bad in (
+            instance(),
+            instance(serial_number="S2", tool_item_id=uuid.uuid4()),
+            instance(serial_number="S3", tool_item_id=None),
+            instance(serial_number=""),
+        ):
             with pytest.raises(sa.exc.IntegrityError):
                 async with engine.begin() as conn:
                     await conn.execute(tool_instances.insert().values(bad))

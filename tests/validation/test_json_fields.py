@@ -188,7 +188,14 @@ def test_bad_measurement(measurements: dict[str, Any], field: str, says: str) ->
 
 @pytest.mark.parametrize(
     "measured_at",
-    ["yesterday", "2024-05-01", "2024-05-01T08:30:00", "2024-02-30T08:30:00Z", "2024-05-01T25:00:00Z", 20240501],
+    [
+        "yesterday",
+        "2024-05-01",
+        "2024-05-01T08:30:00",
+        "2024-02-30T08:30:00Z",
+        "2024-05-01T25:00:00Z",
+        20240501,
+    ],
 )
 def test_bad_measured_at(measured_at: object) -> None:
     [violation] = check_measurements(None, {"measured_at": measured_at})
@@ -207,11 +214,23 @@ def test_unknown_tool_type_in_measurements() -> None:
 
 
 LIFE = {"type": "MINUTES", "direction": "UP", "initial": 0, "warning": 50, "limit": 60}
-PARAMETERS: dict[str, Any] = {"tool_number": 12.0, "pocket": 3, "spindle": "S1", "channel": "1", "tool_life": LIFE}
+PARAMETERS: dict[str, Any] = {
+    "tool_number": 12.0,
+    "pocket": 3,
+    "spindle": "S1",
+    "channel": "1",
+    "tool_life": LIFE,
+}
 PARAMETERS |= {"length_offset": -0.5, "radius_offset": 5.0, "length_wear": 0.01, "radius_wear": -0.01}
 PARAMETERS |= {"h_number": 12, "d_number": 12, "cutting_edge": 1, "max_speed_rpm": 12000}
 USAGE: dict[str, Any] = {"time_in_spindle_s": 300, "spindle_runtime_s": 300.0000001, "cutting_time_s": 200}
-USAGE |= {"cycles": 4.0, "parts": 4, "programs": ["O1000", "O2000"], "max_speed_rpm": 9000, "interrupted": False}
+USAGE |= {
+    "cycles": 4.0,
+    "parts": 4,
+    "programs": ["O1000", "O2000"],
+    "max_speed_rpm": 9000,
+    "interrupted": False,
+}
 USAGE |= {"source": "COLLECTOR", "tool_number": 7}
 WEAR: dict[str, Any] = {"before": {"DC": 10.0, "RE": 0.5}, "after": {"DC": 9.98, "RE": 0.45}, "VB": 0.12}
 WEAR |= {"VB_max": 0.2, "KT": 0.05, "notes": "chipping on edge 2"}
@@ -228,7 +247,12 @@ CHECKS: dict[str, Check] = {
 
 @pytest.mark.parametrize(
     ("field", "example"),
-    [("parameters", PARAMETERS), ("usage_metrics", USAGE), ("wear_measurements", WEAR), ("assembly_data", ASSEMBLY)],
+    [
+        ("parameters", PARAMETERS),
+        ("usage_metrics", USAGE),
+        ("wear_measurements", WEAR),
+        ("assembly_data", ASSEMBLY),
+    ],
 )
 def test_full_example_passes(field: str, example: dict[str, Any]) -> None:
     assert CHECKS[field]({**example, "x-note": "kept as is"}) == []
@@ -238,15 +262,35 @@ def test_full_example_passes(field: str, example: dict[str, Any]) -> None:
     ("field", "data", "expected"),
     [
         ("parameters", {"tool_number": 12.5, "pocket": -1}, {"tool_number", "pocket"}),
-        ("parameters", {"cutting_edge": 0, "max_speed_rpm": 0, "x": 1}, {"cutting_edge", "max_speed_rpm", "x"}),
+        (
+            "parameters",
+            {"cutting_edge": 0, "max_speed_rpm": 0, "x": 1},
+            {"cutting_edge", "max_speed_rpm", "x"},
+        ),
         ("parameters", {"tool_number": 0, "h_number": 1.5}, {"tool_number", "h_number"}),
         ("parameters", {"tool_number": 100000.0, "spindle": "S" * 33}, {"tool_number", "spindle"}),
-        ("parameters", {"tool_life": {"type": "KM"}}, {"tool_life.type", "tool_life.direction", "tool_life.limit"}),
-        ("parameters", {"tool_life": {**LIFE, "limit": 0, "warning": -1}}, {"tool_life.limit", "tool_life.warning"}),
-        ("usage_metrics", {"programs": [1], "cycles": 1.5, "source": "X"}, {"programs.0", "cycles", "source"}),
+        (
+            "parameters",
+            {"tool_life": {"type": "KM"}},
+            {"tool_life.type", "tool_life.direction", "tool_life.limit"},
+        ),
+        (
+            "parameters",
+            {"tool_life": {**LIFE, "limit": 0, "warning": -1}},
+            {"tool_life.limit", "tool_life.warning"},
+        ),
+        (
+            "usage_metrics",
+            {"programs": [1], "cycles": 1.5, "source": "X"},
+            {"programs.0", "cycles", "source"},
+        ),
         ("usage_metrics", {"programs": ["O1"] * 101, "interrupted": "yes"}, {"programs", "interrupted"}),
         ("usage_metrics", {"time_in_spindle_s": 100, "spindle_runtime_s": 120}, {"spindle_runtime_s"}),
-        ("wear_measurements", {"before": {"DC": {"value": 10}}, "after": {"FOO": 1}}, {"before.DC", "after.FOO"}),
+        (
+            "wear_measurements",
+            {"before": {"DC": {"value": 10}}, "after": {"FOO": 1}},
+            {"before.DC", "after.FOO"},
+        ),
         ("wear_measurements", {"VB": -0.1, "KT": "deep", "notes": "n" * 1001}, {"VB", "KT", "notes"}),
         ("assembly_data", {"gauge_length": 0, "coolant": "WATER"}, {"gauge_length", "coolant"}),
         ("assembly_data", {"collet": "C" * 101, "balance_grade": "G" * 17}, {"collet", "balance_grade"}),
