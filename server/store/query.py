@@ -13,8 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
+from server.domain.query import ListQuery, OrderKey, Term
 from server.store.tables import MEMBER_TABLES
-from server.usecases.listing import ListQuery, OrderKey, Term
 
 _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
     "=": lambda c, v: c == v,

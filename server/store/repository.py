@@ -22,12 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.domain.entities import ChangeOperation, Revision, Versioned
 from server.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, SmoothError, Unavailable
+from server.domain.query import ListQuery
 from server.domain.registry import EntityKind, references_to
 from server.domain.schema import fields_of, to_json
 from server.store import query as q
 from server.store.engine import WRITE_OPTION, create_engine, is_sqlite
 from server.store.tables import ENTITY_TABLES, MEMBER_TABLES, changes, request_log
-from server.usecases.listing import ListQuery
 
 
 @dataclass(frozen=True, slots=True)

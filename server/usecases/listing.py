@@ -11,43 +11,17 @@ import hashlib
 import json
 import re
 import uuid
-from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any
 
 from server.domain.errors import FieldViolation, InvalidArgument
+from server.domain.query import ListQuery, OrderKey, Term
 from server.domain.registry import EntityKind
 from server.domain.schema import FieldInfo, decode_value, encode_value, field_map
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 MAX_FILTER_TERMS = 20
-
-Op = Literal["=", "!=", "<", "<=", ">", ">=", ":"]
-
-
-@dataclass(frozen=True, slots=True)
-class Term:
-    field: FieldInfo
-    op: Op
-    value: Any  # typed for the field; for text with a trailing '*', a prefix (see `prefix`)
-    prefix: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class OrderKey:
-    field: FieldInfo
-    desc: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ListQuery:
-    kind: EntityKind
-    terms: tuple[Term, ...]
-    order: tuple[OrderKey, ...]  # always ends with id
-    page_size: int
-    after: tuple[Any, ...] | None  # the last row's order values, from the page token
-
 
 _TOKEN = re.compile(
     r"""\s*(?:(?P<and>AND)\b|(?P<field>[a-z_][a-z0-9_]*)\s*(?P<op>!=|<=|>=|=|<|>|:)\s*"""
