@@ -12,8 +12,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # package -> prefixes it must not import
 FORBIDDEN: dict[str, tuple[str, ...]] = {
-    "server/domain": ("server.validation", "server.store", "server.usecases", "server.api", "agent",
-                      "sqlalchemy", "grpc", "google.protobuf", "smooth", "asyncua"),
+    "server/domain": (
+        "server.validation",
+        "server.store",
+        "server.usecases",
+        "server.api",
+        "agent",
+        "sqlalchemy",
+        "grpc",
+        "google.protobuf",
+        "smooth",
+        "asyncua",
+    ),
     "server/validation": ("server.store", "server.usecases", "server.api", "agent", "sqlalchemy", "grpc", "smooth"),
     "server/store": ("server.usecases", "server.api", "agent", "grpc", "google.protobuf", "smooth", "asyncua"),
     "server/usecases": ("server.api", "agent", "sqlalchemy", "grpc", "google.protobuf", "smooth", "asyncua"),

@@ -12,7 +12,7 @@ import structlog
 from grpc_status import rpc_status
 
 from server.api.errors import grpc_code, to_status
-from server.domain.errors import SmoothError
+from server.domain.errors import InvalidArgument, SmoothError
 
 log = structlog.get_logger("smooth_edge.rpc")
 
@@ -33,9 +33,29 @@ class ErrorsAndLogsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
         method = handler_call_details.method
         return grpc.unary_unary_rpc_method_handler(
             _wrap(method, handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes are not a valid message, so the caller gets INVALID_ARGUMENT."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # DecodeError, invalid UTF-8 in a string field, ...
+            return _Undecodable(exc)
+
+    return parse
 
 
 def _wrap(method: str, inner: Behavior) -> Behavior:
@@ -43,6 +63,11 @@ def _wrap(method: str, inner: Behavior) -> Behavior:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
+            if isinstance(request, _Undecodable):
+                raise InvalidArgument(
+                    f"the request is not a valid protobuf message for {method}: {request.error}",
+                    reason="MALFORMED_REQUEST",
+                )
             return await inner(request, context)
         except SmoothError as err:
             code = grpc_code(err)

@@ -283,8 +283,10 @@ def _stale(kind: EntityKind, current: Versioned) -> VersionConflict:
 
 
 def _check_request_id(request_id: str) -> None:
-    if len(request_id) > REQUEST_ID_MAX_LEN:
-        raise InvalidArgument.of([FieldViolation("request_id", f"at most {REQUEST_ID_MAX_LEN} characters")])
+    if len(request_id) > REQUEST_ID_MAX_LEN or "\x00" in request_id:
+        raise InvalidArgument.of(
+            [FieldViolation("request_id", f"at most {REQUEST_ID_MAX_LEN} characters, no NUL characters")]
+        )
 
 
 def _decode_seq_token(token: str) -> int:

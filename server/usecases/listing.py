@@ -6,12 +6,11 @@ Parsing here is pure; the store turns the parsed query into SQL (server/store/qu
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 import re
 import uuid
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from server.domain.errors import FieldViolation, InvalidArgument
@@ -59,6 +58,8 @@ def parse_filter(kind: EntityKind, text: str) -> tuple[Term, ...]:
         if name not in kind.filterable:
             allowed = ", ".join(sorted(kind.filterable))
             raise _bad("filter", f"cannot filter {kind.label} by {name!r}; allowed: {allowed}")
+        if "\x00" in m.group(0):
+            raise _bad("filter", "must not contain NUL characters")
         raw = m.group("quoted")
         raw = raw.replace('\\"', '"').replace("\\\\", "\\") if raw is not None else m.group("bare")
         terms.append(_term(fields[name], op, raw))
@@ -93,7 +94,7 @@ def _typed(f: FieldInfo, raw: str) -> Any:
             value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
             if value.tzinfo is None:
                 raise ValueError("a timezone is required")
-            return value
+            return value.astimezone(UTC)
         if f.kind == "date":
             return date.fromisoformat(raw)
         if f.kind == "bool":
@@ -107,7 +108,7 @@ def _typed(f: FieldInfo, raw: str) -> Any:
                 if raw == name or (raw.endswith("_" + name) and raw.startswith(_enum_prefix(f))):
                     return f.enum_cls[name]
             raise ValueError(f"one of {', '.join(names)}")
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise _bad("filter", f"bad value {raw!r} for {f.name}: {exc}") from None
     return raw
 
@@ -167,7 +168,7 @@ def decode_token(
         return tuple(decode_value(k.field, v) for k, v in zip(order, values, strict=True))
     except InvalidArgument:
         raise
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except Exception:  # any malformed or tampered token, whatever the decoder trips on
         raise _bad("page_token", "not a page token of this list; pass next_page_token unchanged") from None
 
 

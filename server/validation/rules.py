@@ -66,13 +66,26 @@ def _check_field(f: FieldInfo, value: Any, entity: Versioned, tool_type: str | N
             out.append(FieldViolation(f.name, "lists a member twice"))
     elif f.kind == "json":
         size = len(json.dumps(value, separators=(",", ":")))
-        if size > JSON_MAX_BYTES:
+        if _has_nul(value):
+            # PostgreSQL's jsonb cannot store U+0000; refuse it on every engine alike.
+            out.append(FieldViolation(f.name, "must not contain NUL characters in keys or strings"))
+        elif size > JSON_MAX_BYTES:
             out.append(FieldViolation(f.name, f"at most {JSON_MAX_BYTES} bytes of JSON (got {size})"))
         else:
             if f.name == "geometry" and isinstance(entity, ToolItem):
                 tool_type = entity.tool_type.value
             out.extend(_JSON_CHECKS[f.name](value, tool_type))
     return out
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in k or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _check_tags(name: str, tags: list[str]) -> list[FieldViolation]:

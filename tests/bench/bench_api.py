@@ -488,6 +488,7 @@ def sigterm_as_exit() -> Iterator[None]:
     """Turn SIGTERM into SystemExit so the same clean-up as Ctrl-C runs (children stopped, temp dir removed)."""
 
     def _handler(signum: int, frame: FrameType | None) -> None:
+        progress("SIGTERM; stopping processes and removing temp files")
         raise SystemExit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, _handler)
