@@ -1,15 +1,13 @@
-"""Throughput and latency of the Smooth Edge gRPC API, next to a bare grpc.aio echo server as the baseline.
-
-Run from the repository root: `python tests/bench/bench_api.py [--seconds 5] [--concurrency 1,50] [--json F]`.
-Starts both servers as child processes, seeds tool items, then measures Get, List and Create at each
-concurrency. See tests/bench/README.md. Not part of the pytest run, and asserts nothing about timing.
-"""
+"""Throughput and latency of the Smooth Edge gRPC API (Get, List, Create), each next to a bare grpc.aio echo
+server as the baseline. Run from the repository root: `python tests/bench/bench_api.py --help`; see README.md
+beside this file. Not part of the pytest run (no test_ prefix), and asserts nothing about timing."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import math
@@ -34,7 +32,6 @@ from typing import Any, Generic, TypeVar
 import grpc
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from smooth.core.v1 import tool_item_pb2 as item_pb
 from smooth.core.v1 import tool_item_pb2_grpc as item_grpc
 
@@ -412,9 +409,8 @@ async def run(
             pool = [build().SerializeToString() for _ in range(256)]
             request_bytes = sum(map(len, pool)) / len(pool)
             response_bytes = (await invoke(build())).ByteSize()  # type: ignore[attr-defined]
-            echo_pool = itertools.cycle(pool)
             smooth_load: Load[Any] = Load(build, invoke)
-            echo_load: Load[bytes] = Load(lambda: next(echo_pool), echo_call)
+            echo_load: Load[bytes] = Load(functools.partial(next, itertools.cycle(pool)), echo_call)
             for concurrency in settings.concurrency:
                 smooth_stats, echo_stats = await measure_pair(operation, concurrency, smooth_load, echo_load, settings)
                 ratio = smooth_stats.calls_per_s / echo_stats.calls_per_s if echo_stats.calls_per_s else None
