@@ -1,10 +1,12 @@
-"""The `smooth-edge` command: serve | migrate | demo."""
+"""The `smooth-edge` command: serve | migrate | user create | audit verify | demo."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -15,6 +17,10 @@ DEFAULT_DB = "smooth-edge.db"
 DEFAULT_LISTEN = "127.0.0.1:50051"
 
 
+def _db(parser: argparse.ArgumentParser, default: str = DEFAULT_DB) -> None:
+    parser.add_argument("--db", default=default, help="SQLite file path or database URL (default %(default)s)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smooth-edge", description="Smooth Edge: the machine-floor agent.")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
@@ -22,15 +28,45 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the edge agent: the gRPC server over the local store")
-    serve.add_argument("--db", default=DEFAULT_DB, help="SQLite file path or database URL (default %(default)s)")
+    _db(serve)
     serve.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT to serve gRPC on (default %(default)s)")
     serve.add_argument("--migrate", action="store_true", help="upgrade the database schema before serving")
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve TLS")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    serve.add_argument("--tls-client-ca", type=Path, help="PEM CA: require client certificates it signed (mTLS)")
+    serve.add_argument(
+        "--reflection",
+        choices=["open", "authenticated", "off"],
+        default="open",
+        help="gRPC server reflection: open to all, only with a valid key, or off (default %(default)s)",
+    )
+    serve.add_argument(
+        "--insecure-disable-auth",
+        action="store_true",
+        help="trust every caller and write no refusal audits (benchmarks only; never in production)",
+    )
 
     mig = sub.add_parser("migrate", help="upgrade the database schema to this version's head")
-    mig.add_argument("--db", default=DEFAULT_DB, help="SQLite file path or database URL (default %(default)s)")
+    _db(mig)
+
+    user = sub.add_parser("user", help="manage users from the machine itself")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    create = user_sub.add_parser("create", help="create a user and print its first API key (once)")
+    _db(create)
+    create.add_argument("--email", required=True)
+    create.add_argument("--name", default="", help="display name")
+    role = create.add_mutually_exclusive_group()
+    role.add_argument("--admin", action="store_const", const="ADMIN", dest="role", help="role admin")
+    role.add_argument("--role", choices=["ADMIN", "OPERATOR", "VIEWER"], dest="role")
+    create.set_defaults(role="OPERATOR")
+
+    audit = sub.add_parser("audit", help="the audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="recompute the hash chain and report the first broken entry")
+    _db(verify)
 
     demo = sub.add_parser("demo", help="serve on a SQLite file filled with sample shop data")
-    demo.add_argument("--db", default="smooth-edge-demo.db", help="SQLite file (default %(default)s)")
+    _db(demo, "smooth-edge-demo.db")
     demo.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT (default %(default)s)")
     demo.add_argument("--exit-after-seed", action="store_true", help="stop once the sample data is in")
     return parser
@@ -48,6 +84,60 @@ async def _migrate(db: str) -> None:
         log.info("migrate.done", current=await migrate.current_revision(store.engine))
 
 
+async def _user_create(args: argparse.Namespace) -> None:
+    from server.domain.entities import UserRole
+    from server.store import migrate
+    from server.store.repository import Store
+    from server.usecases.app import build
+
+    async with Store(args.db) as store:
+        await migrate.ensure_at_head(store.engine)
+        user, key, secret = await build(store).api_keys.bootstrap(
+            email=args.email, role=UserRole(args.role), display_name=args.name
+        )
+    print(f"created user {user.id} <{user.email}> role {user.role.value}")
+    print(f"API key {key.key_id} with scopes {', '.join(key.scopes)}; the secret is shown only now:")
+    print(secret)
+
+
+async def _audit_verify(db: str) -> int:
+    from server.store import migrate
+    from server.store.repository import Store
+    from server.usecases.app import build
+
+    def progress(n: int) -> None:
+        print(f"verified {n} entries...", file=sys.stderr, flush=True)
+
+    async with Store(db) as store:
+        await migrate.ensure_at_head(store.engine)
+        result = await build(store).audit.verify(progress)
+    if result.ok:
+        print(f"audit log intact: {result.checked} entries verified")
+        return 0
+    print(f"audit log BROKEN at entry {result.broken_seq}: {result.reason}")
+    print(f"({result.checked} entries before it are intact)")
+    return 1
+
+
+def _serve_options(args: argparse.Namespace) -> Any:
+    from agent.runtime import ServeOptions
+    from server.api.server import TlsConfig
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise SystemExit("smooth-edge: --tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        raise SystemExit("smooth-edge: --tls-client-ca needs --tls-cert and --tls-key")
+    tls = TlsConfig.from_files(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    return ServeOptions(
+        args.db,
+        args.listen,
+        auto_migrate=args.migrate,
+        auth=not args.insecure_disable_auth,
+        reflection=args.reflection,
+        tls=tls,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(args.log_level, json_lines=args.log_format == "json")
@@ -56,9 +146,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from agent.runtime import serve
 
-            asyncio.run(serve(args.db, args.listen, auto_migrate=args.migrate))
+            asyncio.run(serve(_serve_options(args)))
         elif args.command == "migrate":
             asyncio.run(_migrate(args.db))
+        elif args.command == "user":
+            asyncio.run(_user_create(args))
+        elif args.command == "audit":
+            return asyncio.run(_audit_verify(args.db))
         elif args.command == "demo":
             from agent.demo import run_demo
 

@@ -27,10 +27,16 @@ from smooth.core.v1 import (
     tool_usage_pb2_grpc,
 )
 
-from agent.runtime import serve
+from agent.grpc_client import authorized_channel
+from agent.runtime import ServeOptions, serve
 from server.api.server import GrpcServer
+from server.domain.entities import UserRole
+from server.domain.registry import KINDS
+from server.usecases.app import UseCases
+from server.usecases.entities import Caller
 
 log = structlog.get_logger("smooth_edge.demo")
+DEMO_ADMIN = "admin@demo.local"
 
 
 def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
@@ -156,21 +162,37 @@ async def seed(channel: grpc.aio.Channel) -> dict[str, int]:
     return counts
 
 
+async def demo_key(use_cases: UseCases) -> tuple[str, bool]:
+    """An admin key for the demo: the first run creates the admin; later runs mint a fresh key for it."""
+    async with use_cases.store.read() as tx:
+        existing = await tx.find_by(KINDS["user"], "email", DEMO_ADMIN)
+    if existing:
+        _, secret = await use_cases.api_keys.create(
+            user_id=existing[0].id, name="demo", scopes=["admin"], expires_at=None, caller=Caller(peer="demo")
+        )
+        return secret, False
+    _, _, secret = await use_cases.api_keys.bootstrap(email=DEMO_ADMIN, role=UserRole.ADMIN, display_name="Demo admin")
+    return secret, True
+
+
 async def run_demo(db: str, listen: str, *, exit_after_seed: bool = False) -> None:
     stop = asyncio.Event()
 
-    async def on_ready(server: GrpcServer) -> None:
+    async def on_ready(server: GrpcServer, use_cases: UseCases) -> None:
         address = f"{listen.rsplit(':', 1)[0]}:{server.port}"
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        secret, _ = await demo_key(use_cases)
+        async with authorized_channel(f"127.0.0.1:{server.port}", secret) as channel:
             counts = await seed(channel)
         log.info("demo.seeded", created=counts, db=db)
         created = counts or "nothing (already seeded)"
         print(
             f"Smooth Edge demo serving gRPC on {address} (store: {db}); created {created}.\n"
-            f"Try: grpcurl -plaintext {address} list   |   Ctrl-C stops.",
+            f"Admin API key ({DEMO_ADMIN}), shown once: {secret}\n"
+            f"Try: grpcurl -plaintext -H 'authorization: Bearer {secret}' {address} "
+            "smooth.core.v1.ToolInstanceService/ListToolInstances   |   Ctrl-C stops.",
             flush=True,
         )
         if exit_after_seed:
             stop.set()
 
-    await serve(db, listen, auto_migrate=True, on_ready=on_ready, stop=stop)
+    await serve(ServeOptions(db, listen, auto_migrate=True), on_ready=on_ready, stop=stop)

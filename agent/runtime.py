@@ -10,17 +10,29 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 
 import structlog
 from sqlalchemy.engine import make_url
 
-from server.api.server import GrpcServer
+from server.api.interceptors import ReflectionMode
+from server.api.server import GrpcServer, TlsConfig
 from server.store import migrate
 from server.store.engine import database_url
 from server.store.repository import Store
-from server.usecases.entities import services
+from server.usecases.app import UseCases, build
 
 log = structlog.get_logger("smooth_edge.runtime")
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    db_url: str
+    listen: str
+    auto_migrate: bool = False
+    auth: bool = True
+    reflection: ReflectionMode = "open"
+    tls: TlsConfig | None = None
 
 
 async def prepare_store(store: Store, *, auto_migrate: bool) -> None:
@@ -30,23 +42,26 @@ async def prepare_store(store: Store, *, auto_migrate: bool) -> None:
 
 
 async def serve(
-    db_url: str,
-    listen: str,
+    options: ServeOptions,
     *,
-    auto_migrate: bool = False,
-    on_ready: Callable[[GrpcServer], Awaitable[None]] | None = None,
+    on_ready: Callable[[GrpcServer, UseCases], Awaitable[None]] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Run the edge server until `stop` is set or the process gets SIGTERM/SIGINT."""
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
     async with AsyncExitStack() as stack:
-        store = await stack.enter_async_context(Store(db_url))
-        await prepare_store(store, auto_migrate=auto_migrate)
-        server = await stack.enter_async_context(GrpcServer(services(store), listen))
-        log.info("agent.ready", db=_safe(db_url), listen=listen, port=server.port)
+        store = await stack.enter_async_context(Store(options.db_url))
+        await prepare_store(store, auto_migrate=options.auto_migrate)
+        use_cases = build(store)
+        server = await stack.enter_async_context(
+            GrpcServer(
+                use_cases, options.listen, auth=options.auth, reflection_mode=options.reflection, tls=options.tls
+            )
+        )
+        log.info("agent.ready", db=_safe(options.db_url), listen=options.listen, port=server.port)
         if on_ready is not None:
-            await on_ready(server)
+            await on_ready(server, use_cases)
         await stop.wait()
         log.info("agent.stopping")
     log.info("agent.stopped")

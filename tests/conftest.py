@@ -57,7 +57,10 @@ from smooth.core.v1 import (
 from server.api.server import GrpcServer
 from server.store import migrate
 from server.store.repository import Store
-from server.usecases.entities import services
+from agent.grpc_client import authorized_channel
+from server.domain.entities import UserRole
+from server.usecases.app import UseCases, build
+from server.usecases.entities import Caller
 
 PG_ENV = "SMOOTH_EDGE_TEST_PG_URL"
 PG_REQUIRED_ENV = "SMOOTH_EDGE_REQUIRE_PG"
@@ -193,6 +196,21 @@ class Edge:
     channel: grpc.aio.Channel
     stubs: Stubs
     make: Factory
+    use_cases: UseCases
+    address: str
+    admin_secret: str
+
+    async def user_with_key(self, role: UserRole, scopes: list[str] | None = None) -> tuple[uuid.UUID, str]:
+        """A new user of `role` and a key (default: every scope the role allows); returns (user id, secret)."""
+        user, key, secret = await self.use_cases.api_keys.bootstrap(
+            email=f"u-{uuid.uuid4().hex[:8]}@test.local", role=role
+        )
+        if scopes is not None:
+            await self.use_cases.api_keys.revoke(key.id, caller=Caller())
+            _, secret = await self.use_cases.api_keys.create(
+                user_id=user.id, name="test", scopes=scopes, expires_at=None, caller=Caller()
+            )
+        return user.id, secret
 
 
 @pytest.fixture(scope="session")
@@ -231,13 +249,19 @@ async def pg_database(pg_url: str) -> AsyncIterator[str]:
         yield url
 
 
-async def start_edge(db_url: str) -> AsyncIterator[Edge]:
+async def start_edge(db_url: str, **server_options: Any) -> AsyncIterator[Edge]:
+    """A migrated store, a real server on a free port, an admin user and a channel authenticated as that admin."""
     async with Store(db_url) as store:
         await migrate.upgrade(store.engine)
-        async with GrpcServer(services(store), "127.0.0.1:0", shutdown_grace_s=1) as server:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        use_cases = build(store)
+        _, _, secret = await use_cases.api_keys.bootstrap(
+            email=f"admin-{uuid.uuid4().hex[:6]}@test.local", role=UserRole.ADMIN
+        )
+        async with GrpcServer(use_cases, "127.0.0.1:0", shutdown_grace_s=1, **server_options) as server:
+            address = f"127.0.0.1:{server.port}"
+            async with authorized_channel(address, secret) as channel:
                 stubs = Stubs(channel)
-                yield Edge(store, server, channel, stubs, Factory(stubs))
+                yield Edge(store, server, channel, stubs, Factory(stubs), use_cases, address, secret)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

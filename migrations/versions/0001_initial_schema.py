@@ -50,6 +50,7 @@ def upgrade() -> None:
         sa.Column("request_id", sa.String(length=100), nullable=False),
         sa.Column("change_time", server.store.tables.UtcDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_changes")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("changes", schema=None) as batch_op:
         batch_op.create_index("ix_changes_entity_id_seq", ["entity_id", "seq"], unique=False)
@@ -230,6 +231,7 @@ def upgrade() -> None:
             ondelete="RESTRICT",
         ),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_audit_log")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_audit_log_actor_id"), ["actor_id"], unique=False)

@@ -1,26 +1,88 @@
-"""Server interceptors: errors mapped to rich gRPC status in one place, and one structured log line per RPC."""
+"""The one server interceptor: authentication and scope checks on every RPC (default deny), domain errors
+mapped to rich gRPC status in one place, refused calls audited, and one structured log line per RPC."""
 
 from __future__ import annotations
 
+import contextvars
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import grpc
 import structlog
 from grpc_status import rpc_status
 
+from server.api.auth import OPEN_PREFIXES, REFLECTION_PREFIXES, authorize
 from server.api.errors import grpc_code, to_status
-from server.domain.errors import InvalidArgument, SmoothError
+from server.domain.errors import InvalidArgument, PermissionDenied, SmoothError, Unauthenticated
+from server.domain.identity import Principal
+from server.usecases.audit import AuditService
+from server.usecases.identity import Authenticator
 
 log = structlog.get_logger("smooth_edge.rpc")
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+ReflectionMode = Literal["open", "authenticated", "off"]
 
 
-class ErrorsAndLogsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Maps domain errors to status + details; anything unexpected becomes INTERNAL with an error id."""
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What the servicers need to know about the call in progress."""
+
+    principal: Principal | None
+    peer: str
+
+
+CURRENT_CALL: contextvars.ContextVar[CallContext] = contextvars.ContextVar(
+    "smooth_current_call",
+    default=CallContext(None, ""),  # noqa: B039 (a frozen dataclass: immutable)
+)
+
+
+class Security:
+    """Authentication settings of a server. `authenticator=None` disables auth (benchmarks only)."""
+
+    def __init__(
+        self,
+        authenticator: Authenticator | None,
+        audit: AuditService | None,
+        reflection: ReflectionMode = "open",
+    ) -> None:
+        self.authenticator = authenticator
+        self.audit = audit
+        self.reflection = reflection
+
+    def needs_key(self, method: str) -> bool:
+        if self.authenticator is None or method.startswith(OPEN_PREFIXES):
+            return False
+        return not (method.startswith(REFLECTION_PREFIXES) and self.reflection == "open")
+
+    async def authenticate(self, method: str, context: grpc.aio.ServicerContext) -> Principal | None:
+        if not self.needs_key(method):
+            return None
+        assert self.authenticator is not None
+        return await self.authenticator.authenticate(_bearer(context))
+
+    def authorize(self, method: str, principal: Principal | None) -> None:
+        # Reflection (when it needs a key) accepts any valid key: it only describes the public contract.
+        if principal is not None and not method.startswith(REFLECTION_PREFIXES):
+            authorize(method, principal)
+
+
+def _bearer(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key.lower() == "authorization":
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            scheme, _, token = text.strip().partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else None
+    return None
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, security: Security) -> None:
+        self._security = security
 
     async def intercept_service(
         self,
@@ -28,14 +90,31 @@ class ErrorsAndLogsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
         method = handler_call_details.method
-        return grpc.unary_unary_rpc_method_handler(
-            _wrap(method, handler.unary_unary),
-            request_deserializer=_tolerant(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(method, handler.unary_unary, self._security),
+                request_deserializer=_tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        if not self._security.needs_key(method):
+            return handler
+        # Streaming methods that need a key (reflection when not open): authenticate, then stream as usual.
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_stream(method, handler.stream_stream, self._security),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(method, handler.unary_stream, self._security),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        raise RuntimeError(f"{method}: client-streaming methods are not served")
 
 
 class _Undecodable:
@@ -58,19 +137,39 @@ def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     return parse
 
 
-def _wrap(method: str, inner: Behavior) -> Behavior:
+async def _refused(
+    security: Security, err: SmoothError, method: str, context: grpc.aio.ServicerContext, request: Any
+) -> None:
+    if security.audit is None or not isinstance(err, Unauthenticated | PermissionDenied):
+        return
+    await security.audit.record_refusal(
+        outcome="UNAUTHENTICATED" if isinstance(err, Unauthenticated) else "PERMISSION_DENIED",
+        method=method,
+        detail=f"{err.reason}: {err.message}",
+        peer=context.peer() or "",
+        principal=CURRENT_CALL.get().principal,
+        request_id=str(getattr(request, "request_id", "") or ""),
+    )
+
+
+def _wrap_unary(method: str, inner: Behavior, security: Security) -> Behavior:
     async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
+        token = None
         try:
             if isinstance(request, _Undecodable):
                 raise InvalidArgument(
                     f"the request is not a valid protobuf message for {method}: {request.error}",
                     reason="MALFORMED_REQUEST",
                 )
+            principal = await security.authenticate(method, context)
+            token = CURRENT_CALL.set(CallContext(principal, context.peer() or ""))
+            security.authorize(method, principal)
             return await inner(request, context)
         except SmoothError as err:
             code = grpc_code(err)
+            await _refused(security, err, method, context, request)
             await context.abort_with_status(rpc_status.to_status(to_status(err)))
         except grpc.aio.AbortError:
             code = context.code() or grpc.StatusCode.UNKNOWN
@@ -81,6 +180,8 @@ def _wrap(method: str, inner: Behavior) -> Behavior:
             log.exception("rpc.internal_error", method=method, error_id=error_id)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error {error_id}; the server log has the details")
         finally:
+            if token is not None:
+                CURRENT_CALL.reset(token)
             log.info(
                 "rpc",
                 method=method,
@@ -88,5 +189,21 @@ def _wrap(method: str, inner: Behavior) -> Behavior:
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
                 peer=context.peer(),
             )
+
+    return behavior
+
+
+def _wrap_stream(
+    method: str, inner: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]], security: Security
+) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+    async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            security.authorize(method, await security.authenticate(method, context))
+        except SmoothError as err:
+            log.info("rpc", method=method, code=grpc_code(err).name, peer=context.peer())
+            await _refused(security, err, method, context, request)
+            await context.abort_with_status(rpc_status.to_status(to_status(err)))
+        async for response in inner(request, context):
+            yield response
 
     return behavior

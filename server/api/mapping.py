@@ -80,9 +80,10 @@ def _has_non_finite(value: Any) -> bool:
 
 def to_proto(entity: Versioned, message_cls: type[Message]) -> Message:
     msg = message_cls()
+    present = msg.DESCRIPTOR.fields_by_name
     for f in fields_of(type(entity)):
         value = getattr(entity, f.name)
-        if value is None:
+        if value is None or f.name not in present:  # e.g. User has no owner_id on the wire
             continue
         target = getattr(msg, f.name)
         if f.kind == "uuid":

@@ -1,64 +1,105 @@
-"""The gRPC server: entity services, health (grpc.health.v1) and reflection, as an async context manager."""
+"""The gRPC server: entity, identity and audit services, health (grpc.health.v1) and reflection, with
+authentication on every RPC and optional TLS / mutual TLS, as an async context manager."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from server.api.interceptors import ErrorsAndLogsInterceptor
+from server.api.identity_services import add_identity_servicers
+from server.api.interceptors import ReflectionMode, Security, ServerInterceptor
 from server.api.services import entity_servicers
-from server.usecases.entities import EntityService
+from server.usecases.app import UseCases
 
 log = structlog.get_logger("smooth_edge.server")
 
 
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """PEM material. With `client_ca`, clients must present a certificate signed by it (mutual TLS)."""
+
+    cert_chain: bytes
+    private_key: bytes
+    client_ca: bytes | None = None
+
+    @classmethod
+    def from_files(cls, cert: Path, key: Path, client_ca: Path | None = None) -> TlsConfig:
+        try:
+            return cls(cert.read_bytes(), key.read_bytes(), client_ca.read_bytes() if client_ca else None)
+        except OSError as exc:
+            raise OSError(f"cannot read TLS material: {exc}; check --tls-cert, --tls-key and --tls-client-ca") from exc
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.private_key, self.cert_chain)],
+            root_certificates=self.client_ca,
+            require_client_auth=self.client_ca is not None,
+        )
+
+
 class GrpcServer:
-    """`async with GrpcServer(services, "127.0.0.1:0") as srv:` serves on `srv.port` until the block ends."""
+    """`async with GrpcServer(use_cases, "127.0.0.1:0") as srv:` serves on `srv.port` until the block ends."""
 
     def __init__(
         self,
-        services: dict[str, EntityService],
+        use_cases: UseCases,
         listen: str,
         *,
-        reflection_enabled: bool = True,
+        auth: bool = True,
+        reflection_mode: ReflectionMode = "open",
+        tls: TlsConfig | None = None,
         shutdown_grace_s: float = 10.0,
     ) -> None:
-        self._services = services
+        self._use_cases = use_cases
         self._listen = listen
-        self._reflection = reflection_enabled
+        self._security = Security(
+            use_cases.authenticator if auth else None, use_cases.audit if auth else None, reflection_mode
+        )
+        self._reflection = reflection_mode
+        self._tls = tls
         self._grace = shutdown_grace_s
         self._server: grpc.aio.Server | None = None
-        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        self.health = health.aio.HealthServicer()
         self.port = 0
 
     async def __aenter__(self) -> GrpcServer:
         server = grpc.aio.server(
-            interceptors=[ErrorsAndLogsInterceptor()],
+            interceptors=[ServerInterceptor(self._security)],
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 * 1024 * 1024)],
         )
-        servicers = entity_servicers(self._services)
+        servicers = entity_servicers(self._use_cases.entities)
         server.add_generic_rpc_handlers([s.handlers() for s in servicers])
+        names = [s.descriptor.full_name for s in servicers] + add_identity_servicers(server, self._use_cases)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        names = [s.descriptor.full_name for s in servicers]
-        if self._reflection:
+        if self._reflection != "off":
             reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-        self.port = server.add_insecure_port(self._listen)
+        if self._tls is not None:
+            self.port = server.add_secure_port(self._listen, self._tls.credentials())
+        else:
+            self.port = server.add_insecure_port(self._listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self._listen}: is the address valid and the port free?")
         await server.start()
         self._server = server
         for name in ["", *names]:
-            await self._set_health(name, serving=True)
-        log.info("server.started", listen=self._listen, port=self.port, services=names)
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "server.started",
+            listen=self._listen,
+            port=self.port,
+            tls="mutual" if self._tls and self._tls.client_ca else ("server" if self._tls else "off"),
+            auth=self._security.authenticator is not None,
+            reflection=self._reflection,
+            services=names,
+        )
+        if self._security.authenticator is None:
+            log.warning("server.auth_disabled", note="every caller is trusted: use only for benchmarks")
         return self
-
-    async def _set_health(self, name: str, *, serving: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        result = self.health.set(name, status)
-        if result is not None:
-            await result
 
     async def wait(self) -> None:
         if self._server is not None:
@@ -67,7 +108,7 @@ class GrpcServer:
     async def __aexit__(self, *exc_info: object) -> None:
         if self._server is None:
             return
-        await self._set_health("", serving=False)
+        await self.health.enter_graceful_shutdown()
         log.info("server.stopping", grace_s=self._grace)
         await self._server.stop(self._grace)
         self._server = None

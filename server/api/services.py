@@ -21,12 +21,15 @@ from smooth.core.v1 import (
     tool_preset_pb2,
     tool_set_pb2,
     tool_usage_pb2,
+    user_pb2,
 )
 
 from server.api import mapping
+from server.api.interceptors import CURRENT_CALL
 from server.domain.registry import KINDS, EntityKind
 from server.domain.schema import OUTPUT_ONLY
 from server.usecases.entities import Caller, EntityService, revision_entity
+from server.usecases.identity import UserService
 
 # entity kind -> the generated module holding its service and messages.
 PROTO_MODULES: dict[str, ModuleType] = {
@@ -36,6 +39,7 @@ PROTO_MODULES: dict[str, ModuleType] = {
     "tool_preset": tool_preset_pb2,
     "tool_usage": tool_usage_pb2,
     "tool_set": tool_set_pb2,
+    "user": user_pb2,
 }
 
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Message]]
@@ -54,14 +58,15 @@ class EntityServicer:
         self.message_cls: type[Message] = getattr(PROTO_MODULES[kind.name], kind.label)
         self.descriptor = service_descriptor(kind)
 
-    def _caller(self, request: Message) -> Caller:
-        return Caller(request_id=getattr(request, "request_id", ""))
+    def _caller(self, request: Message | None = None) -> Caller:
+        call = CURRENT_CALL.get()
+        return Caller(principal=call.principal, request_id=getattr(request, "request_id", ""), peer=call.peer)
 
     def _out(self, entity: Any) -> Message:
         return mapping.to_proto(entity, self.message_cls)
 
     async def get(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
-        return self._out(await self.service.get(mapping.require_id(request.id)))
+        return self._out(await self.service.get(mapping.require_id(request.id), self._caller()))
 
     async def list(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
         result = await self.service.list(
@@ -69,6 +74,7 @@ class EntityServicer:
             page_token=request.page_token,
             filter_text=request.filter,
             order_by=request.order_by,
+            caller=self._caller(),
         )
         response: Any = _response_cls(self.descriptor, f"List{_plural(self.kind)}")()
         items_field = response.DESCRIPTOR.fields[0].name
@@ -97,7 +103,10 @@ class EntityServicer:
 
     async def list_revisions(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
         result = await self.service.list_revisions(
-            mapping.require_id(request.id), page_size=request.page_size, page_token=request.page_token
+            mapping.require_id(request.id),
+            page_size=request.page_size,
+            page_token=request.page_token,
+            caller=self._caller(),
         )
         response: Any = _response_cls(self.descriptor, "ListRevisions")()
         revision_cls = _message_cls(response.DESCRIPTOR.fields_by_name["revisions"].message_type)
@@ -125,6 +134,13 @@ class EntityServicer:
         )
         return self._out(entity)
 
+    async def deactivate(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+        assert isinstance(self.service, UserService)
+        user = await self.service.deactivate(
+            mapping.require_id(request.id), request.version, caller=self._caller(request)
+        )
+        return self._out(user)
+
     def handlers(self) -> grpc.GenericRpcHandler:
         label, plural = self.kind.label, _plural(self.kind)
         behaviors: dict[str, Handler] = {
@@ -136,6 +152,7 @@ class EntityServicer:
             "ListRevisions": self.list_revisions,
             "AddToolSetMembers": self.add_members,
             "RemoveToolSetMembers": self.remove_members,
+            "DeactivateUser": self.deactivate,
         }
         methods: dict[str, grpc.RpcMethodHandler] = {}
         for method in self.descriptor.methods:

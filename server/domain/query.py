@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,3 +34,5 @@ class ListQuery:
     order: tuple[OrderKey, ...]  # always ends with id
     page_size: int
     after: tuple[Any, ...] | None  # the last row's order values, from the page token
+    # Rows private to their owner (tool sets that are not global) are shown only to this user; None: all rows.
+    private_viewer: uuid.UUID | None = None

@@ -9,6 +9,7 @@ Database exceptions are mapped to the domain error tree here, once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -22,12 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.domain.entities import ChangeOperation, Revision, Versioned
 from server.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, SmoothError, Unavailable
+from server.domain.identity import ApiKey, AuditEntry, AuditFilter
 from server.domain.query import ListQuery
 from server.domain.registry import EntityKind, references_to
 from server.domain.schema import fields_of, to_json
 from server.store import query as q
 from server.store.engine import WRITE_OPTION, create_engine, is_sqlite
-from server.store.tables import ENTITY_TABLES, MEMBER_TABLES, changes, request_log
+from server.store.tables import ENTITY_TABLES, MEMBER_TABLES, api_keys, audit_log, changes, request_log
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,8 @@ class Transaction:
     async def list_page(self, query: ListQuery) -> Page:
         table = ENTITY_TABLES[query.kind.name]
         conditions = q.where_terms(table, query.terms, self._dialect)
+        if query.private_viewer is not None and "is_global" in table.c:
+            conditions.append(sa.or_(table.c.is_global.is_(True), table.c.owner_id == query.private_viewer))
         after = q.keyset_after(table, query)
         if after is not None:
             conditions.append(after)
@@ -243,6 +247,84 @@ class Transaction:
         await self._execute(
             request_log.insert().values(request_id=request_id, method=method, entity_id=entity_id, created_at=at)
         )
+
+    # --- API keys ----------------------------------------------------------------------------------------
+
+    async def insert_api_key(self, key: ApiKey) -> None:
+        await self._execute(api_keys.insert().values(_row(key)))
+
+    async def api_key_by_key_id(self, key_id: str) -> ApiKey | None:
+        row = (await self._execute(sa.select(api_keys).where(api_keys.c.key_id == key_id))).mappings().first()
+        return ApiKey(**row) if row is not None else None
+
+    async def api_key(self, key_uuid: uuid.UUID) -> ApiKey | None:
+        row = (await self._execute(sa.select(api_keys).where(api_keys.c.id == key_uuid))).mappings().first()
+        return ApiKey(**row) if row is not None else None
+
+    async def list_api_keys(self, user_id: uuid.UUID | None, after: uuid.UUID | None, limit: int) -> list[ApiKey]:
+        stmt = sa.select(api_keys).order_by(api_keys.c.id).limit(limit)
+        if user_id is not None:
+            stmt = stmt.where(api_keys.c.user_id == user_id)
+        if after is not None:
+            stmt = stmt.where(api_keys.c.id > after)
+        return [ApiKey(**r) for r in (await self._execute(stmt)).mappings().all()]
+
+    async def set_api_key_times(self, key_uuid: uuid.UUID, **times: datetime | None) -> None:
+        await self._execute(api_keys.update().where(api_keys.c.id == key_uuid).values(**times))
+
+    async def revoke_user_keys(self, user_id: uuid.UUID, at: datetime) -> list[ApiKey]:
+        """Revoke every live key of a user; returns the keys it revoked."""
+        live = [
+            ApiKey(**r)
+            for r in (
+                await self._execute(
+                    sa.select(api_keys).where(api_keys.c.user_id == user_id, api_keys.c.revoked_at.is_(None))
+                )
+            )
+            .mappings()
+            .all()
+        ]
+        if live:
+            await self._execute(api_keys.update().where(api_keys.c.id.in_([k.id for k in live])).values(revoked_at=at))
+        return live
+
+    # --- audit log ---------------------------------------------------------------------------------------
+
+    async def last_audit_hash(self) -> str:
+        """The chain's head, with the chain locked until this transaction ends (one appender at a time)."""
+        if self._dialect == "postgresql":
+            await self._execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_CHAIN_LOCK})
+        stmt = sa.select(audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+        return str((await self._execute(stmt)).scalar() or "")
+
+    async def insert_audit(self, entry: AuditEntry) -> None:
+        values = _row(entry)
+        del values["seq"]
+        await self._execute(audit_log.insert().values(values))
+
+    async def audit_entries(self, flt: AuditFilter, after_seq: int, limit: int) -> list[AuditEntry]:
+        conditions = []
+        if flt.actor_id is not None:
+            conditions.append(audit_log.c.actor_id == flt.actor_id)
+        for name in ("entity_type", "entity_id", "action"):
+            if getattr(flt, name):
+                conditions.append(audit_log.c[name] == getattr(flt, name))
+        if flt.start_time is not None:
+            conditions.append(audit_log.c.occurred_at >= flt.start_time)
+        if flt.end_time is not None:
+            conditions.append(audit_log.c.occurred_at < flt.end_time)
+        stmt = (
+            sa.select(audit_log).where(audit_log.c.seq > after_seq, *conditions).order_by(audit_log.c.seq).limit(limit)
+        )
+        return [AuditEntry(**r) for r in (await self._execute(stmt)).mappings().all()]
+
+
+# A constant key for pg_advisory_xact_lock: serializes appends to the audit hash chain on PostgreSQL.
+AUDIT_CHAIN_LOCK = 0x5E_A0D1
+
+
+def _row(obj: Any) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
 
 
 class Store:

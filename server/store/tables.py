@@ -241,6 +241,8 @@ audit_log = sa.Table(
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
     sa.Index("ix_audit_log_entity_type_entity_id", "entity_type", "entity_id"),
+    # Never reuse a sequence number, even after the last row was deleted (tampering stays visible).
+    sqlite_autoincrement=True,
 )
 
 # The append-only change log: the version history of every entity and the replication outbox.
@@ -259,6 +261,8 @@ changes = sa.Table(
     _text("request_id", 100),
     sa.Column("change_time", UtcDateTime(), nullable=False),
     sa.Index("ix_changes_entity_id_seq", "entity_id", "seq"),
+    # A sequence number is never reused for a different change (replication relies on it).
+    sqlite_autoincrement=True,
 )
 
 # Idempotency keys (AIP-155): a retried mutation with a known request_id returns the first result.

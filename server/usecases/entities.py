@@ -21,11 +21,13 @@ from server.domain.errors import (
     VersionConflict,
     ViolationCollector,
 )
+from server.domain.identity import AuditEntry, Principal
 from server.domain.ids import uuid7
 from server.domain.registry import KINDS, EntityKind
-from server.domain.schema import OUTPUT_ONLY, fields_of, from_json
+from server.domain.schema import OUTPUT_ONLY, fields_of, from_json, to_json
 from server.store.repository import Store, Transaction
-from server.usecases.listing import DEFAULT_PAGE_SIZE, build_query, encode_token, page_size_of
+from server.usecases import access, audit
+from server.usecases.listing import build_query, encode_token, page_size_of
 from server.validation.rules import check_entity
 
 REQUEST_ID_MAX_LEN = 100
@@ -37,10 +39,15 @@ def utc_now() -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who asks, for the change record (and, with the identity issue, for authorization and audit)."""
+    """Who asks: the principal (None for trusted in-process callers), the idempotency key and the peer."""
 
-    actor_id: uuid.UUID | None = None
+    principal: Principal | None = None
     request_id: str = ""
+    peer: str = ""
+
+    @property
+    def actor_id(self) -> uuid.UUID | None:
+        return self.principal.user_id if self.principal else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,26 +66,34 @@ class EntityService:
 
     # --- reads ---------------------------------------------------------------------------------------
 
-    async def get(self, entity_id: uuid.UUID) -> Versioned:
+    async def get(self, entity_id: uuid.UUID, caller: Caller = Caller()) -> Versioned:
         async with self.store.read() as tx:
-            return await self._require(tx, entity_id)
+            return await self._require(tx, entity_id, caller)
 
-    async def list(self, *, page_size: int, page_token: str, filter_text: str, order_by: str) -> ListResult:
+    async def list(
+        self, *, page_size: int, page_token: str, filter_text: str, order_by: str, caller: Caller = Caller()
+    ) -> ListResult:
         query = build_query(
             self.kind, page_size=page_size, page_token=page_token, filter_text=filter_text, order_by=order_by
         )
+        query = dataclasses.replace(query, private_viewer=access.private_viewer(caller.principal, self.kind))
         async with self.store.read() as tx:
             page = await tx.list_page(query)
         token = "" if page.last_position is None else encode_token(query, filter_text, order_by, page.last_position)
         return ListResult(page.items, token)
 
-    async def list_revisions(self, entity_id: uuid.UUID, *, page_size: int, page_token: str) -> ListResult:
-        size = page_size_of(page_size) if page_size else DEFAULT_PAGE_SIZE
+    async def list_revisions(
+        self, entity_id: uuid.UUID, *, page_size: int, page_token: str, caller: Caller = Caller()
+    ) -> ListResult:
+        size = page_size_of(page_size)
         after = _decode_seq_token(page_token)
         async with self.store.read() as tx:
             revisions = await tx.revisions(self.kind, entity_id, after, size + 1)
-            if not revisions and after == 0 and await tx.get(self.kind, entity_id) is None:
+            current = await tx.get(self.kind, entity_id)
+            if not revisions and after == 0 and current is None:
                 raise NotFound(f"{self.kind.label} {entity_id} has no history (it never existed here)")
+            if current is not None and not access.can_read(caller.principal, current):
+                raise self._not_found(entity_id)
         more = len(revisions) > size
         revisions = revisions[:size]
         return ListResult(revisions, f"r{revisions[-1].sequence}" if more else "")
@@ -87,13 +102,14 @@ class EntityService:
 
     async def create(self, values: Mapping[str, Any], *, entity_id: uuid.UUID | None, caller: Caller) -> Versioned:
         _check_request_id(caller.request_id)
+        access.check_create(caller.principal, self.kind)
         async with self.store.write() as tx:
             replay = await self._replay(tx, caller, "create")
             if replay is not None:
                 return replay
             now = self._clock()
             entity = self.kind.cls(
-                **{k: v for k, v in values.items() if k not in OUTPUT_ONLY},
+                **self._normalize({k: v for k, v in values.items() if k not in OUTPUT_ONLY}, None),
                 id=entity_id or uuid7(),
                 owner_id=caller.actor_id,
                 created_at=now,
@@ -109,7 +125,7 @@ class EntityService:
                 )
             await self._check_unique(tx, entity)
             await tx.insert(self.kind, entity)
-            await self._record(tx, entity, ChangeOperation.CREATE, caller, now, "create")
+            await self._record(tx, None, entity, ChangeOperation.CREATE, caller, now, "create")
             return entity
 
     async def update(
@@ -122,17 +138,21 @@ class EntityService:
             replay = await self._replay(tx, caller, "update")
             if replay is not None:
                 return replay
-            current = await self._require(tx, entity_id)
+            current = await self._require(tx, entity_id, caller)
+            changes = self._normalize({k: v for k, v in values.items() if k not in OUTPUT_ONLY}, current)
+            access.check_change(
+                caller.principal, self.kind, current, [k for k, v in changes.items() if getattr(current, k) != v]
+            )
             if current.version != version:
                 raise _stale(self.kind, current)
             now = self._clock()
-            changes = {k: v for k, v in values.items() if k not in OUTPUT_ONLY}
             entity = dataclasses.replace(current, **changes, updated_at=now, version=current.version + 1)
             await self._validate(tx, entity)
             await self._check_unique(tx, entity)
             if not await tx.update(self.kind, entity, version):
                 raise _stale(self.kind, await self._require(tx, entity_id))
-            await self._record(tx, entity, ChangeOperation.UPDATE, caller, now, "update")
+            await self._record(tx, current, entity, ChangeOperation.UPDATE, caller, now, "update")
+            await self._after_update(tx, current, entity, caller, now)
             return entity
 
     async def change_members(
@@ -145,7 +165,7 @@ class EntityService:
         caller: Caller,
     ) -> Versioned:
         """Add or remove members of list fields (ToolSet), as an update of the whole entity."""
-        current = await self.get(entity_id)
+        current = await self.get(entity_id, caller)
         values: dict[str, list[uuid.UUID]] = {}
         for name, ids in members.items():
             existing: list[uuid.UUID] = list(getattr(current, name))
@@ -163,7 +183,8 @@ class EntityService:
         async with self.store.write() as tx:
             if caller.request_id and await tx.find_request(caller.request_id) is not None:
                 return
-            current = await self._require(tx, entity_id)
+            current = await self._require(tx, entity_id, caller)
+            access.check_delete(caller.principal, self.kind, current)
             if current.version != version:
                 raise _stale(self.kind, current)
             refs = await tx.count_references(self.kind.name, entity_id)
@@ -177,18 +198,31 @@ class EntityService:
                 )
             if not await tx.delete(self.kind, entity_id, version):
                 raise _stale(self.kind, await self._require(tx, entity_id))
-            await self._record(tx, current, ChangeOperation.DELETE, caller, self._clock(), "delete")
+            await self._record(tx, current, None, ChangeOperation.DELETE, caller, self._clock(), "delete")
 
     # --- helpers -------------------------------------------------------------------------------------
 
-    async def _require(self, tx: Transaction, entity_id: uuid.UUID) -> Versioned:
+    async def _require(self, tx: Transaction, entity_id: uuid.UUID, caller: Caller = Caller()) -> Versioned:
         entity = await tx.get(self.kind, entity_id)
-        if entity is None:
-            raise NotFound(
-                f"{self.kind.label} {entity_id} not found",
-                metadata={"entity": self.kind.label, "id": str(entity_id)},
-            )
+        # What a caller may not see is reported exactly like what does not exist.
+        if entity is None or not access.can_read(caller.principal, entity):
+            raise self._not_found(entity_id)
         return entity
+
+    def _not_found(self, entity_id: uuid.UUID) -> NotFound:
+        return NotFound(
+            f"{self.kind.label} {entity_id} not found",
+            metadata={"entity": self.kind.label, "id": str(entity_id)},
+        )
+
+    def _normalize(self, values: dict[str, Any], current: Versioned | None) -> dict[str, Any]:
+        """Kind-specific clean-up of incoming values (hook; e.g. users' e-mail case)."""
+        return values
+
+    async def _after_update(
+        self, tx: Transaction, before: Versioned, after: Versioned, caller: Caller, now: datetime
+    ) -> None:
+        """Kind-specific effects inside the update's transaction (hook; e.g. deactivation revokes keys)."""
 
     async def _replay(self, tx: Transaction, caller: Caller, method: str) -> Versioned | None:
         """A retried request (same request_id) returns the entity as it is now, and changes nothing."""
@@ -207,13 +241,33 @@ class EntityService:
     async def _record(
         self,
         tx: Transaction,
-        entity: Versioned,
+        before: Versioned | None,
+        after: Versioned | None,
         op: ChangeOperation,
         caller: Caller,
         now: datetime,
         method: str,
     ) -> None:
+        """The change record (history + outbox), the audit entry and the idempotency key: same transaction."""
+        entity = after or before
+        assert entity is not None
         await tx.append_change(self.kind, entity, op, actor_id=caller.actor_id, request_id=caller.request_id, at=now)
+        await audit.append(
+            tx,
+            AuditEntry(
+                occurred_at=now,
+                actor_id=caller.actor_id,
+                api_key_id=caller.principal.api_key_id if caller.principal else None,
+                action=f"{self.kind.name}.{method}",
+                entity_type=self.kind.name,
+                entity_id=str(entity.id),
+                entity_version=entity.version,
+                before=to_json(before) if before is not None else None,
+                after=to_json(after) if after is not None else None,
+                request_id=caller.request_id,
+                peer=caller.peer[:200],
+            ),
+        )
         if caller.request_id:
             await tx.remember_request(caller.request_id, f"{self.kind.name}.{method}", entity.id, now)
 

@@ -59,6 +59,15 @@ def test_migrate_then_serve_health_reflection_logs_and_sigterm(tmp_path: Path) -
     db = tmp_path / "edge.db"
     migrated = subprocess.run([*CLI, "migrate", "--db", str(db)], capture_output=True, text=True, timeout=60)
     assert migrated.returncode == 0, migrated.stderr
+    created_user = subprocess.run(
+        [*CLI, "user", "create", "--db", str(db), "--email", "Boss@Shop.example", "--admin"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert created_user.returncode == 0, created_user.stderr
+    assert "<boss@shop.example> role ADMIN" in created_user.stdout
+    secret = created_user.stdout.strip().splitlines()[-1]
+    assert secret.startswith("sek_")
+    auth = [("authorization", f"Bearer {secret}")]
     port = _free_port()
     proc = subprocess.Popen(
         [*CLI, "serve", "--db", str(db), "--listen", f"127.0.0.1:{port}"],
@@ -73,11 +82,15 @@ def test_migrate_then_serve_health_reflection_logs_and_sigterm(tmp_path: Path) -
             created = items.CreateToolItem(
                 tool_item_pb2.CreateToolItemRequest(
                     tool_item=tool_item_pb2.ToolItem(name="cli", tool_type=tool_item_pb2.TOOL_TYPE_OTHER)
-                )
+                ),
+                metadata=auth,
             )
             with pytest.raises(grpc.RpcError) as err:
-                items.GetToolItem(tool_item_pb2.GetToolItemRequest(id="bad"))
+                items.GetToolItem(tool_item_pb2.GetToolItemRequest(id="bad"), metadata=auth)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            with pytest.raises(grpc.RpcError) as err:
+                items.GetToolItem(tool_item_pb2.GetToolItemRequest(id=created.id))
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
             for service in ("smooth.core.v1.ToolItemService", "smooth.core.v1.ToolSetService"):
                 status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service))
                 assert status.status == health_pb2.HealthCheckResponse.SERVING
@@ -114,12 +127,14 @@ def test_migrate_then_serve_health_reflection_logs_and_sigterm(tmp_path: Path) -
         _wait_serving(port, again)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             got = tool_item_pb2_grpc.ToolItemServiceStub(channel).GetToolItem(
-                tool_item_pb2.GetToolItemRequest(id=created.id)
+                tool_item_pb2.GetToolItemRequest(id=created.id), metadata=auth
             )
             assert got == created
     finally:
         again.send_signal(signal.SIGTERM)
         again.communicate(timeout=30)
+    verified = subprocess.run([*CLI, "audit", "verify", "--db", str(db)], capture_output=True, text=True, timeout=60)
+    assert verified.returncode == 0 and "audit log intact" in verified.stdout, verified.stdout + verified.stderr
 
 
 def test_demo_seeds_sample_data(tmp_path: Path) -> None:

@@ -1,0 +1,38 @@
+"""All use cases over one store, built together (the composition root wires them to the API)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from server.domain.registry import KINDS
+from server.store.repository import Store
+from server.usecases.audit import AuditService
+from server.usecases.entities import EntityService, utc_now
+from server.usecases.identity import ApiKeyService, Authenticator, UserService
+
+
+@dataclass(frozen=True, slots=True)
+class UseCases:
+    store: Store
+    entities: dict[str, EntityService]  # by kind name, "user" included (a UserService)
+    users: UserService
+    api_keys: ApiKeyService
+    audit: AuditService
+    authenticator: Authenticator
+
+
+def build(store: Store, clock: Callable[[], datetime] = utc_now) -> UseCases:
+    authenticator = Authenticator(store, clock)
+    users = UserService(store, clock, authenticator.forget_all)
+    entities = {name: EntityService(store, kind, clock) for name, kind in KINDS.items() if name != "user"}
+    entities["user"] = users
+    return UseCases(
+        store=store,
+        entities=entities,
+        users=users,
+        api_keys=ApiKeyService(store, clock, authenticator),
+        audit=AuditService(store, clock),
+        authenticator=authenticator,
+    )
