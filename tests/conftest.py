@@ -54,11 +54,11 @@ from smooth.core.v1 import (
     tool_usage_pb2_grpc as usage_grpc,
 )
 
+from agent.grpc_client import authorized_channel
 from server.api.server import GrpcServer
+from server.domain.entities import UserRole
 from server.store import migrate
 from server.store.repository import Store
-from agent.grpc_client import authorized_channel
-from server.domain.entities import UserRole
 from server.usecases.app import UseCases, build
 from server.usecases.entities import Caller
 

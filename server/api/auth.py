@@ -50,10 +50,11 @@ METHOD_SCOPES: dict[str, frozenset[Scope]] = {
     "/smooth.core.v1.UserService/UpdateUser": frozenset({A}),
     "/smooth.core.v1.UserService/DeactivateUser": frozenset({A}),
     "/smooth.core.v1.UserService/ListRevisions": frozenset({A}),
-    # Users manage their own keys (the use case limits non-admins to themselves and to scopes they hold).
+    # People manage their own keys (the use case limits non-admins to themselves and to scopes they hold);
+    # machine keys (usage:report, measurements:write, sync) do not manage keys.
     "/smooth.core.v1.ApiKeyService/CreateApiKey": frozenset({W, A}),
-    "/smooth.core.v1.ApiKeyService/ListApiKeys": frozenset({R, W, A, USAGE, MEAS, Scope.SYNC}),
-    "/smooth.core.v1.ApiKeyService/RevokeApiKey": frozenset({R, W, A, USAGE, MEAS, Scope.SYNC}),
+    "/smooth.core.v1.ApiKeyService/ListApiKeys": frozenset({R, W, A}),
+    "/smooth.core.v1.ApiKeyService/RevokeApiKey": frozenset({R, W, A}),
     "/smooth.core.v1.AuditLogService/ListAuditLogs": frozenset({A}),
 }
 

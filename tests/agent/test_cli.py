@@ -61,7 +61,9 @@ def test_migrate_then_serve_health_reflection_logs_and_sigterm(tmp_path: Path) -
     assert migrated.returncode == 0, migrated.stderr
     created_user = subprocess.run(
         [*CLI, "user", "create", "--db", str(db), "--email", "Boss@Shop.example", "--admin"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert created_user.returncode == 0, created_user.stderr
     assert "<boss@shop.example> role ADMIN" in created_user.stdout
