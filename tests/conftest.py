@@ -3,6 +3,7 @@ a real channel, and a factory that creates valid entities through the public API
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -62,6 +63,7 @@ from server.store.repository import Store
 from server.usecases.app import UseCases, build
 from server.usecases.entities import Caller
 
+_TOOL_NUMBERS = itertools.count(1)
 PG_ENV = "SMOOTH_EDGE_TEST_PG_URL"
 PG_REQUIRED_ENV = "SMOOTH_EDGE_REQUIRE_PG"
 
@@ -162,7 +164,8 @@ class Factory:
         )
 
     async def preset(self, **overrides: Any) -> preset_pb.ToolPreset:
-        fields: dict[str, Any] = dict(name="T1", machine_id="MILL-01", parameters=struct({"tool_number": 1}))
+        number = next(_TOOL_NUMBERS)  # one T number per preset: a machine refuses duplicates
+        fields: dict[str, Any] = dict(name=f"T{number}", machine_id="MILL-01", parameters=struct({"tool_number": number}))
         if "tool_instance_id" not in overrides:
             fields["tool_instance_id"] = (await self.instance()).id
         fields.update(overrides)

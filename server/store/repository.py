@@ -25,11 +25,20 @@ from server.domain.entities import ChangeOperation, Revision, Versioned
 from server.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, SmoothError, Unavailable
 from server.domain.identity import ApiKey, AuditEntry, AuditFilter
 from server.domain.query import ListQuery
-from server.domain.registry import EntityKind, references_to
+from server.domain.registry import KINDS, EntityKind, references_to
 from server.domain.schema import fields_of, to_json
 from server.store import query as q
 from server.store.engine import WRITE_OPTION, create_engine, is_sqlite
-from server.store.tables import ENTITY_TABLES, MEMBER_TABLES, api_keys, audit_log, changes, request_log
+from server.store.tables import (
+    ENTITY_TABLES,
+    MEMBER_TABLES,
+    api_keys,
+    audit_log,
+    changes,
+    collector_state,
+    collector_unmatched,
+    request_log,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +326,48 @@ class Transaction:
             sa.select(audit_log).where(audit_log.c.seq > after_seq, *conditions).order_by(audit_log.c.seq).limit(limit)
         )
         return [AuditEntry(**r) for r in (await self._execute(stmt)).mappings().all()]
+
+    # --- collector -----------------------------------------------------------------------------------------
+
+    async def collector_state(self, machine_id: str) -> dict[str, Any] | None:
+        stmt = sa.select(collector_state.c.state).where(collector_state.c.machine_id == machine_id)
+        value = (await self._execute(stmt)).scalar()
+        return dict(value) if value is not None else None
+
+    async def save_collector_state(self, machine_id: str, state: dict[str, Any], at: datetime) -> None:
+        updated = await self._execute(
+            collector_state.update()
+            .where(collector_state.c.machine_id == machine_id)
+            .values(state=state, updated_at=at)
+        )
+        if updated.rowcount == 0:
+            await self._execute(collector_state.insert().values(machine_id=machine_id, state=state, updated_at=at))
+
+    async def presets_on_machine(self, machine_id: str) -> list[Versioned]:
+        return await self._load(KINDS["tool_preset"], ENTITY_TABLES["tool_preset"].c.machine_id == machine_id)
+
+    async def unmatched(
+        self, *, machine_id: str | None = None, tool_number: int | None = None, row_id: uuid.UUID | None = None
+    ) -> list[dict[str, Any]]:
+        table = collector_unmatched
+        conditions = []
+        if machine_id is not None:
+            conditions.append(table.c.machine_id == machine_id)
+        if tool_number is not None:
+            conditions.append(table.c.tool_number == tool_number)
+        if row_id is not None:
+            conditions.append(table.c.id == row_id)
+        stmt = sa.select(table).where(*conditions).order_by(table.c.start_time)
+        return [dict(r) for r in (await self._execute(stmt)).mappings().all()]
+
+    async def upsert_unmatched(self, row: dict[str, Any]) -> None:
+        table = collector_unmatched
+        updated = await self._execute(table.update().where(table.c.id == row["id"]).values(row))
+        if updated.rowcount == 0:
+            await self._execute(table.insert().values(row))
+
+    async def delete_unmatched(self, row_id: uuid.UUID) -> None:
+        await self._execute(collector_unmatched.delete().where(collector_unmatched.c.id == row_id))
 
 
 # A constant key for pg_advisory_xact_lock: serializes appends to the audit hash chain on PostgreSQL.

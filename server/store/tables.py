@@ -275,6 +275,30 @@ request_log = sa.Table(
     sa.Column("created_at", UtcDateTime(), nullable=False),
 )
 
+# The OPC UA collector's tracker state per machine, saved with the usage rows it produced (one transaction).
+collector_state = sa.Table(
+    "collector_state",
+    metadata,
+    sa.Column("machine_id", sa.String(100), primary_key=True),
+    sa.Column("state", JSON, nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# Tool stays whose T number had no ToolPreset on that machine: kept until a matching preset appears.
+collector_unmatched = sa.Table(
+    "collector_unmatched",
+    metadata,
+    sa.Column("id", sa.Uuid(), primary_key=True),  # the usage id it will get once attached
+    sa.Column("machine_id", sa.String(100), nullable=False),
+    sa.Column("tool_number", sa.Integer(), nullable=False),
+    sa.Column("start_time", UtcDateTime(), nullable=False),
+    sa.Column("end_time", UtcDateTime()),
+    sa.Column("program_name", sa.String(200), nullable=False),
+    sa.Column("usage_metrics", JSON, nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Index("ix_collector_unmatched_machine_id_tool_number", "machine_id", "tool_number"),
+)
+
 ENTITY_TABLES: dict[str, sa.Table] = {
     "user": users,
     "tool_item": tool_items,

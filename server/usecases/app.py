@@ -11,6 +11,7 @@ from server.store.repository import Store
 from server.usecases.audit import AuditService
 from server.usecases.entities import EntityService, utc_now
 from server.usecases.identity import ApiKeyService, Authenticator, UserService
+from server.usecases.usage_recording import PresetService, UsageRecorder
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,7 @@ class UseCases:
     api_keys: ApiKeyService
     audit: AuditService
     authenticator: Authenticator
+    recorder: UsageRecorder
 
 
 def build(store: Store, clock: Callable[[], datetime] = utc_now) -> UseCases:
@@ -28,6 +30,8 @@ def build(store: Store, clock: Callable[[], datetime] = utc_now) -> UseCases:
     users = UserService(store, clock, authenticator.forget_all)
     entities = {name: EntityService(store, kind, clock) for name, kind in KINDS.items() if name != "user"}
     entities["user"] = users
+    recorder = UsageRecorder(store, entities["tool_usage"], clock)
+    entities["tool_preset"] = PresetService(store, KINDS["tool_preset"], clock, recorder)
     return UseCases(
         store=store,
         entities=entities,
@@ -35,4 +39,5 @@ def build(store: Store, clock: Callable[[], datetime] = utc_now) -> UseCases:
         api_keys=ApiKeyService(store, clock, authenticator),
         audit=AuditService(store, clock),
         authenticator=authenticator,
+        recorder=recorder,
     )

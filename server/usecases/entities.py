@@ -104,29 +104,36 @@ class EntityService:
         _check_request_id(caller.request_id)
         access.check_create(caller.principal, self.kind)
         async with self.store.write() as tx:
-            replay = await self._replay(tx, caller, "create")
-            if replay is not None:
-                return replay
-            now = self._clock()
-            entity = self.kind.cls(
-                **self._normalize({k: v for k, v in values.items() if k not in OUTPUT_ONLY}, None),
-                id=entity_id or uuid7(),
-                owner_id=caller.actor_id,
-                created_at=now,
-                updated_at=now,
-                version=1,
+            return await self.create_in(tx, values, entity_id=entity_id, caller=caller)
+
+    async def create_in(
+        self, tx: Transaction, values: Mapping[str, Any], *, entity_id: uuid.UUID | None, caller: Caller
+    ) -> Versioned:
+        """Create inside the caller's transaction (in-process components that write more in the same unit)."""
+        replay = await self._replay(tx, caller, "create")
+        if replay is not None:
+            return replay
+        now = self._clock()
+        entity = self.kind.cls(
+            **self._normalize({k: v for k, v in values.items() if k not in OUTPUT_ONLY}, None),
+            id=entity_id or uuid7(),
+            owner_id=caller.actor_id,
+            created_at=now,
+            updated_at=now,
+            version=1,
+        )
+        await self._validate(tx, entity)
+        if await tx.get(self.kind, entity.id) is not None:
+            raise AlreadyExists(
+                f"{self.kind.label} {entity.id} already exists; use a new id or Update it",
+                reason="ID_TAKEN",
+                violations=[FieldViolation("id", "already taken")],
             )
-            await self._validate(tx, entity)
-            if await tx.get(self.kind, entity.id) is not None:
-                raise AlreadyExists(
-                    f"{self.kind.label} {entity.id} already exists; use a new id or Update it",
-                    reason="ID_TAKEN",
-                    violations=[FieldViolation("id", "already taken")],
-                )
-            await self._check_unique(tx, entity)
-            await tx.insert(self.kind, entity)
-            await self._record(tx, None, entity, ChangeOperation.CREATE, caller, now, "create")
-            return entity
+        await self._check_unique(tx, entity)
+        await tx.insert(self.kind, entity)
+        await self._record(tx, None, entity, ChangeOperation.CREATE, caller, now, "create")
+        await self._after_write(tx, None, entity, caller, now)
+        return entity
 
     async def update(
         self, entity_id: uuid.UUID, version: int, values: Mapping[str, Any], *, caller: Caller
@@ -135,25 +142,32 @@ class EntityService:
         if version <= 0:
             raise InvalidArgument.of([FieldViolation("version", "required: send the version you last read")])
         async with self.store.write() as tx:
-            replay = await self._replay(tx, caller, "update")
-            if replay is not None:
-                return replay
-            current = await self._require(tx, entity_id, caller)
-            changes = self._normalize({k: v for k, v in values.items() if k not in OUTPUT_ONLY}, current)
-            access.check_change(
-                caller.principal, self.kind, current, [k for k, v in changes.items() if getattr(current, k) != v]
-            )
-            if current.version != version:
-                raise _stale(self.kind, current)
-            now = self._clock()
-            entity = dataclasses.replace(current, **changes, updated_at=now, version=current.version + 1)
-            await self._validate(tx, entity)
-            await self._check_unique(tx, entity)
-            if not await tx.update(self.kind, entity, version):
-                raise _stale(self.kind, await self._require(tx, entity_id))
-            await self._record(tx, current, entity, ChangeOperation.UPDATE, caller, now, "update")
-            await self._after_update(tx, current, entity, caller, now)
-            return entity
+            return await self.update_in(tx, entity_id, version, values, caller=caller)
+
+    async def update_in(
+        self, tx: Transaction, entity_id: uuid.UUID, version: int, values: Mapping[str, Any], *, caller: Caller
+    ) -> Versioned:
+        """Update inside the caller's transaction; `version` 0 means "whatever is current" (in-process only)."""
+        replay = await self._replay(tx, caller, "update")
+        if replay is not None:
+            return replay
+        current = await self._require(tx, entity_id, caller)
+        changes = self._normalize({k: v for k, v in values.items() if k not in OUTPUT_ONLY}, current)
+        access.check_change(
+            caller.principal, self.kind, current, [k for k, v in changes.items() if getattr(current, k) != v]
+        )
+        version = version or current.version
+        if current.version != version:
+            raise _stale(self.kind, current)
+        now = self._clock()
+        entity = dataclasses.replace(current, **changes, updated_at=now, version=current.version + 1)
+        await self._validate(tx, entity)
+        await self._check_unique(tx, entity)
+        if not await tx.update(self.kind, entity, version):
+            raise _stale(self.kind, await self._require(tx, entity_id))
+        await self._record(tx, current, entity, ChangeOperation.UPDATE, caller, now, "update")
+        await self._after_write(tx, current, entity, caller, now)
+        return entity
 
     async def change_members(
         self,
@@ -219,10 +233,10 @@ class EntityService:
         """Kind-specific clean-up of incoming values (hook; e.g. users' e-mail case)."""
         return values
 
-    async def _after_update(
-        self, tx: Transaction, before: Versioned, after: Versioned, caller: Caller, now: datetime
+    async def _after_write(
+        self, tx: Transaction, before: Versioned | None, after: Versioned, caller: Caller, now: datetime
     ) -> None:
-        """Kind-specific effects inside the update's transaction (hook; e.g. deactivation revokes keys)."""
+        """Kind-specific effects inside a create's or update's transaction (hook; e.g. deactivation revokes keys)."""
 
     async def _replay(self, tx: Transaction, caller: Caller, method: str) -> Versioned | None:
         """A retried request (same request_id) returns the entity as it is now, and changes nothing."""

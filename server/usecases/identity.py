@@ -87,9 +87,11 @@ class UserService(EntityService):
                     violations=[FieldViolation("email", "already used by another user")],
                 )
 
-    async def _after_update(
-        self, tx: Transaction, before: Versioned, after: Versioned, caller: Caller, now: datetime
+    async def _after_write(
+        self, tx: Transaction, before: Versioned | None, after: Versioned, caller: Caller, now: datetime
     ) -> None:
+        if before is None:
+            return
         assert isinstance(before, User) and isinstance(after, User)
         if before.is_active and not after.is_active:
             for key in await tx.revoke_user_keys(after.id, now):

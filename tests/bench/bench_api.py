@@ -1,6 +1,7 @@
-"""Throughput and latency of the Smooth Edge gRPC API (Get, List, Create), each next to a bare grpc.aio echo
-server as the baseline. Run from the repository root: `python tests/bench/bench_api.py --help`; see README.md
-beside this file. Not part of the pytest run (no test_ prefix), and asserts nothing about timing."""
+"""Throughput and latency of the Smooth Edge gRPC API (Get, List, Create) with authentication on, next to the
+same server with `--insecure-disable-auth` and to a bare grpc.aio echo server, plus an in-process measurement
+of what the audit log costs a Create. Run from the repository root: `python tests/bench/bench_api.py --help`;
+see README.md beside this file. Not part of the pytest run (no test_ prefix), and asserts nothing about timing."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import selectors
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -28,12 +30,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, Generic, TypeVar
+from unittest import mock
 
 import grpc
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from smooth.core.v1 import tool_item_pb2 as item_pb
 from smooth.core.v1 import tool_item_pb2_grpc as item_grpc
+
+from agent.logs import configure_logging
+from server.api import mapping
+from server.domain.errors import SmoothError
+from server.domain.identity import AuditEntry
+from server.store import migrate
+from server.store.repository import Store, Transaction
+from server.usecases import audit
+from server.usecases.app import build
+from server.usecases.entities import Caller
 
 BENCH_DIR = Path(__file__).resolve().parent
 ECHO_SERVER = BENCH_DIR / "echo_server.py"
@@ -46,12 +59,22 @@ SEED_CONCURRENCY = 32
 STARTUP_TIMEOUT_S = 60.0
 STOP_GRACE_S = 5.0
 OPERATIONS = ("Get", "List", "Create")  # Create last: it grows the table that Get and List read
+BENCH_EMAIL = "bench@example.com"
+# The side names, also the keys of the JSON results.
+AUTH_ON, AUTH_OFF, ECHO = "auth on", "auth off", "echo"
+WITH_AUDIT, WITHOUT_AUDIT = "audit", "no audit"
+# What the server passes as the caller's peer; the in-process Create gets the same, so its audit entry matches.
+IN_PROCESS_PEER = "ipv4:127.0.0.1:0"
+# The SQLite store serializes writers on one lock, so more in-flight in-process Creates would only queue.
+IN_PROCESS_CONCURRENCY = 1
+
+Metadata = tuple[tuple[str, str], ...]
 
 _T0 = time.perf_counter()
 
 
 def progress(message: str) -> None:
-    """Phase messages go to stderr so stdout holds only the table."""
+    """Phase messages go to stderr so stdout holds only the tables."""
     print(f"[{time.perf_counter() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
@@ -86,6 +109,13 @@ class Processes:
         for name, proc in reversed(self._children):
             self._stop(name, proc)
         self._children.clear()
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        """Stop one child now (the others keep running)."""
+        for name, child in self._children:
+            if child is proc:
+                self._stop(name, child)
+        self._children = [(name, child) for name, child in self._children if child is not proc]
 
     def _stop(self, name: str, proc: subprocess.Popen[bytes]) -> None:
         for stream in (proc.stdin, proc.stdout):
@@ -156,26 +186,72 @@ def start_echo(procs: Processes, workdir: Path) -> int:
     return int(line.decode().strip())
 
 
-def start_smooth(procs: Processes, workdir: Path) -> tuple[int, subprocess.Popen[bytes], Path]:
+def run_cli(args: Sequence[str], log: Path) -> str:
+    """Run one `smooth-edge` command to completion; its stderr goes to `log`, its stdout is returned."""
+    argv = [*smooth_edge_command(), "--log-level", "WARNING", *args]
+    shown = f"smooth-edge {' '.join(args[:2])}"
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=STARTUP_TIMEOUT_S, check=False, cwd=Path.cwd())
+    except subprocess.TimeoutExpired as err:
+        raise BenchError(f"`{shown}` did not finish within {STARTUP_TIMEOUT_S:g}s") from err
+    with log.open("ab") as log_file:
+        log_file.write(done.stderr)
+    if done.returncode != 0:
+        raise BenchError(f"`{shown}` exited with {done.returncode}:\n{log_tail(log)}")
+    return done.stdout.decode(errors="replace")
+
+
+def create_api_key(workdir: Path, db: Path) -> str:
+    """Migrate a fresh database and create an admin user in it, as an operator would; return the key's secret."""
+    log = workdir / "cli.log"
+    run_cli(["migrate", "--db", str(db)], log)
+    out = run_cli(["user", "create", "--db", str(db), "--email", BENCH_EMAIL, "--admin"], log)
+    lines = out.strip().splitlines()
+    secret = lines[-1].strip() if lines else ""
+    if not secret.startswith("sek_"):  # the output is not shown: it may hold the secret in an unexpected place
+        raise BenchError("`smooth-edge user create` did not print an API key (sek_...) on its last stdout line")
+    return secret
+
+
+def copy_database(source: Path, target: Path) -> None:
+    """A consistent copy of a SQLite database, through the online backup API (safe while a server uses it)."""
+    with contextlib.closing(sqlite3.connect(source)) as src, contextlib.closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
+
+
+@dataclass(frozen=True)
+class SmoothServer:
+    name: str
+    db: Path
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+def start_smooth(procs: Processes, workdir: Path, db: Path, *, auth: bool) -> SmoothServer:
+    name = f"smooth-edge ({db.stem})"
     port = free_port()
-    log = workdir / "smooth-edge.log"
+    log = workdir / f"{db.stem}.log"
     argv = [
         *smooth_edge_command(),
         # WARNING: at INFO the server writes a JSON line per RPC, and that would be part of the measurement.
         "--log-level", "WARNING",
-        "serve", "--db", str(workdir / "bench.db"), "--listen", f"127.0.0.1:{port}", "--migrate",
+        "serve", "--db", str(db), "--listen", f"127.0.0.1:{port}", "--migrate",
+        *([] if auth else ["--insecure-disable-auth"]),
     ]  # fmt: skip
-    proc = procs.start("smooth-edge", argv, log, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    return port, proc, log
+    proc = procs.start(name, argv, log, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    return SmoothServer(name, db, port, proc, log)
 
 
-async def wait_serving(channel: grpc.aio.Channel, proc: subprocess.Popen[bytes], log: Path) -> None:
-    """Poll grpc.health.v1 until SERVING; fail fast with the server's log if the process dies."""
+async def wait_serving(channel: grpc.aio.Channel, server: SmoothServer) -> None:
+    """Poll grpc.health.v1 (open without a key) until SERVING; fail fast with the log if the process dies."""
     health = health_pb2_grpc.HealthStub(channel)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while True:
-        if proc.poll() is not None:
-            raise BenchError(f"smooth-edge exited with {proc.returncode} while starting:\n{log_tail(log)}")
+        if server.proc.poll() is not None:
+            raise BenchError(
+                f"{server.name} exited with {server.proc.returncode} while starting:\n{log_tail(server.log)}"
+            )
         try:
             reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
             if reply.status == health_pb2.HealthCheckResponse.SERVING:
@@ -183,8 +259,26 @@ async def wait_serving(channel: grpc.aio.Channel, proc: subprocess.Popen[bytes],
         except grpc.aio.AioRpcError:
             pass  # not listening yet (migrating)
         if time.monotonic() > deadline:
-            raise BenchError(f"smooth-edge not SERVING after {STARTUP_TIMEOUT_S:g}s:\n{log_tail(log)}")
+            raise BenchError(f"{server.name} not SERVING after {STARTUP_TIMEOUT_S:g}s:\n{log_tail(server.log)}")
         await asyncio.sleep(0.1)
+
+
+async def check_auth_modes(on: item_grpc.ToolItemServiceStub, off: item_grpc.ToolItemServiceStub, item_id: str) -> None:
+    """A call without a key: refused by the auth-on server, answered by the auth-off one. Guards the labels."""
+    request = item_pb.GetToolItemRequest(id=item_id)
+    try:
+        await on.GetToolItem(request)
+    except grpc.aio.AioRpcError as err:
+        if err.code() != grpc.StatusCode.UNAUTHENTICATED:
+            raise BenchError(
+                f"auth-on server: a call without a key got {err.code().name}, not UNAUTHENTICATED"
+            ) from err
+    else:
+        raise BenchError("auth-on server answered a call without a key: authentication is not on")
+    try:
+        await off.GetToolItem(request)
+    except grpc.aio.AioRpcError as err:
+        raise BenchError(f"--insecure-disable-auth server refused a call without a key: {describe(err)}") from err
 
 
 # ------------------------------------------------------------------------------------------- measurement
@@ -194,10 +288,25 @@ Req = TypeVar("Req")
 
 @dataclass(frozen=True)
 class Load(Generic[Req]):
-    """What one worker does per call: build a request (untimed), then await the RPC (timed)."""
+    """What one worker does per call: build a request (untimed), then await the call (timed)."""
 
     build: Callable[[], Req]
     invoke: Callable[[Req], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class Side:
+    """One thing a case runs: a load, the group whose rate it counts towards (e.g. all auth-on servers; default
+    its own name), and what must hold while it runs (e.g. a patch)."""
+
+    name: str
+    load: Load[Any]
+    group: str = ""
+    around: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext
+
+    @property
+    def group_name(self) -> str:
+        return self.group or self.name
 
 
 @dataclass
@@ -219,6 +328,24 @@ class Stats:
     calls_per_s: float
     p50_ms: float | None
     p99_ms: float | None
+    round_calls_per_s: list[float]  # one rate per round (its forward and its backward window together)
+
+
+@dataclass
+class Comparison:
+    """A side's rate over a baseline's: overall, the lowest and highest per-round ratio, and the time per call
+    the side adds (1/rate - 1/baseline rate: latency at concurrency 1, time of the bottleneck when saturated)."""
+
+    ratio: float | None
+    round_low: float | None
+    round_high: float | None
+    added_us_per_call: float | None
+
+
+@dataclass
+class Measured:
+    groups: dict[str, Stats]  # per group: the windows of all its sides together
+    sides: dict[str, Stats]  # per side (for the smooth-edge servers: per process)
 
 
 @dataclass
@@ -226,10 +353,32 @@ class Row:
     operation: str
     concurrency: int
     request_bytes: float
-    response_bytes: int
-    smooth: Stats
-    echo: Stats
-    ratio: float | None  # smooth calls/s over echo calls/s
+    response_bytes_auth_on: int
+    response_bytes_auth_off: int
+    auth_on: Stats  # all auth-on servers together
+    auth_off: Stats  # all auth-off servers together
+    echo: Stats | None  # None with --skip-echo
+    on_vs_off: Comparison  # the cost of authentication (+ authorization); audit is on both sides
+    on_vs_echo: Comparison | None  # the share of the bare gRPC rate the auth-on server keeps
+    # The largest |1 - ratio| between two servers of the same mode (A/A): the noise floor of on_vs_off.
+    aa_spread: float | None
+    servers: dict[str, Stats]  # per smooth-edge process
+
+
+@dataclass
+class InProcess:
+    """EntityService.create of a ToolItem called directly (no gRPC), with the audit append and without."""
+
+    concurrency: int
+    audit: Stats
+    no_audit: Stats
+    audit_vs_none: Comparison
+
+
+def describe(err: Exception) -> str:
+    if isinstance(err, grpc.aio.AioRpcError):
+        return f"{err.code().name}: {err.details()}"
+    return f"{type(err).__name__}: {err}"
 
 
 async def drive(load: Load[Any], concurrency: int, seconds: float) -> Window:
@@ -246,10 +395,10 @@ async def drive(load: Load[Any], concurrency: int, seconds: float) -> Window:
             started = time.perf_counter()
             try:
                 await load.invoke(request)
-            except grpc.aio.AioRpcError as err:
+            except (grpc.aio.AioRpcError, SmoothError) as err:
                 # Count and go on: one bad call should not void a run, but the table shows it.
                 errors += 1
-                first_error = first_error or f"{err.code().name}: {err.details()}"
+                first_error = first_error or describe(err)
                 continue
             latencies.append(time.perf_counter() - started)
 
@@ -265,18 +414,81 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
-def summarize(windows: Sequence[Window]) -> Stats:
-    latencies = sorted(itertools.chain.from_iterable(w.latencies_s for w in windows))
-    calls = len(latencies)
+def _rate(windows: Sequence[Window]) -> float:
     seconds = sum(w.elapsed_s for w in windows)
+    return sum(w.calls for w in windows) / seconds if seconds > 0 else 0.0
+
+
+def summarize(windows: Sequence[Window], rounds: int) -> Stats:
+    latencies = sorted(itertools.chain.from_iterable(w.latencies_s for w in windows))
+    per_round = len(windows) // rounds
     return Stats(
-        calls=calls,
+        calls=len(latencies),
         errors=sum(w.errors for w in windows),
-        seconds=round(seconds, 3),
-        calls_per_s=calls / seconds if seconds > 0 else 0.0,
+        seconds=round(sum(w.elapsed_s for w in windows), 3),
+        calls_per_s=_rate(windows),
         p50_ms=percentile(latencies, 0.50) * 1000 if latencies else None,
         p99_ms=percentile(latencies, 0.99) * 1000 if latencies else None,
+        round_calls_per_s=[_rate(windows[i * per_round : (i + 1) * per_round]) for i in range(rounds)],
     )
+
+
+def compare(side: Stats, baseline: Stats) -> Comparison:
+    if not side.calls_per_s or not baseline.calls_per_s:
+        return Comparison(None, None, None, None)
+    per_round = [
+        s / b for s, b in zip(side.round_calls_per_s, baseline.round_calls_per_s, strict=True) if s > 0 and b > 0
+    ]
+    return Comparison(
+        ratio=side.calls_per_s / baseline.calls_per_s,
+        round_low=min(per_round, default=None),
+        round_high=max(per_round, default=None),
+        added_us_per_call=1e6 / side.calls_per_s - 1e6 / baseline.calls_per_s,
+    )
+
+
+async def measure(label: str, sides: Sequence[Side], concurrency: int, settings: Settings) -> Measured:
+    """Interleave the sides: each round runs them forward, then backward (A B C C B A), so drift on a shared
+    machine hits every side about equally. A group gets `seconds` in all, shared by its sides, each in
+    2 x rounds windows. Each side warms up (unmeasured) just before its first window."""
+    group_sizes: dict[str, int] = {}
+    for side in sides:
+        group_sizes[side.group_name] = group_sizes.get(side.group_name, 0) + 1
+    window_s = {side.name: settings.seconds / (2 * settings.rounds * group_sizes[side.group_name]) for side in sides}
+    progress(
+        f"{label}: {settings.rounds} x [{', '.join(side.name for side in sides)}, and back]; "
+        f"windows {'/'.join(f'{w:g}' for w in sorted(set(window_s.values())))}s, warm-up {settings.warmup:g}s"
+    )
+    by_side: dict[str, list[Window]] = {side.name: [] for side in sides}
+    by_group: dict[str, list[Window]] = {group: [] for group in group_sizes}  # in time order, so by round
+    for side in [*sides, *reversed(sides)] * settings.rounds:
+        with side.around():
+            if not by_side[side.name]:
+                await drive(side.load, concurrency, settings.warmup)
+            window = await drive(side.load, concurrency, window_s[side.name])
+        by_side[side.name].append(window)
+        by_group[side.group_name].append(window)
+    for name, windows in by_side.items():
+        failed = [w for w in windows if w.errors]
+        if failed:
+            progress(f"{label}: {sum(w.errors for w in failed)} failed {name} calls, first: {failed[0].first_error}")
+    measured = Measured(
+        groups={group: summarize(windows, settings.rounds) for group, windows in by_group.items()},
+        sides={name: summarize(windows, settings.rounds) for name, windows in by_side.items()},
+    )
+    progress(f"{label}: " + ", ".join(f"{group} {st.calls_per_s:.0f}/s" for group, st in measured.groups.items()))
+    return measured
+
+
+def aa_spread(sides: Sequence[Side], stats: dict[str, Stats]) -> float | None:
+    """The largest |1 - ratio| between two sides of the same group: what on/off would show with no difference."""
+    spreads: list[float] = []
+    for a, b in itertools.combinations(sides, 2):
+        if a.group and a.group_name == b.group_name:
+            ratio = compare(stats[a.name], stats[b.name]).ratio
+            if ratio is not None:
+                spreads.append(abs(1 - ratio))
+    return max(spreads, default=None)
 
 
 # ------------------------------------------------------------------------------------------- requests
@@ -301,7 +513,7 @@ def tool_item(name: str, part_number: str, tool_type: str, diameter: float) -> i
     )
 
 
-async def seed(stub: item_grpc.ToolItemServiceStub, count: int) -> list[str]:
+async def seed(stub: item_grpc.ToolItemServiceStub, count: int, metadata: Metadata) -> list[str]:
     """Create `count` items (half END_MILL, the rest DRILL and REAMER) through the API; return their ids."""
     ids: list[str] = []
     numbers = iter(range(count))
@@ -310,17 +522,30 @@ async def seed(stub: item_grpc.ToolItemServiceStub, count: int) -> list[str]:
         for i in numbers:  # one shared iterator: the workers split the range between them
             tool_type = "END_MILL" if i % 10 < 5 else "DRILL" if i % 10 < 8 else "REAMER"
             item = tool_item(f"Seed {tool_type} {i}", f"SEED-{i:06d}", tool_type, 3 + (i % 17))
-            created = await stub.CreateToolItem(item_pb.CreateToolItemRequest(tool_item=item))
+            created = await stub.CreateToolItem(item_pb.CreateToolItemRequest(tool_item=item), metadata=metadata)
             ids.append(created.id)
 
-    await asyncio.gather(*(worker() for _ in range(min(SEED_CONCURRENCY, max(count, 1)))))
+    try:
+        await asyncio.gather(*(worker() for _ in range(min(SEED_CONCURRENCY, max(count, 1)))))
+    except grpc.aio.AioRpcError as err:
+        raise BenchError(f"seeding through the auth-on server failed: {describe(err)}") from err
     return ids
 
 
-def operation_builders(ids: Sequence[str], rng: random.Random) -> dict[str, Callable[[], Any]]:
-    """The request each operation sends; every Create carries a new, fixed-width (so fixed-size) part number."""
+def create_builder() -> Callable[[], item_pb.CreateToolItemRequest]:
+    """Create requests, each with a new, fixed-width (so fixed-size) part number."""
     run_tag = uuid.uuid4().hex[:8]
     counter = itertools.count()
+
+    def create() -> item_pb.CreateToolItemRequest:
+        item = tool_item("Bench end mill", f"BENCH-{run_tag}-{next(counter):08d}", "END_MILL", 10)
+        return item_pb.CreateToolItemRequest(tool_item=item)
+
+    return create
+
+
+def operation_builders(ids: Sequence[str], rng: random.Random) -> dict[str, Callable[[], Any]]:
+    """The request each operation sends. Both smooth-edge servers hold the same rows, so the same ids work."""
     list_request = item_pb.ListToolItemsRequest(page_size=LIST_PAGE_SIZE, filter=LIST_FILTER)
 
     def get() -> item_pb.GetToolItemRequest:
@@ -329,20 +554,29 @@ def operation_builders(ids: Sequence[str], rng: random.Random) -> dict[str, Call
     def list_() -> item_pb.ListToolItemsRequest:
         return list_request
 
-    def create() -> item_pb.CreateToolItemRequest:
-        item = tool_item("Bench end mill", f"BENCH-{run_tag}-{next(counter):08d}", "END_MILL", 10)
-        return item_pb.CreateToolItemRequest(tool_item=item)
-
-    return {"Get": get, "List": list_, "Create": create}
+    return {"Get": get, "List": list_, "Create": create_builder()}
 
 
-def smooth_method(stub: item_grpc.ToolItemServiceStub, operation: str) -> Callable[[Any], Awaitable[object]]:
-    methods: dict[str, Callable[[Any], Awaitable[object]]] = {
+def smooth_method(stub: item_grpc.ToolItemServiceStub, operation: str) -> Any:
+    methods: dict[str, Any] = {
         "Get": stub.GetToolItem,
         "List": stub.ListToolItems,
         "Create": stub.CreateToolItem,
     }
     return methods[operation]
+
+
+def with_metadata(multicallable: Any, metadata: Metadata) -> Callable[[Any], Awaitable[object]]:
+    # Per-call metadata rather than a client interceptor (agent.grpc_client): grpc.aio's interceptor path costs
+    # the client more than the header does, and every side gets exactly the same header either way.
+    call: Callable[[Any], Awaitable[object]] = functools.partial(multicallable, metadata=metadata)
+    return call
+
+
+async def response_size(invoke: Callable[[Any], Awaitable[object]], request: Any) -> int:
+    reply: Any = await invoke(request)
+    size: int = reply.ByteSize()
+    return size
 
 
 # ------------------------------------------------------------------------------------------------ run
@@ -352,102 +586,337 @@ def smooth_method(stub: item_grpc.ToolItemServiceStub, operation: str) -> Callab
 class Settings:
     seconds: float
     warmup: float
+    rounds: int
+    servers_per_mode: int
     concurrency: tuple[int, ...]
     items: int
+    skip_echo: bool
     json_path: Path | None
 
 
-async def measure_pair(
-    operation: str, concurrency: int, smooth: Load[Any], echo: Load[bytes], settings: Settings
-) -> tuple[Stats, Stats]:
-    """Smooth, echo, smooth again (A-B-A): drift on a shared machine hits both sides about equally."""
-    label = f"{operation} x{concurrency}"
-    half = settings.seconds / 2
-    progress(f"{label}: warm-up smooth-edge {settings.warmup:g}s, measure {half:g}s")
-    await drive(smooth, concurrency, settings.warmup)
-    first = await drive(smooth, concurrency, half)
-    progress(f"{label}: warm-up echo {settings.warmup:g}s, measure {settings.seconds:g}s")
-    await drive(echo, concurrency, settings.warmup)
-    baseline = await drive(echo, concurrency, settings.seconds)
-    progress(f"{label}: measure smooth-edge again {half:g}s")
-    second = await drive(smooth, concurrency, half)
-    for side, window in (("smooth-edge", first), ("echo", baseline), ("smooth-edge", second)):
-        if window.errors:
-            progress(f"{label}: {window.errors} failed {side} calls, first: {window.first_error}")
-    return summarize([first, second]), summarize([baseline])
+async def seed_and_copy(
+    settings: Settings, seed_server: SmoothServer, metadata: Metadata, copies: Sequence[Path]
+) -> list[str]:
+    """Seed through the seeding server (auth on), then copy its database to each of `copies`; return the ids."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{seed_server.port}") as channel:
+        progress(f"waiting for {seed_server.name} on port {seed_server.port} to be SERVING")
+        await wait_serving(channel, seed_server)
+        progress(f"seeding {settings.items} tool items through {seed_server.name}")
+        ids = await seed(item_grpc.ToolItemServiceStub(channel), settings.items, metadata)
+    if not ids:
+        raise BenchError("--items must be at least 1: Get needs existing ids")
+    progress(f"copying the seeded database to {', '.join(p.name for p in copies)}")
+    for copy in copies:
+        await asyncio.to_thread(copy_database, seed_server.db, copy)
+    return ids
 
 
-async def run(
-    settings: Settings, echo_port: int, smooth_port: int, smooth_proc: subprocess.Popen[bytes], log: Path
+@dataclass(frozen=True)
+class Target:
+    """One measured smooth-edge server and the stub that calls it."""
+
+    server: SmoothServer
+    auth: bool
+    replica: int
+    stub: item_grpc.ToolItemServiceStub
+
+    @property
+    def side(self) -> str:
+        return f"{AUTH_ON if self.auth else AUTH_OFF} #{self.replica}"
+
+
+async def run_grpc(
+    settings: Settings,
+    procs: Processes,
+    workdir: Path,
+    echo_port: int | None,
+    metadata: Metadata,
+    seed_server: SmoothServer,
+    in_process_db: Path,
 ) -> list[Row]:
-    # Separate channels (so separate HTTP/2 connections) for the two servers, with identical options. One
-    # connection carries all in-flight calls: HTTP/2 multiplexes them, and grpc's default stream limit is far
-    # above 50, so the calls are truly concurrent on the wire.
+    # Every measured server starts at the same time on a copy of one seeded database: the same rows (ids,
+    # owner, audit chain), so Get and List read and send the same data with auth on and off, and no server
+    # carries a history the others lack (the seeding's WAL, a grown heap). Two (--servers-per-mode) processes
+    # per mode: a process can run a few percent faster or slower than its twin for as long as it lives
+    # (placement, memory layout), which averages out over two, and the twins' ratio shows that noise (A/A).
+    replicas = range(1, settings.servers_per_mode + 1)
+    dbs = {(auth, i): workdir / f"auth-{'on' if auth else 'off'}-{i}.db" for i in replicas for auth in (True, False)}
+    ids = await seed_and_copy(settings, seed_server, metadata, [*dbs.values(), in_process_db])
+    procs.stop(seed_server.proc)
+    servers = {key: start_smooth(procs, workdir, db, auth=key[0]) for key, db in dbs.items()}
+    # One channel (so one HTTP/2 connection) per server, with identical options. One connection carries all
+    # in-flight calls: HTTP/2 multiplexes them, and grpc's default stream limit is far above 50, so the calls
+    # are truly concurrent on the wire.
     options = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
-    async with (
-        grpc.aio.insecure_channel(f"127.0.0.1:{smooth_port}", options=options) as smooth_channel,
-        grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}", options=options) as echo_channel,
-    ):
-        progress(f"waiting for smooth-edge on port {smooth_port} to be SERVING")
-        await wait_serving(smooth_channel, smooth_proc, log)
-        stub = item_grpc.ToolItemServiceStub(smooth_channel)
-        echo_call = echo_channel.unary_unary(ECHO_METHOD, request_serializer=None, response_deserializer=None)
+    async with contextlib.AsyncExitStack() as stack:
 
-        progress(f"seeding {settings.items} tool items")
-        ids = await seed(stub, settings.items)
-        if not ids:
-            raise BenchError("--items must be at least 1: Get needs existing ids")
-        page = await stub.ListToolItems(item_pb.ListToolItemsRequest(page_size=LIST_PAGE_SIZE, filter=LIST_FILTER))
-        progress(f"seeded; List with filter {LIST_FILTER!r} returns {len(page.tool_items)} items per page")
+        async def channel(port: int) -> grpc.aio.Channel:
+            opened: grpc.aio.Channel = await stack.enter_async_context(
+                grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
+            )
+            return opened
+
+        channels = {key: await channel(server.port) for key, server in servers.items()}
+        progress(f"waiting for {', '.join(server.name for server in servers.values())} to be SERVING")
+        await asyncio.gather(*(wait_serving(channels[key], server) for key, server in servers.items()))
+        targets = [
+            Target(server, key[0], key[1], item_grpc.ToolItemServiceStub(channels[key]))
+            for key, server in servers.items()
+        ]
+        on_targets = [t for t in targets if t.auth]
+        off_targets = [t for t in targets if not t.auth]
+        for on_target, off_target in zip(on_targets, off_targets, strict=True):
+            await check_auth_modes(on_target.stub, off_target.stub, ids[0])
+        page = await on_targets[0].stub.ListToolItems(
+            item_pb.ListToolItemsRequest(page_size=LIST_PAGE_SIZE, filter=LIST_FILTER), metadata=metadata
+        )
+        progress(f"List with filter {LIST_FILTER!r} returns {len(page.tool_items)} items per page")
+
+        echo_call: Any = None
+        if echo_port is not None:
+            echo_channel = await channel(echo_port)
+            echo_call = echo_channel.unary_unary(ECHO_METHOD, request_serializer=None, response_deserializer=None)
 
         builders = operation_builders(ids, random.Random(20240601))
         rows: list[Row] = []
         for operation in OPERATIONS:
             build = builders[operation]
-            invoke = smooth_method(stub, operation)
+            invoke = {t.side: with_metadata(smooth_method(t.stub, operation), metadata) for t in targets}
+            # auth on #1, auth off #1, auth on #2, ...: each mode's servers spread over the sequence.
+            sides = [Side(t.side, Load(build, invoke[t.side]), group=AUTH_ON if t.auth else AUTH_OFF) for t in targets]
             # The echo server gets the same bytes the real call sends (a pool, so Get ids vary as they do there).
             pool = [build().SerializeToString() for _ in range(256)]
             request_bytes = sum(map(len, pool)) / len(pool)
-            response_bytes = (await invoke(build())).ByteSize()  # type: ignore[attr-defined]
-            smooth_load: Load[Any] = Load(build, invoke)
-            echo_load: Load[bytes] = Load(functools.partial(next, itertools.cycle(pool)), echo_call)
+            if echo_call is not None:
+                echo_build = functools.partial(next, itertools.cycle(pool))
+                sides.append(Side(ECHO, Load(echo_build, with_metadata(echo_call, metadata))))
+            # One request for both: the same Get id, so the same row (a Create makes a row in each database).
+            request = build()
+            response_on = await response_size(invoke[on_targets[0].side], request)
+            response_off = await response_size(invoke[off_targets[0].side], request)
             for concurrency in settings.concurrency:
-                smooth_stats, echo_stats = await measure_pair(operation, concurrency, smooth_load, echo_load, settings)
-                ratio = smooth_stats.calls_per_s / echo_stats.calls_per_s if echo_stats.calls_per_s else None
-                rows.append(Row(operation, concurrency, request_bytes, response_bytes, smooth_stats, echo_stats, ratio))
+                measured = await measure(f"{operation} x{concurrency}", sides, concurrency, settings)
+                on, off, echo = (measured.groups[AUTH_ON], measured.groups[AUTH_OFF], measured.groups.get(ECHO))
+                rows.append(
+                    Row(
+                        operation=operation,
+                        concurrency=concurrency,
+                        request_bytes=request_bytes,
+                        response_bytes_auth_on=response_on,
+                        response_bytes_auth_off=response_off,
+                        auth_on=on,
+                        auth_off=off,
+                        echo=echo,
+                        on_vs_off=compare(on, off),
+                        on_vs_echo=None if echo is None else compare(on, echo),
+                        aa_spread=aa_spread(sides, measured.sides),
+                        servers={t.side: measured.sides[t.side] for t in targets},
+                    )
+                )
         return rows
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+async def _skip_audit(tx: Transaction, entry: AuditEntry) -> None:
+    """Stands in for server.usecases.audit.append: the entry is neither hashed nor written."""
 
 
-def table(rows: Sequence[Row]) -> str:
-    header = (
-        f"{'operation':<9} {'conc':>4} {'smooth/s':>9} {'echo/s':>9} {'ratio':>6} "
-        f"{'smooth p50':>10} {'p99':>7} {'echo p50':>8} {'p99':>7} {'req B':>6} {'resp B':>7} {'errors':>6}"
-    )
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        ratio = "-" if r.ratio is None else f"{r.ratio:.3f}"
-        lines.append(
-            f"{r.operation:<9} {r.concurrency:>4} {r.smooth.calls_per_s:>9.0f} {r.echo.calls_per_s:>9.0f} {ratio:>6} "
-            f"{_ms(r.smooth.p50_ms):>10} {_ms(r.smooth.p99_ms):>7} {_ms(r.echo.p50_ms):>8} {_ms(r.echo.p99_ms):>7} "
-            f"{r.request_bytes:>6.0f} {r.response_bytes:>7} {r.smooth.errors + r.echo.errors:>6}"
+def without_audit() -> contextlib.AbstractContextManager[object]:
+    # The use case calls `audit.append` through the module, so replacing the module attribute reaches it.
+    return mock.patch.object(audit, "append", _skip_audit)
+
+
+async def check_audit_patch(store: Store, load: Load[Any]) -> None:
+    """A Create moves the audit chain's head and one under `without_audit` does not: the patch does its job."""
+
+    async def head() -> str:
+        async with store.read() as tx:
+            return await tx.last_audit_hash()
+
+    before = await head()
+    await load.invoke(load.build())
+    audited = await head()
+    with without_audit():
+        await load.invoke(load.build())
+    if audited == before or await head() != audited:
+        raise BenchError(
+            "replacing server.usecases.audit.append did not switch the audit write off and on; "
+            "check how server/usecases/entities.py appends audit entries now"
         )
-    lines.append("latencies in ms; ratio = smooth calls/s / echo calls/s; errors = failed calls (not in latencies)")
-    return "\n".join(lines)
 
 
-def report(settings: Settings, rows: Sequence[Row], load_before: tuple[float, float, float]) -> dict[str, Any]:
+async def run_in_process(db: Path, secret: str, settings: Settings) -> InProcess:
+    configure_logging("WARNING")  # as the servers run: no log line per call
+    async with Store(str(db)) as store:
+        await migrate.ensure_at_head(store.engine)
+        use_cases = build(store)
+        # The caller the auth-on server builds for this key: the row's owner and the audit entry match gRPC's.
+        caller = Caller(principal=await use_cases.authenticator.authenticate(secret), peer=IN_PROCESS_PEER)
+        service = use_cases.entities["tool_item"]
+        requests = create_builder()
+        fields = mapping.settable_fields(service.kind)
+
+        def values() -> dict[str, Any]:
+            # What the servicer hands the use case for a CreateToolItem; built untimed, like a request.
+            return mapping.from_proto(service.kind, requests().tool_item, fields)
+
+        load: Load[dict[str, Any]] = Load(values, functools.partial(service.create, entity_id=None, caller=caller))
+        await check_audit_patch(store, load)
+        sides = [Side(WITH_AUDIT, load), Side(WITHOUT_AUDIT, load, around=without_audit)]
+        label = f"in-process Create x{IN_PROCESS_CONCURRENCY}"
+        measured = await measure(label, sides, IN_PROCESS_CONCURRENCY, settings)
+    with_audit, no_audit = measured.groups[WITH_AUDIT], measured.groups[WITHOUT_AUDIT]
+    return InProcess(IN_PROCESS_CONCURRENCY, with_audit, no_audit, compare(with_audit, no_audit))
+
+
+async def run(
+    settings: Settings, procs: Processes, workdir: Path, echo_port: int | None, secret: str, seed_server: SmoothServer
+) -> tuple[list[Row], InProcess]:
+    metadata: Metadata = (("authorization", f"Bearer {secret}"),)
+    in_process_db = workdir / "in-process.db"
+    rows = await run_grpc(settings, procs, workdir, echo_port, metadata, seed_server, in_process_db)
+    # After the gRPC runs, with the servers idle: the client and the servers do not compete with it for CPU.
+    in_process = await run_in_process(in_process_db, secret, settings)
+    return rows, in_process
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+@dataclass
+class Estimate:
+    """Create with authentication and audit against Create with neither: the auth-off rate with the audit time
+    measured in-process taken out (1/neither = 1/auth-off - audit us per call). Combines two measurements."""
+
+    concurrency: int
+    auth_on_per_s: float
+    neither_per_s: float | None
+    ratio: float | None
+
+
+def estimates(rows: Sequence[Row], in_process: InProcess) -> list[Estimate]:
+    audit_us = in_process.audit_vs_none.added_us_per_call
+    out: list[Estimate] = []
+    for r in rows:
+        if r.operation != "Create" or not r.auth_off.calls_per_s:
+            continue
+        neither: float | None = None
+        if audit_us is not None and 1e6 / r.auth_off.calls_per_s - audit_us > 0:
+            neither = 1e6 / (1e6 / r.auth_off.calls_per_s - audit_us)
+        ratio = r.auth_on.calls_per_s / neither if neither else None
+        out.append(Estimate(r.concurrency, r.auth_on.calls_per_s, neither, ratio))
+    return out
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _rounds(c: Comparison | None) -> str:
+    if c is None or c.round_low is None or c.round_high is None:
+        return "-"
+    return f"{c.round_low:.3f}-{c.round_high:.3f}"
+
+
+def _rule(header: str) -> list[str]:
+    return [header, "-" * len(header)]
+
+
+def grpc_table(rows: Sequence[Row], servers_per_mode: int) -> list[str]:
+    lines = [
+        f"gRPC: {AUTH_ON} (API key checked) vs {AUTH_OFF} (serve --insecure-disable-auth) vs {ECHO} (bare grpc.aio); "
+        f"{servers_per_mode} smooth-edge process(es) per mode"
+    ]
+    lines += _rule(
+        f"{'operation':<9} {'conc':>4} {'on/s':>7} {'off/s':>7} {'on/off':>6} {'per round':>11} {'A/A':>5} "
+        f"{'+us/call':>8} {'echo/s':>7} {'on/echo':>7} {'req B':>6} {'resp B':>11} {'errors':>6}"
+    )
+    for r in rows:
+        echo_rate = None if r.echo is None else r.echo.calls_per_s
+        on_echo = None if r.on_vs_echo is None else r.on_vs_echo.ratio
+        same = r.response_bytes_auth_on == r.response_bytes_auth_off
+        resp = f"{r.response_bytes_auth_on}" + ("" if same else f"/{r.response_bytes_auth_off}")
+        errors = r.auth_on.errors + r.auth_off.errors + (r.echo.errors if r.echo else 0)
+        aa = "-" if r.aa_spread is None else f"{r.aa_spread * 100:.1f}%"
+        lines.append(
+            f"{r.operation:<9} {r.concurrency:>4} {r.auth_on.calls_per_s:>7.0f} {r.auth_off.calls_per_s:>7.0f} "
+            f"{_num(r.on_vs_off.ratio, '.3f'):>6} {_rounds(r.on_vs_off):>11} {aa:>5} "
+            f"{_num(r.on_vs_off.added_us_per_call, '.0f'):>8} {_num(echo_rate, '.0f'):>7} {_num(on_echo, '.3f'):>7} "
+            f"{r.request_bytes:>6.0f} {resp:>11} {errors:>6}"
+        )
+    lines += [
+        "on/off = auth-on calls/s / auth-off calls/s. Get, List: the cost of authentication + authorization.",
+        "  Create: the same, but not of audit (both servers write it); see the in-process table for audit.",
+        "per round = lowest-highest on/off of the rounds; A/A = largest gap between two servers of the same mode,",
+        "  the noise floor: an on/off no further from 1 than that is not a measured difference",
+        "+us/call = 1e6/on - 1e6/off (time auth adds per call); on/echo = auth-on calls/s / echo calls/s",
+        "resp B = auth-on reply bytes (/auth-off reply bytes if they differ); errors = failed calls, not in rates",
+    ]
+    return lines
+
+
+def latency_table(rows: Sequence[Row]) -> list[str]:
+    lines = ["latency per call, ms (nearest-rank percentiles)"]
+    lines += _rule(
+        f"{'operation':<9} {'conc':>4} {'on p50':>8} {'p99':>7} {'off p50':>8} {'p99':>7} {'echo p50':>8} {'p99':>7}"
+    )
+    for r in rows:
+        echo_p50 = None if r.echo is None else r.echo.p50_ms
+        echo_p99 = None if r.echo is None else r.echo.p99_ms
+        lines.append(
+            f"{r.operation:<9} {r.concurrency:>4} {_num(r.auth_on.p50_ms, '.2f'):>8} {_num(r.auth_on.p99_ms, '.2f'):>7} "
+            f"{_num(r.auth_off.p50_ms, '.2f'):>8} {_num(r.auth_off.p99_ms, '.2f'):>7} "
+            f"{_num(echo_p50, '.2f'):>8} {_num(echo_p99, '.2f'):>7}"
+        )
+    return lines
+
+
+def in_process_table(result: InProcess, rows: Sequence[Row]) -> list[str]:
+    a, n, c = result.audit, result.no_audit, result.audit_vs_none
+    lines = ["in-process EntityService.create (ToolItem, SQLite, no gRPC): audit.append vs a no-op in its place"]
+    lines += _rule(
+        f"{'operation':<9} {'conc':>4} {'audit/s':>8} {'no-audit/s':>10} {'ratio':>6} {'per round':>11} "
+        f"{'+us/call':>8} {'audit p50':>9} {'p99':>7} {'no-audit p50':>12} {'p99':>7} {'errors':>6}"
+    )
+    lines.append(
+        f"{'Create':<9} {result.concurrency:>4} {a.calls_per_s:>8.0f} {n.calls_per_s:>10.0f} {_num(c.ratio, '.3f'):>6} "
+        f"{_rounds(c):>11} {_num(c.added_us_per_call, '.0f'):>8} {_num(a.p50_ms, '.2f'):>9} {_num(a.p99_ms, '.2f'):>7} "
+        f"{_num(n.p50_ms, '.2f'):>12} {_num(n.p99_ms, '.2f'):>7} {a.errors + n.errors:>6}"
+    )
+    lines += [
+        "ratio = audit calls/s / no-audit calls/s; +us/call = 1e6/audit - 1e6/no-audit (time audit adds per Create)",
+        "",
+        "Create, authentication + audit vs neither (estimate: 1/neither = 1/off - the in-process audit time per call)",
+    ]
+    lines += _rule(f"{'operation':<9} {'conc':>4} {'on/s':>7} {'neither/s':>9} {'ratio':>6}")
+    for e in estimates(rows, result):
+        lines.append(
+            f"{'Create':<9} {e.concurrency:>4} {e.auth_on_per_s:>7.0f} {_num(e.neither_per_s, '.0f'):>9} "
+            f"{_num(e.ratio, '.3f'):>6}"
+        )
+    return lines
+
+
+def tables(rows: Sequence[Row], in_process: InProcess, servers_per_mode: int) -> str:
+    return "\n".join(
+        [*grpc_table(rows, servers_per_mode), "", *latency_table(rows), "", *in_process_table(in_process, rows)]
+    )
+
+
+def report(
+    settings: Settings, rows: Sequence[Row], in_process: InProcess, load_before: tuple[float, float, float]
+) -> dict[str, Any]:
     return {
         "settings": {
             "seconds": settings.seconds,
             "warmup_seconds": settings.warmup,
+            "rounds": settings.rounds,
+            "servers_per_mode": settings.servers_per_mode,
             "concurrency": list(settings.concurrency),
             "seeded_items": settings.items,
             "list_filter": LIST_FILTER,
             "list_page_size": LIST_PAGE_SIZE,
+            "echo": not settings.skip_echo,
+            "in_process_concurrency": IN_PROCESS_CONCURRENCY,
         },
         "machine": {
             "python": platform.python_version(),
@@ -457,15 +926,30 @@ def report(settings: Settings, rows: Sequence[Row], load_before: tuple[float, fl
             "loadavg_after": os.getloadavg(),
         },
         "results": [asdict(r) for r in rows],
+        "in_process_create": asdict(in_process),
+        "create_auth_and_audit_estimates": [asdict(e) for e in estimates(rows, in_process)],
     }
 
 
 def parse_args(argv: Sequence[str] | None) -> Settings:
-    parser = argparse.ArgumentParser(description="Smooth Edge gRPC API vs a bare grpc.aio echo server.")
+    parser = argparse.ArgumentParser(
+        description="Smooth Edge gRPC API with auth on vs --insecure-disable-auth vs a bare grpc.aio echo server, "
+        "plus the in-process cost of the audit log on Create."
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per side and case (default 5)")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each side (default 1)")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="forward-and-back passes over the sides per case (default 2)"
+    )
+    parser.add_argument(
+        "--servers-per-mode",
+        type=int,
+        default=2,
+        help="smooth-edge processes with auth on, and as many with it off (default 2; 2+ shows the A/A noise)",
+    )
     parser.add_argument("--concurrency", default="1,50", help="comma-separated in-flight call counts (default 1,50)")
     parser.add_argument("--items", type=int, default=2000, help="tool items to seed before measuring (default 2000)")
+    parser.add_argument("--skip-echo", action="store_true", help="no echo server, so no on/echo ratio (saves a third)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     try:
@@ -474,9 +958,11 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         parser.error(f"--concurrency must be comma-separated integers, not {args.concurrency!r}")
     if not levels or min(levels) < 1:
         parser.error("--concurrency needs at least one level, each >= 1")
-    if args.seconds <= 0 or args.warmup < 0 or args.items < 1:
-        parser.error("--seconds must be > 0, --warmup >= 0 and --items >= 1")
-    return Settings(args.seconds, args.warmup, levels, args.items, args.json)
+    if args.seconds <= 0 or args.warmup < 0 or min(args.items, args.rounds, args.servers_per_mode) < 1:
+        parser.error("--seconds must be > 0, --warmup >= 0, and --items, --rounds, --servers-per-mode >= 1")
+    return Settings(
+        args.seconds, args.warmup, args.rounds, args.servers_per_mode, levels, args.items, args.skip_echo, args.json
+    )
 
 
 @contextlib.contextmanager
@@ -498,18 +984,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
     load_before = os.getloadavg()
     try:
-        # Exit order is the reverse: processes stop first, then the temp dir (with the SQLite file) goes.
+        # Exit order is the reverse: processes stop first, then the temp dir (with the SQLite files) goes.
         with (
             sigterm_as_exit(),
             tempfile.TemporaryDirectory(prefix="smooth-bench-") as tmp,
             Processes() as procs,
         ):
             workdir = Path(tmp)
-            progress(f"starting echo server; work dir {workdir}")
-            echo_port = start_echo(procs, workdir)
-            progress(f"echo server on port {echo_port}; starting smooth-edge on a fresh SQLite file")
-            smooth_port, smooth_proc, log = start_smooth(procs, workdir)
-            rows = asyncio.run(run(settings, echo_port, smooth_port, smooth_proc, log))
+            progress(f"work dir {workdir}")
+            echo_port: int | None = None
+            if not settings.skip_echo:
+                progress("starting the echo server")
+                echo_port = start_echo(procs, workdir)
+            seed_db = workdir / "seed.db"
+            progress("smooth-edge migrate + user create --admin on a fresh SQLite file, for an API key")
+            secret = create_api_key(workdir, seed_db)
+            seed_server = start_smooth(procs, workdir, seed_db, auth=True)
+            rows, in_process = asyncio.run(run(settings, procs, workdir, echo_port, secret, seed_server))
     except KeyboardInterrupt:
         progress("interrupted; processes stopped and temp files removed")
         return 130
@@ -517,9 +1008,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress(f"error: {err}")
         return 1
     progress("done")
-    print(table(rows))
+    print(tables(rows, in_process, settings.servers_per_mode))
     if settings.json_path is not None:
-        settings.json_path.write_text(json.dumps(report(settings, rows, load_before), indent=2) + "\n")
+        settings.json_path.write_text(json.dumps(report(settings, rows, in_process, load_before), indent=2) + "\n")
         progress(f"wrote {settings.json_path}")
     return 0
 

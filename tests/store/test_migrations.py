@@ -30,6 +30,8 @@ EXPECTED_TABLES = {
     "tool_set_presets",
     "changes",
     "request_log",
+    "collector_state",
+    "collector_unmatched",
 }
 
 

@@ -1,0 +1,268 @@
+"""A CNC simulator: an asyncua server with the OPC 40502 (cnc) and OPC 40501-1 (umati) address spaces for one
+or many machines, each playing a timeline. It serves the demo and the collector tests.
+
+Layout (browse names and namespace URIs as the specs give them, ../shared/DOMAIN.md §1):
+- cnc: Objects/CncInterface/CncChannelList/<Channel>/{ToolId, ActProgramStatus, ActMainProgramName, ...} and
+  CncSpindleList/<Spindle>/{ActSpeed, CmdSpeed, ActStatus, ActTurnDirection}; machine i is the channel and
+  spindle pair `Channel<i>` / `Spindle<i>` (a multi-channel controller), so one server carries many machines.
+- umati: Objects/Machines/<Machine>/{Monitoring/<Spindle>/IsRotating, Monitoring/MachineTool/...,
+  Production/ActiveProgram/..., Equipment/Tools/<Tool>/{ControlIdentifier1, LastUsage, ...}}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from asyncua import ua
+from asyncua.common.node import Node
+from asyncua.crypto.permission_rules import SimpleRoleRuleset, User, UserRole
+from asyncua.server.server import Server
+from asyncua.server.user_managers import UserManager
+
+from agent.simulator.timeline import Step
+
+log = structlog.get_logger("smooth_edge.simulator")
+
+CNC_NS = "http://opcfoundation.org/UA/CNC"
+MACHINERY_NS = "http://opcfoundation.org/UA/Machinery/"
+MACHINE_TOOL_NS = "http://opcfoundation.org/UA/MachineTool/"
+
+# OPC 40502 enumerations (DOMAIN.md §1.1)
+SPINDLE_STOPPED, SPINDLE_IN_TARGET = 0, 1
+PROGRAM_STOPPED, PROGRAM_RUNNING = 0, 1
+
+
+@dataclass
+class SimMachine:
+    """One simulated machine: its name, its address-space flavour and its timeline."""
+
+    name: str
+    profile: str  # "cnc" or "umati"
+    steps: Iterable[Step]
+    tools: int = 12  # umati: how many tools the magazine shows
+
+
+@dataclass
+class _Handles:
+    values: dict[str, Node] = field(default_factory=dict)
+    tools: dict[int, dict[str, Node]] = field(default_factory=dict)  # umati: T number -> its nodes
+    parts: int = 0
+    run_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class SimSecurity:
+    """Server certificate/key and accepted user names; None values mean an open (no security) endpoint."""
+
+    certificate: Path | None = None
+    private_key: Path | None = None
+    users: dict[str, str] = field(default_factory=dict)
+
+
+class _Users(UserManager):
+    def __init__(self, users: dict[str, str]) -> None:
+        self._users = users
+
+    def get_user(
+        self, iserver: Any, username: str | None = None, password: str | None = None, certificate: Any = None
+    ) -> User | None:
+        if username is None:
+            return None if self._users else User(role=UserRole.User)
+        if self._users.get(username) == password:
+            return User(role=UserRole.User)
+        return None
+
+
+class CncSimulator:
+    """`async with CncSimulator(machines, endpoint) as sim:` serves and plays the timelines until the block ends."""
+
+    def __init__(self, machines: list[SimMachine], endpoint: str, *, security: SimSecurity | None = None) -> None:
+        self.machines = machines
+        self.endpoint = endpoint
+        self._security = security
+        self._server: Server | None = None
+        self._handles: dict[str, _Handles] = {}
+        self._players: list[asyncio.Task[None]] = []
+        self.started_at = 0.0
+
+    async def __aenter__(self) -> CncSimulator:
+        users = self._security.users if self._security else {}
+        server = Server(user_manager=_Users(users)) if users else Server()
+        await server.init()
+        server.set_endpoint(self.endpoint)
+        server.set_server_name("Smooth Edge CNC simulator")
+        if self._security and self._security.certificate and self._security.private_key:
+            await server.load_certificate(str(self._security.certificate))
+            await server.load_private_key(str(self._security.private_key))
+            server.set_security_policy(
+                [ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt, ua.SecurityPolicyType.Basic256Sha256_Sign],
+                permission_ruleset=SimpleRoleRuleset(),  # type: ignore[no-untyped-call]
+            )
+        if users:
+            server.set_security_IDs(["Username"])
+        cnc_ns = await server.register_namespace(CNC_NS)
+        machinery_ns = await server.register_namespace(MACHINERY_NS)
+        mt_ns = await server.register_namespace(MACHINE_TOOL_NS)
+        cnc_root: Node | None = None
+        machines_folder: Node | None = None
+        for index, machine in enumerate(self.machines, start=1):
+            if machine.profile == "cnc":
+                if cnc_root is None:
+                    cnc_root = await server.nodes.objects.add_object(cnc_ns, "CncInterface")
+                    for name in ("CncAxisList", "CncSpindleList", "CncChannelList"):
+                        await cnc_root.add_object(cnc_ns, name)
+                self._handles[machine.name] = await _build_cnc(cnc_root, cnc_ns, index)
+            elif machine.profile == "umati":
+                if machines_folder is None:
+                    machines_folder = await server.nodes.objects.add_folder(machinery_ns, "Machines")
+                self._handles[machine.name] = await _build_umati(machines_folder, mt_ns, machine)
+            else:
+                raise ValueError(f"simulated machine {machine.name}: profile must be cnc or umati")
+        await server.start()
+        self._server = server
+        self.started_at = time.monotonic()
+        for machine in self.machines:
+            self._players.append(asyncio.create_task(self._play(machine), name=f"sim-{machine.name}"))
+        log.info("simulator.started", endpoint=self.endpoint, machines=[m.name for m in self.machines])
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for task in self._players:
+            task.cancel()
+        for task in self._players:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._players.clear()
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
+        log.info("simulator.stopped", endpoint=self.endpoint)
+
+    async def _play(self, machine: SimMachine) -> None:
+        for step in machine.steps:
+            delay = self.started_at + step.at_s - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self.apply(machine.name, step)
+
+    async def apply(self, machine_name: str, step: Step) -> None:
+        """Set the machine's signals now (tests drive machines directly with this too)."""
+        machine = next(m for m in self.machines if m.name == machine_name)
+        h = self._handles[machine_name]
+        now = datetime.now(UTC)
+        if machine.profile == "cnc":
+            await _apply_cnc(h, step, now)
+        else:
+            await _apply_umati(h, step, now)
+
+
+async def _var(parent: Node, ns: int, name: str, value: Any, vtype: ua.VariantType) -> Node:
+    return await parent.add_variable(ns, name, ua.Variant(value, vtype))
+
+
+async def _write(node: Node, value: Any, vtype: ua.VariantType, when: datetime) -> None:
+    dv = ua.DataValue(ua.Variant(value, vtype), SourceTimestamp=when, ServerTimestamp=when)  # type: ignore[arg-type]
+    await node.write_value(dv)
+
+
+async def _build_cnc(root: Node, ns: int, index: int) -> _Handles:
+    channels = await root.get_child(f"{ns}:CncChannelList")
+    spindles = await root.get_child(f"{ns}:CncSpindleList")
+    channel = await channels.add_object(ns, f"Channel{index}")
+    spindle = await spindles.add_object(ns, f"Spindle{index}")
+    h = _Handles()
+    V = ua.VariantType
+    h.values["ToolId"] = await _var(channel, ns, "ToolId", 0, V.UInt32)
+    h.values["ActStatus"] = await _var(channel, ns, "ActStatus", 2, V.Int32)  # Reset
+    h.values["ActProgramStatus"] = await _var(channel, ns, "ActProgramStatus", PROGRAM_STOPPED, V.Int32)
+    h.values["ActOperationMode"] = await _var(channel, ns, "ActOperationMode", 2, V.Int32)  # Automatic
+    h.values["ActMainProgramName"] = await _var(channel, ns, "ActMainProgramName", "", V.String)
+    h.values["ActProgramName"] = await _var(channel, ns, "ActProgramName", "", V.String)
+    h.values["ActSpeed"] = await _var(spindle, ns, "ActSpeed", 0.0, V.Double)
+    h.values["CmdSpeed"] = await _var(spindle, ns, "CmdSpeed", 0.0, V.Double)
+    h.values["ActOverride"] = await _var(spindle, ns, "ActOverride", 100.0, V.Double)
+    h.values["SpindleActStatus"] = await _var(spindle, ns, "ActStatus", SPINDLE_STOPPED, V.Int32)
+    h.values["ActTurnDirection"] = await _var(spindle, ns, "ActTurnDirection", 0, V.Int32)
+    return h
+
+
+async def _apply_cnc(h: _Handles, step: Step, now: datetime) -> None:
+    V = ua.VariantType
+    if step.program is not None:
+        await _write(h.values["ActMainProgramName"], step.program, V.String, now)
+        await _write(h.values["ActProgramName"], step.program, V.String, now)
+    if step.program_running is not None:
+        await _write(
+            h.values["ActProgramStatus"], PROGRAM_RUNNING if step.program_running else PROGRAM_STOPPED, V.Int32, now
+        )
+        await _write(h.values["ActStatus"], 0 if step.program_running else 2, V.Int32, now)
+    if step.tool is not None:
+        await _write(h.values["ToolId"], step.tool, V.UInt32, now)
+    if step.speed_rpm is not None:
+        await _write(h.values["CmdSpeed"], step.speed_rpm, V.Double, now)
+        await _write(h.values["ActSpeed"], step.speed_rpm, V.Double, now)
+        await _write(
+            h.values["SpindleActStatus"], SPINDLE_IN_TARGET if step.speed_rpm > 0 else SPINDLE_STOPPED, V.Int32, now
+        )
+        await _write(h.values["ActTurnDirection"], 1 if step.speed_rpm > 0 else 0, V.Int32, now)
+
+
+async def _build_umati(machines: Node, ns: int, machine: SimMachine) -> _Handles:
+    V = ua.VariantType
+    root = await machines.add_object(ns, machine.name)
+    monitoring = await root.add_object(ns, "Monitoring")
+    spindle = await monitoring.add_object(ns, "Spindle1")
+    channel = await monitoring.add_object(ns, "Channel1")
+    machine_tool = await monitoring.add_object(ns, "MachineTool")
+    counters = await machine_tool.add_object(ns, "OperationCounters")
+    production = await root.add_object(ns, "Production")
+    program = await production.add_object(ns, "ActiveProgram")
+    state = await program.add_object(ns, "State")
+    equipment = await root.add_object(ns, "Equipment")
+    tools = await equipment.add_object(ns, "Tools")
+    h = _Handles()
+    h.values["IsRotating"] = await _var(spindle, ns, "IsRotating", False, V.Boolean)
+    h.values["Override"] = await _var(spindle, ns, "Override", 100.0, V.Double)
+    h.values["ChannelState"] = await _var(channel, ns, "ChannelState", 2, V.Int32)
+    h.values["OperationMode"] = await _var(machine_tool, ns, "OperationMode", 1, V.Int32)
+    h.values["PowerOnDuration"] = await _var(counters, ns, "PowerOnDuration", 0.0, V.Double)
+    h.values["OperationDuration"] = await _var(counters, ns, "OperationDuration", 0.0, V.Double)
+    h.values["PartsProducedInLifetime"] = await _var(counters, ns, "PartsProducedInLifetime", 0, V.UInt64)
+    h.values["ProgramName"] = await _var(program, ns, "Name", "", V.String)
+    h.values["CurrentState"] = await state.add_variable(ns, "CurrentState", ua.LocalizedText("Ended"))
+    epoch = datetime(2000, 1, 1, tzinfo=UTC)
+    for t in range(1, machine.tools + 1):
+        tool = await tools.add_object(ns, f"Tool{t}")
+        h.tools[t] = {
+            "ControlIdentifier1": await _var(tool, ns, "ControlIdentifier1", t, V.UInt32),
+            "LastUsage": await _var(tool, ns, "LastUsage", epoch, V.DateTime),
+            "Name": await _var(tool, ns, "Name", f"T{t}", V.String),
+        }
+    return h
+
+
+async def _apply_umati(h: _Handles, step: Step, now: datetime) -> None:
+    V = ua.VariantType
+    if step.program is not None:
+        await _write(h.values["ProgramName"], step.program, V.String, now)
+    if step.program_running is not None:
+        text = ua.LocalizedText("Running" if step.program_running else "Ended")
+        await h.values["CurrentState"].write_value(
+            ua.DataValue(ua.Variant(text, V.LocalizedText), SourceTimestamp=now)  # type: ignore[arg-type]
+        )
+        await _write(h.values["ChannelState"], 0 if step.program_running else 2, V.Int32, now)
+    if step.tool:  # the active tool is the one whose LastUsage changed last; T0 (unload) shows nothing here
+        await _write(h.tools[step.tool]["LastUsage"], now, V.DateTime, now)
+    if step.speed_rpm is not None:
+        await _write(h.values["IsRotating"], step.speed_rpm > 0, V.Boolean, now)
+    if step.parts:
+        h.parts += step.parts
+        await _write(h.values["PartsProducedInLifetime"], h.parts, V.UInt64, now)
