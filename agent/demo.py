@@ -31,7 +31,6 @@ from agent.grpc_client import authorized_channel
 from agent.runtime import ServeOptions, serve
 from server.api.server import GrpcServer
 from server.domain.entities import UserRole
-from server.domain.registry import KINDS
 from server.usecases.app import UseCases
 from server.usecases.entities import Caller
 
@@ -164,11 +163,12 @@ async def seed(channel: grpc.aio.Channel) -> dict[str, int]:
 
 async def demo_key(use_cases: UseCases) -> tuple[str, bool]:
     """An admin key for the demo: the first run creates the admin; later runs mint a fresh key for it."""
-    async with use_cases.store.read() as tx:
-        existing = await tx.find_by(KINDS["user"], "email", DEMO_ADMIN)
-    if existing:
+    existing = await use_cases.users.list(
+        page_size=1, page_token="", filter_text=f'email = "{DEMO_ADMIN}"', order_by=""
+    )
+    if existing.items:
         _, secret = await use_cases.api_keys.create(
-            user_id=existing[0].id, name="demo", scopes=["admin"], expires_at=None, caller=Caller(peer="demo")
+            user_id=existing.items[0].id, name="demo", scopes=["admin"], expires_at=None, caller=Caller(peer="demo")
         )
         return secret, False
     _, _, secret = await use_cases.api_keys.bootstrap(email=DEMO_ADMIN, role=UserRole.ADMIN, display_name="Demo admin")

@@ -165,7 +165,9 @@ class Factory:
 
     async def preset(self, **overrides: Any) -> preset_pb.ToolPreset:
         number = next(_TOOL_NUMBERS)  # one T number per preset: a machine refuses duplicates
-        fields: dict[str, Any] = dict(name=f"T{number}", machine_id="MILL-01", parameters=struct({"tool_number": number}))
+        fields: dict[str, Any] = dict(
+            name=f"T{number}", machine_id="MILL-01", parameters=struct({"tool_number": number})
+        )
         if "tool_instance_id" not in overrides:
             fields["tool_instance_id"] = (await self.instance()).id
         fields.update(overrides)

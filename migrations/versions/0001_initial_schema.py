@@ -57,11 +57,20 @@ def upgrade() -> None:
 
     op.create_table(
         "request_log",
+        sa.Column("caller", sa.String(length=64), nullable=False),
         sa.Column("request_id", sa.String(length=100), nullable=False),
         sa.Column("method", sa.String(length=100), nullable=False),
         sa.Column("entity_id", sa.Uuid(), nullable=False),
         sa.Column("created_at", server.store.tables.UtcDateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("request_id", name=op.f("pk_request_log")),
+        sa.PrimaryKeyConstraint("caller", "request_id", name=op.f("pk_request_log")),
+    )
+    op.create_table(
+        "audit_head",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.CheckConstraint("id = 1", name=op.f("ck_audit_head_single_row")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_head")),
     )
     op.create_table(
         "users",
@@ -549,6 +558,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_users_email")
 
     op.drop_table("users")
+    op.drop_table("audit_head")
     op.drop_table("request_log")
     with op.batch_alter_table("changes", schema=None) as batch_op:
         batch_op.drop_index("ix_changes_entity_id_seq")

@@ -14,7 +14,7 @@ _CODES: list[tuple[type[e.SmoothError], grpc.StatusCode]] = [
     (e.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (e.NotFound, grpc.StatusCode.NOT_FOUND),
     (e.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
-    (e.VersionConflict, grpc.StatusCode.ABORTED),
+    (e.Aborted, grpc.StatusCode.ABORTED),
     (e.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (e.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (e.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),

@@ -158,14 +158,14 @@ def _wrap_unary(method: str, inner: Behavior, security: Security) -> Behavior:
         code = grpc.StatusCode.OK
         token = None
         try:
-            if isinstance(request, _Undecodable):
-                raise InvalidArgument(
-                    f"the request is not a valid protobuf message for {method}: {request.error}",
-                    reason="MALFORMED_REQUEST",
-                )
+            # Who calls is settled before the request is looked at: strangers learn nothing from parse errors.
             principal = await security.authenticate(method, context)
             token = CURRENT_CALL.set(CallContext(principal, context.peer() or ""))
             security.authorize(method, principal)
+            if isinstance(request, _Undecodable):
+                raise InvalidArgument(
+                    f"the request is not a valid protobuf message for {method}", reason="MALFORMED_REQUEST"
+                )
             return await inner(request, context)
         except SmoothError as err:
             code = grpc_code(err)

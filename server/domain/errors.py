@@ -4,7 +4,8 @@
     ├── InvalidArgument      bad input; carries FieldViolations          -> INVALID_ARGUMENT
     ├── NotFound             the addressed entity does not exist         -> NOT_FOUND
     ├── AlreadyExists        a unique key (id, serial number...) is taken -> ALREADY_EXISTS
-    ├── VersionConflict      stale version on update/delete              -> ABORTED
+    ├── Aborted              a write collided with another; retry        -> ABORTED
+    │   └── VersionConflict  stale version on update/delete              -> ABORTED
     ├── FailedPrecondition   referenced rows missing, or still referenced -> FAILED_PRECONDITION
     ├── Unauthenticated      no or bad credentials                       -> UNAUTHENTICATED
     ├── PermissionDenied     credentials lack the scope or ownership      -> PERMISSION_DENIED
@@ -67,7 +68,11 @@ class AlreadyExists(SmoothError):
     reason = "ALREADY_EXISTS"
 
 
-class VersionConflict(SmoothError):
+class Aborted(SmoothError):
+    reason = "ABORTED"
+
+
+class VersionConflict(Aborted):
     reason = "VERSION_CONFLICT"
 
     def __init__(self, message: str, *, current_version: int) -> None:

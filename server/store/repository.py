@@ -18,11 +18,12 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.domain.entities import ChangeOperation, Revision, Versioned
-from server.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, SmoothError, Unavailable
+from server.domain.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, SmoothError, Unavailable
 from server.domain.identity import ApiKey, AuditEntry, AuditFilter
 from server.domain.query import ListQuery
 from server.domain.registry import KINDS, EntityKind, references_to
@@ -33,12 +34,15 @@ from server.store.tables import (
     ENTITY_TABLES,
     MEMBER_TABLES,
     api_keys,
+    audit_head,
     audit_log,
     changes,
     collector_state,
     collector_unmatched,
     request_log,
 )
+
+log = structlog.get_logger("smooth_edge.store")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,24 +56,32 @@ def _columns(kind: EntityKind) -> list[str]:
 
 
 def _map_db_error(exc: Exception) -> SmoothError:
-    """Database exceptions -> domain errors (the only place that knows driver messages)."""
-    text = str(getattr(exc, "orig", exc))
+    """Database exceptions -> domain errors (the only place that knows driver messages).
+
+    Clients get a generic message (driver text can quote other rows' values); the log gets the details.
+    """
+    orig = getattr(exc, "orig", exc)
+    text = str(orig)
     lowered = text.lower()
+    sqlstate = str(getattr(orig, "sqlstate", "") or getattr(getattr(orig, "__cause__", None), "sqlstate", "") or "")
+    log.warning("store.database_error", error=text[:500], kind=type(orig).__name__, sqlstate=sqlstate)
     if isinstance(exc, sa_exc.IntegrityError):
         if "unique" in lowered or "duplicate key" in lowered:
-            return AlreadyExists(f"a unique value is already taken: {text}", reason="UNIQUE_VIOLATION")
+            return AlreadyExists("a unique value is already taken", reason="UNIQUE_VIOLATION")
         if "foreign key" in lowered:
             return FailedPrecondition(
-                f"a referenced row is missing or the row is still referenced: {text}",
-                reason="FOREIGN_KEY_VIOLATION",
+                "a referenced row is missing or the row is still referenced", reason="FOREIGN_KEY_VIOLATION"
             )
-        if "not null" in lowered or "check constraint" in lowered or "violates check" in lowered:
-            return InvalidArgument(f"the database refused the values: {text}", reason="CONSTRAINT_VIOLATION")
-    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | OSError | ConnectionError):
-        return Unavailable(f"the database is unavailable: {text}; retry shortly", reason="DATABASE_UNAVAILABLE")
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return Unavailable(f"the database connection was lost: {text}; retry", reason="DATABASE_UNAVAILABLE")
-    raise exc
+        return InvalidArgument(
+            "the database refused the values (a required field or a check)", reason="CONSTRAINT_VIOLATION"
+        )
+    if sqlstate in ("40001", "40P01") or "deadlock" in lowered or "could not serialize" in lowered:
+        return Aborted("the write collided with another one; retry it", reason="WRITE_CONFLICT")
+    if isinstance(exc, sa_exc.DataError) or sqlstate.startswith("22"):
+        return InvalidArgument("the database refused a value (out of range or malformed)", reason="BAD_VALUE")
+    if isinstance(exc, sa_exc.StatementError) and not isinstance(exc, sa_exc.DBAPIError):
+        return InvalidArgument("a value cannot be stored (wrong type)", reason="BAD_VALUE")
+    return Unavailable("the database is unavailable or failed; retry shortly", reason="DATABASE_UNAVAILABLE")
 
 
 class Transaction:
@@ -84,7 +96,7 @@ class Transaction:
         try:
             result: sa.CursorResult[Any] = await self._conn.execute(statement, params)
             return result
-        except sa_exc.DBAPIError as exc:
+        except (sa_exc.StatementError, TimeoutError) as exc:
             raise _map_db_error(exc) from exc
 
     # --- reads ---------------------------------------------------------------------------------------
@@ -161,7 +173,9 @@ class Transaction:
                 out[f"{kind.name}.{field}"] = int(n)
         return out
 
-    async def revisions(self, kind: EntityKind, entity_id: uuid.UUID, after_seq: int, limit: int) -> list[Revision]:
+    async def revisions(
+        self, kind: EntityKind, entity_id: uuid.UUID, after_seq: int, limit: int, *, newest: bool = False
+    ) -> list[Revision]:
         stmt = (
             sa.select(changes)
             .where(
@@ -169,7 +183,7 @@ class Transaction:
                 changes.c.entity_type == kind.name,
                 changes.c.seq > after_seq,
             )
-            .order_by(changes.c.seq)
+            .order_by(changes.c.seq.desc() if newest else changes.c.seq)
             .limit(limit)
         )
         rows = (await self._execute(stmt)).mappings().all()
@@ -188,10 +202,16 @@ class Transaction:
             for r in rows
         ]
 
-    async def find_request(self, request_id: str) -> tuple[str, uuid.UUID] | None:
-        stmt = sa.select(request_log.c.method, request_log.c.entity_id).where(request_log.c.request_id == request_id)
+    async def find_request(self, caller: str, request_id: str) -> tuple[str, uuid.UUID] | None:
+        stmt = sa.select(request_log.c.method, request_log.c.entity_id).where(
+            request_log.c.caller == caller, request_log.c.request_id == request_id
+        )
         row = (await self._execute(stmt)).mappings().first()
         return (str(row["method"]), row["entity_id"]) if row is not None else None
+
+    async def has_history(self, kind: EntityKind, entity_id: uuid.UUID) -> bool:
+        stmt = sa.select(changes.c.seq).where(changes.c.entity_id == entity_id, changes.c.entity_type == kind.name)
+        return (await self._execute(stmt.limit(1))).first() is not None
 
     # --- writes --------------------------------------------------------------------------------------
 
@@ -252,9 +272,13 @@ class Transaction:
             )
         )
 
-    async def remember_request(self, request_id: str, method: str, entity_id: uuid.UUID, at: datetime) -> None:
+    async def remember_request(
+        self, caller: str, request_id: str, method: str, entity_id: uuid.UUID, at: datetime
+    ) -> None:
         await self._execute(
-            request_log.insert().values(request_id=request_id, method=method, entity_id=entity_id, created_at=at)
+            request_log.insert().values(
+                caller=caller, request_id=request_id, method=method, entity_id=entity_id, created_at=at
+            )
         )
 
     # --- API keys ----------------------------------------------------------------------------------------
@@ -299,17 +323,19 @@ class Transaction:
 
     # --- audit log ---------------------------------------------------------------------------------------
 
-    async def last_audit_hash(self) -> str:
-        """The chain's head, with the chain locked until this transaction ends (one appender at a time)."""
-        if self._dialect == "postgresql":
-            await self._execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_CHAIN_LOCK})
-        stmt = sa.select(audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
-        return str((await self._execute(stmt)).scalar() or "")
+    async def audit_head(self) -> tuple[int, str]:
+        """(sequence, hash) of the newest entry; (0, "") for an empty log. Writers are serialized, so this is safe."""
+        row = (await self._execute(sa.select(audit_head.c.seq, audit_head.c.hash))).mappings().first()
+        return (int(row["seq"]), str(row["hash"])) if row is not None else (0, "")
 
     async def insert_audit(self, entry: AuditEntry) -> None:
-        values = _row(entry)
-        del values["seq"]
-        await self._execute(audit_log.insert().values(values))
+        """Insert an entry with its own sequence and move the head to it."""
+        await self._execute(audit_log.insert().values(_row(entry)))
+        moved = await self._execute(
+            audit_head.update().where(audit_head.c.id == 1).values(seq=entry.seq, hash=entry.hash)
+        )
+        if moved.rowcount == 0:
+            await self._execute(audit_head.insert().values(id=1, seq=entry.seq, hash=entry.hash))
 
     async def audit_entries(self, flt: AuditFilter, after_seq: int, limit: int) -> list[AuditEntry]:
         conditions = []
@@ -370,8 +396,8 @@ class Transaction:
         await self._execute(collector_unmatched.delete().where(collector_unmatched.c.id == row_id))
 
 
-# A constant key for pg_advisory_xact_lock: serializes appends to the audit hash chain on PostgreSQL.
-AUDIT_CHAIN_LOCK = 0x5E_A0D1
+# A constant key for pg_advisory_xact_lock: one writer at a time on PostgreSQL.
+WRITE_LOCK = 0x5E_A0D1
 
 
 def _row(obj: Any) -> dict[str, Any]:
@@ -410,7 +436,7 @@ class Store:
             async with self.engine.connect() as conn:
                 async with conn.begin():
                     yield Transaction(conn)
-        except (sa_exc.DBAPIError, OSError) as exc:
+        except (sa_exc.StatementError, OSError, TimeoutError) as exc:
             raise _map_db_error(exc) from exc
 
     @asynccontextmanager
@@ -424,8 +450,12 @@ class Store:
                 if sqlite:
                     conn = await conn.execution_options(**{WRITE_OPTION: True})
                 async with conn.begin():
+                    if not sqlite:
+                        # One writer at a time, as on SQLite: every write appends to the audit chain anyway, and
+                        # this keeps `changes.seq` in commit order (the replication outbox) and rules out deadlocks.
+                        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE_LOCK})
                     yield Transaction(conn)
-        except (sa_exc.DBAPIError, OSError) as exc:
+        except (sa_exc.StatementError, OSError, TimeoutError) as exc:
             raise _map_db_error(exc) from exc
         finally:
             if sqlite:

@@ -265,10 +265,22 @@ changes = sa.Table(
     sqlite_autoincrement=True,
 )
 
-# Idempotency keys (AIP-155): a retried mutation with a known request_id returns the first result.
+# The head of the audit hash chain (one row): the next entry's sequence and prev_hash come from here, so a
+# sequence is never reused and deleting the newest entries shows as a head that points past the log.
+audit_head = sa.Table(
+    "audit_head",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger(), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.CheckConstraint("id = 1", name="single_row"),
+)
+
+# Idempotency keys (AIP-155), per caller: a retried mutation with a known request_id returns the first result.
 request_log = sa.Table(
     "request_log",
     metadata,
+    sa.Column("caller", sa.String(64), primary_key=True),  # the user id, or "system" for in-process callers
     sa.Column("request_id", sa.String(100), primary_key=True),
     sa.Column("method", sa.String(100), nullable=False),
     sa.Column("entity_id", sa.Uuid(), nullable=False),

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from decimal import Decimal
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,10 +20,12 @@ from typing import Any
 
 import structlog
 
-from server.domain.errors import FieldViolation, InvalidArgument, PermissionDenied
+from server.domain.errors import InvalidArgument, PermissionDenied
 from server.domain.identity import AuditEntry, AuditFilter, Principal
 from server.store.repository import Store, Transaction
 from server.usecases.listing import page_size_of
+from server.usecases.tokens import decode_position, encode_position
+from server.validation.rules import text_violations
 
 log = structlog.get_logger("smooth_edge.audit")
 
@@ -32,10 +35,24 @@ MAX_REFUSALS_PER_SECOND = 20
 
 
 def entry_hash(entry: AuditEntry, prev_hash: str) -> str:
-    payload = {f.name: getattr(entry, f.name) for f in dataclasses.fields(entry) if f.name not in ("seq", "hash")}
+    """SHA-256 over the entry's canonical JSON (sequence and prev_hash included, `hash` excluded)."""
+    payload = {f.name: getattr(entry, f.name) for f in dataclasses.fields(entry) if f.name != "hash"}
     payload["prev_hash"] = prev_hash
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=_json_default, ensure_ascii=False)
+    canonical = json.dumps(
+        _canonical_numbers(payload), sort_keys=True, separators=(",", ":"), default=_json_default, ensure_ascii=False
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _canonical_numbers(value: Any) -> Any:
+    """Integral floats as integers: PostgreSQL's jsonb gives 1e20 back as 100000000000000000000."""
+    if isinstance(value, float) and value.is_integer():
+        return int(Decimal(repr(value)))  # the decimal the JSON text says, as jsonb keeps it
+    if isinstance(value, dict):
+        return {k: _canonical_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical_numbers(v) for v in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:
@@ -48,8 +65,9 @@ def _json_default(value: Any) -> Any:
 
 async def append(tx: Transaction, entry: AuditEntry) -> None:
     """Seal `entry` onto the chain inside the caller's transaction (it commits or rolls back with it)."""
-    prev = await tx.last_audit_hash()
-    await tx.insert_audit(dataclasses.replace(entry, prev_hash=prev, hash=entry_hash(entry, prev)))
+    seq, prev = await tx.audit_head()
+    entry = dataclasses.replace(entry, seq=seq + 1, prev_hash=prev)
+    await tx.insert_audit(dataclasses.replace(entry, hash=entry_hash(entry, prev)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,34 +85,40 @@ class AuditService:
     def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
         self.store = store
         self._clock = clock
-        self._window = 0
-        self._in_window = 0
-        self._suppressed = 0
+        self._hosts: dict[str, tuple[int, int, int]] = {}  # host -> (second, entries in it, suppressed)
 
     async def record_refusal(
         self, *, outcome: str, method: str, detail: str, peer: str, principal: Principal | None, request_id: str = ""
     ) -> None:
-        """Audit a refused call in its own transaction (rate-limited; suppressed ones are counted)."""
+        """Audit a refused call in its own transaction.
+
+        At most MAX_REFUSALS_PER_SECOND entries a second per client host: a flood of bad keys from one host
+        cannot starve the store, nor hide another host's refusals. Refusals beyond the limit are counted in that
+        host's next entry.
+        """
+        host = peer.rsplit(":", 1)[0]
         second = int(time.monotonic())
-        if second != self._window:
-            self._window, self._in_window = second, 0
-        self._in_window += 1
-        if self._in_window > MAX_REFUSALS_PER_SECOND:
-            self._suppressed += 1
+        window, count, suppressed = self._hosts.get(host, (second, 0, 0))
+        if window != second:
+            window, count = second, 0
+        if count >= MAX_REFUSALS_PER_SECOND:
+            self._hosts[host] = (window, count, suppressed + 1)
             return
-        suppressed, self._suppressed = self._suppressed, 0
-        note = f" (+{suppressed} similar refusals not recorded individually)" if suppressed else ""
+        self._hosts[host] = (window, count + 1, 0)
+        if len(self._hosts) > 10_000:  # forget quiet hosts
+            self._hosts = {h: v for h, v in self._hosts.items() if v[0] == second}
+        note = f" (+{suppressed} similar refusals from this host not recorded individually)" if suppressed else ""
         entry = AuditEntry(
             occurred_at=self._clock(),
             actor_id=principal.user_id if principal else None,
             api_key_id=principal.api_key_id if principal else None,
             action=f"auth.{outcome.lower()}",
             entity_type="rpc",
-            entity_id=method[:64],
-            request_id=request_id[:100],
-            peer=peer[:200],
+            entity_id=_clean(method, 64),
+            request_id=_clean(request_id, 100),
+            peer=_clean(peer, 200),
             outcome=outcome,
-            detail=(detail + note)[:2000],
+            detail=_clean(detail + note, 2000),
         )
         try:
             async with self.store.write() as tx:
@@ -108,12 +132,19 @@ class AuditService:
         if principal is not None and not principal.is_admin:
             raise PermissionDenied("the audit log is for admins", reason="ADMIN_ONLY")
         size = page_size_of(page_size)
-        after = _seq_token(page_token)
+        after = decode_position("a", page_token)
+        problems = [
+            v
+            for name, limit in (("entity_type", 32), ("entity_id", 64), ("action", 64))
+            for v in text_violations(name, getattr(flt, name), limit)
+        ]
+        if problems:
+            raise InvalidArgument.of(problems)
         async with self.store.read() as tx:
             entries = await tx.audit_entries(flt, after, size + 1)
         more = len(entries) > size
         entries = entries[:size]
-        return entries, (f"a{entries[-1].seq}" if more else "")
+        return entries, (encode_position("a", entries[-1].seq) if more else "")
 
     async def verify(self, progress: Callable[[int], None] | None = None) -> VerifyResult:
         """Recompute the whole chain; the first entry that does not fit is reported."""
@@ -122,6 +153,12 @@ class AuditService:
             async with self.store.read() as tx:
                 batch = await tx.audit_entries(AuditFilter(), prev_seq, VERIFY_BATCH)
             if not batch:
+                async with self.store.read() as tx:
+                    head_seq, head_hash = await tx.audit_head()
+                if (head_seq, head_hash) != (prev_seq, prev_hash):
+                    return VerifyResult(
+                        checked, prev_seq + 1, f"the newest entries were deleted: the head says entry {head_seq}"
+                    )
                 return VerifyResult(checked)
             for entry in batch:
                 if entry.seq != prev_seq + 1:
@@ -136,9 +173,6 @@ class AuditService:
                 progress(checked)
 
 
-def _seq_token(token: str) -> int:
-    if not token:
-        return 0
-    if not token.startswith("a") or not token[1:].isdigit():
-        raise InvalidArgument.of([FieldViolation("page_token", "not an audit page token; pass it unchanged")])
-    return int(token[1:])
+def _clean(text: str, limit: int) -> str:
+    """Text from a refused (untrusted) call, made storable: no NUL characters, bounded length."""
+    return text.replace("\x00", "\\0")[:limit]

@@ -28,6 +28,7 @@ from server.domain.schema import OUTPUT_ONLY, fields_of, from_json, to_json
 from server.store.repository import Store, Transaction
 from server.usecases import access, audit
 from server.usecases.listing import build_query, encode_token, page_size_of
+from server.usecases.tokens import decode_position, encode_position
 from server.validation.rules import check_entity
 
 REQUEST_ID_MAX_LEN = 100
@@ -86,17 +87,18 @@ class EntityService:
         self, entity_id: uuid.UUID, *, page_size: int, page_token: str, caller: Caller = Caller()
     ) -> ListResult:
         size = page_size_of(page_size)
-        after = _decode_seq_token(page_token)
+        after = decode_position("r", page_token)
         async with self.store.read() as tx:
             revisions = await tx.revisions(self.kind, entity_id, after, size + 1)
-            current = await tx.get(self.kind, entity_id)
-            if not revisions and after == 0 and current is None:
-                raise NotFound(f"{self.kind.label} {entity_id} has no history (it never existed here)")
-            if current is not None and not access.can_read(caller.principal, current):
+            latest = await tx.get(self.kind, entity_id)
+            if latest is None:  # deleted: whoever could read it last may read its history
+                last = await tx.revisions(self.kind, entity_id, 0, 1, newest=True)
+                latest = from_json(self.kind.cls, last[0].snapshot) if last else None
+            if latest is None or not access.can_read(caller.principal, latest):
                 raise self._not_found(entity_id)
         more = len(revisions) > size
         revisions = revisions[:size]
-        return ListResult(revisions, f"r{revisions[-1].sequence}" if more else "")
+        return ListResult(revisions, encode_position("r", revisions[-1].sequence) if more else "")
 
     # --- writes --------------------------------------------------------------------------------------
 
@@ -123,9 +125,10 @@ class EntityService:
             version=1,
         )
         await self._validate(tx, entity)
-        if await tx.get(self.kind, entity.id) is not None:
+        if await tx.get(self.kind, entity.id) is not None or await tx.has_history(self.kind, entity.id):
+            # A deleted entity's id stays taken: its history is kept under it.
             raise AlreadyExists(
-                f"{self.kind.label} {entity.id} already exists; use a new id or Update it",
+                f"{self.kind.label} {entity.id} exists or existed; use a new id (or Update it)",
                 reason="ID_TAKEN",
                 violations=[FieldViolation("id", "already taken")],
             )
@@ -148,7 +151,7 @@ class EntityService:
         self, tx: Transaction, entity_id: uuid.UUID, version: int, values: Mapping[str, Any], *, caller: Caller
     ) -> Versioned:
         """Update inside the caller's transaction; `version` 0 means "whatever is current" (in-process only)."""
-        replay = await self._replay(tx, caller, "update")
+        replay = await self._replay(tx, caller, "update", entity_id)
         if replay is not None:
             return replay
         current = await self._require(tx, entity_id, caller)
@@ -195,7 +198,7 @@ class EntityService:
         if version <= 0:
             raise InvalidArgument.of([FieldViolation("version", "required: send the version you last read")])
         async with self.store.write() as tx:
-            if caller.request_id and await tx.find_request(caller.request_id) is not None:
+            if await self._seen_request(tx, caller, "delete", entity_id) is not None:
                 return
             current = await self._require(tx, entity_id, caller)
             access.check_delete(caller.principal, self.kind, current)
@@ -238,19 +241,31 @@ class EntityService:
     ) -> None:
         """Kind-specific effects inside a create's or update's transaction (hook; e.g. deactivation revokes keys)."""
 
-    async def _replay(self, tx: Transaction, caller: Caller, method: str) -> Versioned | None:
-        """A retried request (same request_id) returns the entity as it is now, and changes nothing."""
+    async def _seen_request(
+        self, tx: Transaction, caller: Caller, method: str, target: uuid.UUID | None
+    ) -> uuid.UUID | None:
+        """The entity a retried request (same caller, same request_id) acted on; None for a new request.
+
+        A request_id belongs to its caller; reusing one for another method or another entity is refused.
+        """
         if not caller.request_id:
             return None
-        seen = await tx.find_request(caller.request_id)
+        seen = await tx.find_request(_request_owner(caller), caller.request_id)
         if seen is None:
             return None
         done_method, entity_id = seen
-        if done_method != f"{self.kind.name}.{method}":
+        if done_method != f"{self.kind.name}.{method}" or (target is not None and target != entity_id):
             raise InvalidArgument.of(
-                [FieldViolation("request_id", f"already used for {done_method}; use a new request_id")]
+                [FieldViolation("request_id", f"already used for {done_method} of {entity_id}; use a new request_id")]
             )
-        return await self._require(tx, entity_id)
+        return entity_id
+
+    async def _replay(
+        self, tx: Transaction, caller: Caller, method: str, target: uuid.UUID | None = None
+    ) -> Versioned | None:
+        """A retried request returns the entity as it is now (if the caller may still see it), changing nothing."""
+        entity_id = await self._seen_request(tx, caller, method, target)
+        return None if entity_id is None else await self._require(tx, entity_id, caller)
 
     async def _record(
         self,
@@ -283,7 +298,9 @@ class EntityService:
             ),
         )
         if caller.request_id:
-            await tx.remember_request(caller.request_id, f"{self.kind.name}.{method}", entity.id, now)
+            await tx.remember_request(
+                _request_owner(caller), caller.request_id, f"{self.kind.name}.{method}", entity.id, now
+            )
 
     async def _validate(self, tx: Transaction, entity: Versioned) -> None:
         """Field rules first (cheap, no I/O), then references against the database."""
@@ -357,12 +374,9 @@ def _check_request_id(request_id: str) -> None:
         )
 
 
-def _decode_seq_token(token: str) -> int:
-    if not token:
-        return 0
-    if not token.startswith("r") or not token[1:].isdigit():
-        raise InvalidArgument.of([FieldViolation("page_token", "not a revisions page token; pass it unchanged")])
-    return int(token[1:])
+def _request_owner(caller: Caller) -> str:
+    """Whose request_id namespace a request is in: its user, or the in-process system."""
+    return str(caller.actor_id) if caller.actor_id is not None else "system"
 
 
 def services(store: Store, clock: Callable[[], datetime] = utc_now) -> dict[str, EntityService]:

@@ -14,7 +14,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,6 +34,7 @@ from server.store.repository import Store, Transaction
 from server.usecases import audit
 from server.usecases.entities import Caller, EntityService, utc_now
 from server.usecases.listing import page_size_of
+from server.validation.rules import text_violations
 
 KEY_PREFIX = "sek"
 KEY_NAME_MAX_LEN = 200
@@ -96,8 +97,13 @@ class UserService(EntityService):
         if before.is_active and not after.is_active:
             for key in await tx.revoke_user_keys(after.id, now):
                 await _audit_key(tx, "api_key.revoke", key, caller, now, detail="user deactivated")
-        if before.is_active != after.is_active or before.role != after.role:
-            self._on_identity_change()
+
+    async def update(
+        self, entity_id: uuid.UUID, version: int, values: Mapping[str, Any], *, caller: Caller
+    ) -> Versioned:
+        user = await super().update(entity_id, version, values, caller=caller)
+        self._on_identity_change()  # after the commit: cached keys are read again with the new role/state
+        return user
 
     async def deactivate(self, user_id: uuid.UUID, version: int, *, caller: Caller) -> Versioned:
         current = await self.get(user_id, caller)
@@ -157,9 +163,7 @@ class ApiKeyService:
         if principal is not None and not principal.is_admin and target != principal.user_id:
             raise PermissionDenied("only admins create keys for other users", reason="ADMIN_ONLY")
         wanted = list(dict.fromkeys(scopes))
-        errors = (
-            [FieldViolation("name", f"at most {KEY_NAME_MAX_LEN} characters")] if len(name) > KEY_NAME_MAX_LEN else []
-        )
+        errors = text_violations("name", name, KEY_NAME_MAX_LEN)
         known = {s.value for s in Scope}
         errors += [
             FieldViolation(f"scopes.{i}", f"unknown scope {s!r}; use {', '.join(sorted(known))}")
@@ -191,6 +195,11 @@ class ApiKeyService:
                         f"your key does not hold {', '.join(beyond_caller)}, so it cannot grant them",
                         reason="SCOPE_BEYOND_CALLER",
                     )
+            if principal is not None and not principal.is_admin and principal.api_key_id is not None:
+                # A key never mints a key that outlives it.
+                parent = await tx.api_key(principal.api_key_id)
+                if parent is not None and parent.expires_at is not None:
+                    expires_at = min(expires_at or parent.expires_at, parent.expires_at)
             key_id, secret = new_key_material()
             key = ApiKey(
                 id=uuid7(),
@@ -266,11 +275,15 @@ class Authenticator:
         self.store = store
         self._clock = clock
         self._cache: dict[str, tuple[float, ApiKey, User]] = {}
+        # Bumped by every invalidation: a lookup that started before one must not refill the cache after it.
+        self._generation = 0
 
     def forget(self, key_id: str) -> None:
+        self._generation += 1
         self._cache.pop(key_id, None)
 
     def forget_all(self) -> None:
+        self._generation += 1
         self._cache.clear()
 
     async def authenticate(self, secret: str | None) -> Principal:
@@ -286,13 +299,15 @@ class Authenticator:
         if cached is not None and time.monotonic() - cached[0] < AUTH_CACHE_SECONDS:
             _, key, user = cached
         else:
+            generation = self._generation
             async with self.store.read() as tx:
                 found = await tx.api_key_by_key_id(key_id)
                 user_row = await tx.get(KINDS["user"], found.user_id) if found is not None else None
             if found is None or not isinstance(user_row, User):
                 raise Unauthenticated("unknown API key", reason="UNKNOWN_KEY", metadata={"key_id": key_id})
             key, user = found, user_row
-            self._cache[key_id] = (time.monotonic(), key, user)
+            if generation == self._generation:
+                self._cache[key_id] = (time.monotonic(), key, user)
         if not hmac.compare_digest(hash_secret(secret), key.secret_hash):
             raise Unauthenticated("wrong API key secret", reason="BAD_SECRET", metadata={"key_id": key_id})
         now = self._clock()
@@ -309,8 +324,9 @@ class Authenticator:
         return Principal(user_id=user.id, role=user.role, scopes=effective_scopes(key, user.role), api_key_id=key.id)
 
     async def _touch(self, key: ApiKey, now: datetime) -> None:
+        generation = self._generation
         async with self.store.write() as tx:
             await tx.set_api_key_times(key.id, last_used_at=now)
         cached = self._cache.get(key.key_id)
-        if cached is not None:
+        if cached is not None and generation == self._generation:
             self._cache[key.key_id] = (cached[0], dataclasses.replace(key, last_used_at=now), cached[2])

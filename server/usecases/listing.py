@@ -165,11 +165,35 @@ def decode_token(
         values = payload["v"]
         if payload["q"] != _fingerprint(kind, filter_text, order_text) or len(values) != len(order):
             raise _bad("page_token", "the token belongs to another filter or order_by; start from the first page")
-        return tuple(decode_value(k.field, v) for k, v in zip(order, values, strict=True))
+        return tuple(_checked(k.field, decode_value(k.field, v)) for k, v in zip(order, values, strict=True))
     except InvalidArgument:
         raise
     except Exception:  # any malformed or tampered token, whatever the decoder trips on
         raise _bad("page_token", "not a page token of this list; pass next_page_token unchanged") from None
+
+
+def _checked(f: FieldInfo, value: Any) -> Any:
+    """A decoded token value must have its field's type (tokens are not signed: never trust their content)."""
+    if value is None:
+        if not f.nullable:
+            raise ValueError(f"{f.name} cannot be empty")
+        return None
+    expected: dict[str, type | tuple[type, ...]] = {
+        "text": str,
+        "uuid": uuid.UUID,
+        "timestamp": datetime,
+        "date": date,
+        "bool": bool,
+        "int": int,
+    }
+    wanted = expected.get(f.kind)
+    if wanted is not None and (not isinstance(value, wanted) or (f.kind == "int" and isinstance(value, bool))):
+        raise ValueError(f"{f.name} has the wrong type")
+    if f.kind == "timestamp" and value.tzinfo is None:
+        raise ValueError(f"{f.name} needs a timezone")
+    if f.kind == "date" and isinstance(value, datetime):
+        raise ValueError(f"{f.name} must be a date")
+    return value
 
 
 def build_query(kind: EntityKind, *, page_size: int, page_token: str, filter_text: str, order_by: str) -> ListQuery:

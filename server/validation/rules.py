@@ -49,10 +49,7 @@ def check_entity(entity: Versioned, *, tool_type: str | None = None) -> list[Fie
 def _check_field(f: FieldInfo, value: Any, entity: Versioned, tool_type: str | None) -> list[FieldViolation]:
     out: list[FieldViolation] = []
     if f.kind == "text":
-        if "\x00" in value:
-            out.append(FieldViolation(f.name, "must not contain NUL characters"))
-        if f.max_len is not None and len(value) > f.max_len:
-            out.append(FieldViolation(f.name, f"at most {f.max_len} characters (got {len(value)})"))
+        out.extend(text_violations(f.name, value, f.max_len or 0))
         if f.required and not value.strip():
             out.append(FieldViolation(f.name, "required; must not be empty"))
     elif f.required and value is None:
@@ -86,6 +83,16 @@ def _has_nul(value: Any) -> bool:
     if isinstance(value, list):
         return any(_has_nul(v) for v in value)
     return False
+
+
+def text_violations(field: str, value: str, max_len: int) -> list[FieldViolation]:
+    """The rules every string follows: no NUL characters, a length limit."""
+    out = []
+    if "\x00" in value:
+        out.append(FieldViolation(field, "must not contain NUL characters"))
+    if len(value) > max_len:
+        out.append(FieldViolation(field, f"at most {max_len} characters (got {len(value)})"))
+    return out
 
 
 def _check_tags(name: str, tags: list[str]) -> list[FieldViolation]:

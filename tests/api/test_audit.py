@@ -167,19 +167,21 @@ async def test_chain_verifier_finds_edited_and_deleted_entries(tmp_path: Path, t
     assert cli.returncode == 1 and "BROKEN at entry" in cli.stdout
 
 
-async def test_tail_rows_are_never_renumbered(tmp_path: Path) -> None:
-    """Deleting the last entry must not let the next one take its sequence number (gaps stay visible)."""
+async def test_deleting_the_newest_entries_is_detected(tmp_path: Path) -> None:
+    """The chain head is kept apart: deleting the newest entries shows, and their numbers are never reused."""
     store = await _store_with_history(tmp_path / "b.db")
     try:
         async with store.engine.begin() as conn:
             last = (await conn.execute(sa.select(sa.func.max(audit_log.c.seq)))).scalar_one()
             await conn.execute(audit_log.delete().where(audit_log.c.seq == last))
+        result = await build(store).audit.verify()
+        assert not result.ok and result.broken_seq == last and "newest entries were deleted" in result.reason
         async with store.write() as tx:
             await audit.append(tx, AuditEntry(occurred_at=datetime.now(UTC), action="test.after"))
         async with store.engine.begin() as conn:
             newest = (await conn.execute(sa.select(sa.func.max(audit_log.c.seq)))).scalar_one()
         assert newest == last + 1
         result = await build(store).audit.verify()
-        assert not result.ok and result.broken_seq == last + 1
+        assert not result.ok and result.broken_seq == last + 1 and "missing" in result.reason
     finally:
         await store.__aexit__(None, None, None)

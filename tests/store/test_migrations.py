@@ -30,6 +30,7 @@ EXPECTED_TABLES = {
     "tool_set_presets",
     "changes",
     "request_log",
+    "audit_head",
     "collector_state",
     "collector_unmatched",
 }
