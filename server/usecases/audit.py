@@ -11,11 +11,11 @@ import dataclasses
 import hashlib
 import json
 import time
-from decimal import Decimal
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import structlog
