@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from agent.config import CollectorConfig, ConfigError, load_collector_config
 from agent.logs import configure_logging
 from server.domain.errors import SmoothError
 
@@ -31,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     _db(serve)
     serve.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT to serve gRPC on (default %(default)s)")
     serve.add_argument("--migrate", action="store_true", help="upgrade the database schema before serving")
+    serve.add_argument("--config", type=Path, help="TOML file with the machines to collect from ([[machines]])")
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve TLS")
     serve.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     serve.add_argument("--tls-client-ca", type=Path, help="PEM CA: require client certificates it signed (mTLS)")
@@ -65,10 +68,28 @@ def _parser() -> argparse.ArgumentParser:
     verify = audit_sub.add_parser("verify", help="recompute the hash chain and report the first broken entry")
     _db(verify)
 
+    sim = sub.add_parser("simulate-cnc", help="serve simulated CNC controllers over OPC UA (cnc / umati)")
+    sim.add_argument("--listen", default="opc.tcp://127.0.0.1:4840/smooth-sim/", help="endpoint URL to serve")
+    sim.add_argument("--machines", type=int, default=2, help="how many machines (default %(default)s)")
+    sim.add_argument("--profile", choices=["cnc", "umati"], default="cnc", help="address space (default cnc)")
+    sim.add_argument("--prefix", default="MILL-", help="machine names: PREFIX01, PREFIX02, ...")
+    sim.add_argument("--seed", type=int, default=1, help="random routine seed (default %(default)s)")
+    sim.add_argument("--tools", type=int, default=4, help="T numbers used, 1..N (default %(default)s)")
+    sim.add_argument("--change-every", type=float, nargs=2, default=(3.0, 8.0), metavar=("MIN_S", "MAX_S"))
+
+    usage = sub.add_parser("usage", help="tool usage records")
+    usage_sub = usage.add_subparsers(dest="usage_command", required=True)
+    tail = usage_sub.add_parser("tail", help="follow usages as the collector records them")
+    tail.add_argument("--target", default=DEFAULT_LISTEN, help="the agent's gRPC address (default %(default)s)")
+    tail.add_argument("--key", default="", help="API key (default: $SMOOTH_EDGE_API_KEY)")
+    tail.add_argument("--machine", default="", help="only this machine_id")
+
     demo = sub.add_parser("demo", help="serve on a SQLite file filled with sample shop data")
     _db(demo, "smooth-edge-demo.db")
     demo.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT (default %(default)s)")
     demo.add_argument("--exit-after-seed", action="store_true", help="stop once the sample data is in")
+    demo.add_argument("--duration", type=float, default=0, help="stop after this many seconds (default: Ctrl-C)")
+    demo.add_argument("--no-cnc", action="store_true", help="no simulated CNC and no collector")
     return parser
 
 
@@ -135,7 +156,29 @@ def _serve_options(args: argparse.Namespace) -> Any:
         auth=not args.insecure_disable_auth,
         reflection=args.reflection,
         tls=tls,
+        collector=load_collector_config(args.config) if args.config else CollectorConfig(),
     )
+
+
+async def _simulate(args: argparse.Namespace) -> None:
+    from agent.simulator.server import CncSimulator, SimMachine
+    from agent.simulator.timeline import random_routine
+
+    names = [f"{args.prefix}{i:02d}" for i in range(1, args.machines + 1)]
+    every = (float(args.change_every[0]), float(args.change_every[1]))
+    machines = [
+        SimMachine(name, args.profile, random_routine(args.seed + i, tools=args.tools, change_every_s=every))
+        for i, name in enumerate(names)
+    ]
+    async with CncSimulator(machines, args.listen):
+        print(f"simulating {len(machines)} {args.profile} machine(s) on {args.listen}; collector config:")
+        for i, name in enumerate(names, start=1):
+            extra = (
+                f'channel = "Channel{i}"\nspindle = "Spindle{i}"' if args.profile == "cnc" else f'machine = "{name}"'
+            )
+            print(f'[[machines]]\nmachine_id = "{name}"\nendpoint = "{args.listen}"\nprofile = "{args.profile}"')
+            print(extra + "\n", flush=True)
+        await asyncio.Event().wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,13 +196,33 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_user_create(args))
         elif args.command == "audit":
             return asyncio.run(_audit_verify(args.db))
+        elif args.command == "simulate-cnc":
+            asyncio.run(_simulate(args))
+        elif args.command == "usage":
+            from agent.usage_tail import run_tail
+
+            key = args.key or os.environ.get("SMOOTH_EDGE_API_KEY", "")
+            if not key:
+                raise SystemExit("smooth-edge: give an API key with --key or SMOOTH_EDGE_API_KEY")
+            asyncio.run(run_tail(args.target, key, args.machine))
         elif args.command == "demo":
             from agent.demo import run_demo
 
-            asyncio.run(run_demo(args.db, args.listen, exit_after_seed=args.exit_after_seed))
+            asyncio.run(
+                run_demo(
+                    args.db,
+                    args.listen,
+                    exit_after_seed=args.exit_after_seed,
+                    duration_s=args.duration,
+                    with_cnc=not args.no_cnc,
+                )
+            )
     except SmoothError as err:
         log.error("failed", error=err.message, reason=err.reason)
         print(f"smooth-edge: {err.message}", file=sys.stderr)
+        return 2
+    except ConfigError as err:
+        print(f"smooth-edge: {err}", file=sys.stderr)
         return 2
     except OSError as err:
         log.error("failed", error=str(err))

@@ -6,6 +6,8 @@ Until the OPC UA collector lands this is the README's main job: it shows every e
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,8 +29,12 @@ from smooth.core.v1 import (
     tool_usage_pb2_grpc,
 )
 
+from agent.config import CollectorConfig, MachineConfig
 from agent.grpc_client import authorized_channel
 from agent.runtime import ServeOptions, serve
+from agent.simulator.server import CncSimulator, SimMachine
+from agent.simulator.timeline import random_routine
+from agent.usage_tail import tail
 from server.api.server import GrpcServer
 from server.domain.entities import UserRole
 from server.usecases.app import UseCases
@@ -36,6 +42,7 @@ from server.usecases.entities import Caller
 
 log = structlog.get_logger("smooth_edge.demo")
 DEMO_ADMIN = "admin@demo.local"
+DEMO_MACHINES = ("MILL-01", "MILL-02")
 
 
 def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
@@ -132,7 +139,15 @@ async def seed(channel: grpc.aio.Channel) -> dict[str, int]:
                 machine_id=machine,
                 program_name="O1001",
                 operator="demo",
-                usage_metrics=_struct({"time_in_spindle_s": 600, "spindle_runtime_s": 540, "parts": 3}),
+                usage_metrics=_struct(
+                    {
+                        "time_in_spindle_s": 600,
+                        "spindle_runtime_s": 540,
+                        "parts": 3,
+                        "tool_number": n,
+                        "source": "MANUAL",
+                    }
+                ),
             )
             usage.start_time.FromDatetime(t0 + timedelta(minutes=15 * n))
             usage.end_time.FromDatetime(t0 + timedelta(minutes=15 * n + 10))
@@ -175,24 +190,82 @@ async def demo_key(use_cases: UseCases) -> tuple[str, bool]:
     return secret, True
 
 
-async def run_demo(db: str, listen: str, *, exit_after_seed: bool = False) -> None:
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def demo_machines(endpoint: str) -> tuple[list[SimMachine], CollectorConfig]:
+    """Two simulated mills using T1..T4; the seed has presets for T1..T3 only, so T4 shows as unmatched."""
+    machines, configs = [], []
+    for index, name in enumerate(DEMO_MACHINES, start=1):
+        routine = random_routine(index, tools=4, change_every_s=(2.0, 5.0))
+        machines.append(SimMachine(name, "cnc", routine))
+        configs.append(
+            MachineConfig(
+                machine_id=name,
+                endpoint=endpoint,
+                profile="cnc",
+                channel=f"Channel{index}",
+                spindle=f"Spindle{index}",
+                publishing_interval_ms=100,
+                watchdog_s=5,
+                reconnect_max_s=5,
+                operator="demo",
+            )
+        )
+    return machines, CollectorConfig(tuple(configs))
+
+
+async def run_demo(
+    db: str, listen: str, *, exit_after_seed: bool = False, duration_s: float = 0, with_cnc: bool = True
+) -> None:
+    """Serve the demo shop; with `with_cnc`, simulated mills run and their tool usage is printed as recorded."""
     stop = asyncio.Event()
+    tail_task: asyncio.Task[None] | None = None
+    endpoint = f"opc.tcp://127.0.0.1:{_free_port()}/smooth-demo/"
+    machines, collector = demo_machines(endpoint) if with_cnc else ([], CollectorConfig())
 
     async def on_ready(server: GrpcServer, use_cases: UseCases) -> None:
+        nonlocal tail_task
         address = f"{listen.rsplit(':', 1)[0]}:{server.port}"
         secret, _ = await demo_key(use_cases)
-        async with authorized_channel(f"127.0.0.1:{server.port}", secret) as channel:
-            counts = await seed(channel)
+        started = datetime.now(UTC)
+        channel = authorized_channel(f"127.0.0.1:{server.port}", secret)
+        counts = await seed(channel)
         log.info("demo.seeded", created=counts, db=db)
         created = counts or "nothing (already seeded)"
         print(
             f"Smooth Edge demo serving gRPC on {address} (store: {db}); created {created}.\n"
             f"Admin API key ({DEMO_ADMIN}), shown once: {secret}\n"
             f"Try: grpcurl -plaintext -H 'authorization: Bearer {secret}' {address} "
-            "smooth.core.v1.ToolInstanceService/ListToolInstances   |   Ctrl-C stops.",
+            "smooth.core.v1.CollectorService/ListMachineStatuses   |   Ctrl-C stops.",
             flush=True,
         )
+        if with_cnc:
+            print(f"Simulated CNCs {', '.join(DEMO_MACHINES)} on {endpoint}; tool usage as it is recorded:", flush=True)
+            tail_task = asyncio.create_task(_tail_then_close(channel, started, stop), name="demo-tail")
+        else:
+            await channel.close()
         if exit_after_seed:
             stop.set()
+        elif duration_s > 0:
+            asyncio.get_running_loop().call_later(duration_s, stop.set)
 
-    await serve(ServeOptions(db, listen, auto_migrate=True), on_ready=on_ready, stop=stop)
+    options = ServeOptions(db, listen, auto_migrate=True, collector=collector)
+    async with contextlib.AsyncExitStack() as stack:
+        if machines:
+            await stack.enter_async_context(CncSimulator(machines, endpoint))
+        await serve(options, on_ready=on_ready, stop=stop)
+    if tail_task is not None:
+        await tail_task
+
+
+async def _tail_then_close(channel: grpc.aio.Channel, since: datetime, stop: asyncio.Event) -> None:
+    try:
+        await tail(channel, since=since, poll_s=0.5, stop=stop, out=lambda line: print(line, flush=True))
+    except grpc.aio.AioRpcError:
+        pass  # the server is stopping
+    finally:
+        await channel.close()

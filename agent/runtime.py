@@ -10,17 +10,20 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from sqlalchemy.engine import make_url
 
+from agent.collector.collector import Collector
+from agent.config import CollectorConfig
 from server.api.interceptors import ReflectionMode
 from server.api.server import GrpcServer, TlsConfig
 from server.store import migrate
 from server.store.engine import database_url
 from server.store.repository import Store
 from server.usecases.app import UseCases, build
+from server.usecases.entities import utc_now
 
 log = structlog.get_logger("smooth_edge.runtime")
 
@@ -33,6 +36,7 @@ class ServeOptions:
     auth: bool = True
     reflection: ReflectionMode = "open"
     tls: TlsConfig | None = None
+    collector: CollectorConfig = field(default_factory=CollectorConfig)
 
 
 async def prepare_store(store: Store, *, auto_migrate: bool) -> None:
@@ -54,11 +58,18 @@ async def serve(
         store = await stack.enter_async_context(Store(options.db_url))
         await prepare_store(store, auto_migrate=options.auto_migrate)
         use_cases = build(store)
-        server = await stack.enter_async_context(
-            GrpcServer(
-                use_cases, options.listen, auth=options.auth, reflection_mode=options.reflection, tls=options.tls
-            )
+        collector = Collector(options.collector, use_cases.recorder, utc_now)
+        grpc_server = GrpcServer(
+            use_cases,
+            options.listen,
+            auth=options.auth,
+            reflection_mode=options.reflection,
+            tls=options.tls,
+            machine_statuses=lambda: use_cases.recorder.statuses(collector.live_statuses()),
         )
+        server = await stack.enter_async_context(grpc_server)
+        # Collectors start after the API and stop before it: intake stops first, the store closes last.
+        await stack.enter_async_context(collector)
         log.info("agent.ready", db=_safe(options.db_url), listen=options.listen, port=server.port)
         if on_ready is not None:
             await on_ready(server, use_cases)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,6 +31,9 @@ from asyncua.server.user_managers import UserManager
 from agent.simulator.timeline import Step
 
 log = structlog.get_logger("smooth_edge.simulator")
+# The simulator serves an open endpoint on purpose; asyncua's warnings about that are noise here.
+for _name in ("asyncua.server.server", "asyncua.server.address_space", "asyncua.server.internal_server"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
 
 CNC_NS = "http://opcfoundation.org/UA/CNC"
 MACHINERY_NS = "http://opcfoundation.org/UA/Machinery/"

@@ -56,6 +56,7 @@ METHOD_SCOPES: dict[str, frozenset[Scope]] = {
     "/smooth.core.v1.ApiKeyService/ListApiKeys": frozenset({R, W, A}),
     "/smooth.core.v1.ApiKeyService/RevokeApiKey": frozenset({R, W, A}),
     "/smooth.core.v1.AuditLogService/ListAuditLogs": frozenset({A}),
+    "/smooth.core.v1.CollectorService/ListMachineStatuses": frozenset({R, USAGE}),
 }
 
 

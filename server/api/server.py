@@ -11,6 +11,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from server.api.collector_service import StatusSource, add_collector_servicer
 from server.api.identity_services import add_identity_servicers
 from server.api.interceptors import ReflectionMode, Security, ServerInterceptor
 from server.api.services import entity_servicers
@@ -54,8 +55,10 @@ class GrpcServer:
         reflection_mode: ReflectionMode = "open",
         tls: TlsConfig | None = None,
         shutdown_grace_s: float = 10.0,
+        machine_statuses: StatusSource | None = None,
     ) -> None:
         self._use_cases = use_cases
+        self._machine_statuses = machine_statuses or (lambda: use_cases.recorder.statuses({}))
         self._listen = listen
         self._security = Security(
             use_cases.authenticator if auth else None, use_cases.audit if auth else None, reflection_mode
@@ -75,6 +78,7 @@ class GrpcServer:
         servicers = entity_servicers(self._use_cases.entities)
         server.add_generic_rpc_handlers([s.handlers() for s in servicers])
         names = [s.descriptor.full_name for s in servicers] + add_identity_servicers(server, self._use_cases)
+        names.append(add_collector_servicer(server, self._machine_statuses))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self._reflection != "off":
             reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)

@@ -449,27 +449,48 @@ def compare(side: Stats, baseline: Stats) -> Comparison:
     )
 
 
+def traded(sides: Sequence[Side]) -> list[Side]:
+    """The sides with the first two groups trading places (the k-th side of one for the k-th of the other)."""
+    groups = list(dict.fromkeys(side.group_name for side in sides))
+    if len(groups) < 2:
+        return list(sides)
+    first = [side for side in sides if side.group_name == groups[0]]
+    second = [side for side in sides if side.group_name == groups[1]]
+    if len(first) != len(second):
+        return list(sides)
+    trade = {a.name: b for a, b in zip(first, second, strict=True)} | {
+        b.name: a for a, b in zip(first, second, strict=True)
+    }
+    return [trade.get(side.name, side) for side in sides]
+
+
 async def measure(label: str, sides: Sequence[Side], concurrency: int, settings: Settings) -> Measured:
-    """Interleave the sides: each round runs them forward, then backward (A B C C B A), so drift on a shared
-    machine hits every side about equally. A group gets `seconds` in all, shared by its sides, each in
-    2 x rounds windows. Each side warms up (unmeasured) just before its first window."""
+    """Interleave the sides. Each round runs them forward, then back (A B C C B A), so a linear drift on a shared
+    machine hits every side equally. Every second round trades the places of the first two groups (auth on and off, or
+    audit and no audit), so over two rounds the compared groups sit equally often next to each neighbour, at the
+    turn and at the ends. A group gets `seconds` in all, shared by its sides, each in 2 x rounds windows. Each
+    side warms up (unmeasured) just before its first window."""
     group_sizes: dict[str, int] = {}
     for side in sides:
         group_sizes[side.group_name] = group_sizes.get(side.group_name, 0) + 1
     window_s = {side.name: settings.seconds / (2 * settings.rounds * group_sizes[side.group_name]) for side in sides}
+    compared = " and ".join(list(group_sizes)[:2])
     progress(
-        f"{label}: {settings.rounds} x [{', '.join(side.name for side in sides)}, and back]; "
-        f"windows {'/'.join(f'{w:g}' for w in sorted(set(window_s.values())))}s, warm-up {settings.warmup:g}s"
+        f"{label}: {settings.rounds} x [{', '.join(side.name for side in sides)}, and back] (every second round trades "
+        f"{compared}); windows {'/'.join(f'{w:g}' for w in sorted(set(window_s.values())))}s, "
+        f"warm-up {settings.warmup:g}s"
     )
     by_side: dict[str, list[Window]] = {side.name: [] for side in sides}
     by_group: dict[str, list[Window]] = {group: [] for group in group_sizes}  # in time order, so by round
-    for side in [*sides, *reversed(sides)] * settings.rounds:
-        with side.around():
-            if not by_side[side.name]:
-                await drive(side.load, concurrency, settings.warmup)
-            window = await drive(side.load, concurrency, window_s[side.name])
-        by_side[side.name].append(window)
-        by_group[side.group_name].append(window)
+    for round_number in range(settings.rounds):
+        order = traded(sides) if round_number % 2 else list(sides)
+        for side in [*order, *reversed(order)]:
+            with side.around():
+                if not by_side[side.name]:
+                    await drive(side.load, concurrency, settings.warmup)
+                window = await drive(side.load, concurrency, window_s[side.name])
+            by_side[side.name].append(window)
+            by_group[side.group_name].append(window)
     for name, windows in by_side.items():
         failed = [w for w in windows if w.errors]
         if failed:
@@ -867,7 +888,8 @@ def latency_table(rows: Sequence[Row]) -> list[str]:
         echo_p50 = None if r.echo is None else r.echo.p50_ms
         echo_p99 = None if r.echo is None else r.echo.p99_ms
         lines.append(
-            f"{r.operation:<9} {r.concurrency:>4} {_num(r.auth_on.p50_ms, '.2f'):>8} {_num(r.auth_on.p99_ms, '.2f'):>7} "
+            f"{r.operation:<9} {r.concurrency:>4} "
+            f"{_num(r.auth_on.p50_ms, '.2f'):>8} {_num(r.auth_on.p99_ms, '.2f'):>7} "
             f"{_num(r.auth_off.p50_ms, '.2f'):>8} {_num(r.auth_off.p99_ms, '.2f'):>7} "
             f"{_num(echo_p50, '.2f'):>8} {_num(echo_p99, '.2f'):>7}"
         )

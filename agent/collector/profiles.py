@@ -1,0 +1,170 @@
+"""Controller profiles: where each signal lives in a controller's address space (../shared/DOMAIN.md §1).
+
+A profile resolves, at every (re)connect, the nodes for the signals the tracker needs (namespace indices from
+their URIs, never hard-coded):
+- cnc: tool = CncChannelList/<ch>/ToolId, speed = CncSpindleList/<sp>/ActSpeed, program = ActMainProgramName;
+- umati: tool = the Equipment/Tools/<t> whose LastUsage changed last (ControlIdentifier1 is its T number),
+  rotating = Monitoring/<sp>/IsRotating, program = Production/ActiveProgram/Name,
+  parts = Monitoring/MachineTool/(OperationCounters/)PartsProducedInLifetime;
+- sinumerik: /Channel/State/actTNumber, /Channel/Spindle/actSpeed, /Channel/ProgramInfo/progName,
+  /Channel/State/actParts (suffix [u<channel>,1] when a channel is configured);
+- custom: the NodeIds the configuration names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from asyncua.client.client import Client
+from asyncua.common.node import Node
+from asyncua.ua.uaerrors import UaError, UaStatusCodeError
+
+from agent.config import MachineConfig
+
+CNC_NS = "http://opcfoundation.org/UA/CNC"
+MACHINERY_NS = "http://opcfoundation.org/UA/Machinery/"
+MACHINE_TOOL_NS = "http://opcfoundation.org/UA/MachineTool/"
+SINUMERIK_NS = "SinumerikVarProvider"
+
+
+class ProfileError(Exception):
+    """The controller's address space does not have what the profile needs; the message says what."""
+
+
+@dataclass
+class Signals:
+    """Resolved nodes: signal name -> node; umati adds one LastUsage node per tool (T number -> node)."""
+
+    nodes: dict[str, Node] = field(default_factory=dict)
+    last_usage: dict[int, Node] = field(default_factory=dict)
+
+
+async def _child(parent: Node, name: str, what: str) -> Node:
+    """The child whose browse name is `name`, in whatever namespace the server put it."""
+    for child in await parent.get_children():
+        if (await child.read_browse_name()).Name == name:
+            return child
+    raise ProfileError(f"{what}: no child named {name!r}")
+
+
+async def _first_child(parent: Node, name: str, what: str) -> Node:
+    if name:
+        return await _child(parent, name, what)
+    children = await parent.get_children()
+    if not children:
+        raise ProfileError(f"{what}: empty")
+    return children[0]
+
+
+async def _path(root: Node, names: list[str], what: str) -> Node:
+    node = root
+    for name in names:
+        node = await _child(node, name, f"{what} ({'/'.join(names)})")
+    return node
+
+
+async def _namespace(client: Client, uri: str) -> int:
+    try:
+        return int(await client.get_namespace_index(uri))
+    except (ValueError, UaError) as exc:
+        raise ProfileError(f"the server has no namespace {uri!r}; is this the right profile?") from exc
+
+
+async def resolve(client: Client, config: MachineConfig) -> Signals:
+    """The profile's nodes on this server, found afresh (NodeIds may change after a controller update)."""
+    resolver = {"cnc": _cnc, "umati": _umati, "sinumerik": _sinumerik, "custom": _custom}[config.profile]
+    return await resolver(client, config)
+
+
+async def _cnc(client: Client, config: MachineConfig) -> Signals:
+    await _namespace(client, CNC_NS)
+    root = await _child(client.nodes.objects, "CncInterface", "Objects")
+    channel = await _first_child(await _child(root, "CncChannelList", "CncInterface"), config.channel, "CncChannelList")
+    spindle = await _first_child(await _child(root, "CncSpindleList", "CncInterface"), config.spindle, "CncSpindleList")
+    return Signals(
+        nodes={
+            "tool": await _child(channel, "ToolId", "channel"),
+            "program": await _child(channel, "ActMainProgramName", "channel"),
+            "speed": await _child(spindle, "ActSpeed", "spindle"),
+        }
+    )
+
+
+async def _umati(client: Client, config: MachineConfig) -> Signals:
+    await _namespace(client, MACHINE_TOOL_NS)
+    machines = await _child(client.nodes.objects, "Machines", "Objects")
+    machine = await _first_child(machines, config.machine or config.machine_id, "Machines")
+    monitoring = await _child(machine, "Monitoring", "machine")
+    spindle = await _first_child(monitoring, config.spindle or "Spindle1", "Monitoring")
+    nodes = {"rotating": await _child(spindle, "IsRotating", "spindle")}
+    try:
+        nodes["program"] = await _path(machine, ["Production", "ActiveProgram", "Name"], "machine")
+    except ProfileError:
+        pass  # optional in the spec
+    for path in (
+        ["Monitoring", "MachineTool", "OperationCounters", "PartsProducedInLifetime"],
+        ["Monitoring", "MachineTool", "PartsProducedInLifetime"],
+    ):
+        try:
+            nodes["parts"] = await _path(machine, path, "machine")
+            break
+        except ProfileError:
+            continue
+    tools = await _path(machine, ["Equipment", "Tools"], "machine")
+    last_usage: dict[int, Node] = {}
+    for tool in await tools.get_children():
+        names: dict[str, Node] = {str((await c.read_browse_name()).Name): c for c in await tool.get_children()}
+        if "ControlIdentifier1" in names and "LastUsage" in names:
+            number = int(await names["ControlIdentifier1"].read_value())
+            last_usage[number] = names["LastUsage"]
+    if not last_usage:
+        raise ProfileError("Equipment/Tools has no tool with ControlIdentifier1 and LastUsage")
+    return Signals(nodes=nodes, last_usage=last_usage)
+
+
+def _sinumerik_id(index: int, path: str, channel: str) -> str:
+    suffix = f"[u{channel},1]" if channel else ""
+    return f"ns={index};s={path}{suffix}"
+
+
+async def _sinumerik(client: Client, config: MachineConfig) -> Signals:
+    index = await _namespace(client, config.namespace or SINUMERIK_NS)
+    paths = {
+        "tool": "/Channel/State/actTNumber",
+        "speed": "/Channel/Spindle/actSpeed",
+        "program": "/Channel/ProgramInfo/progName",
+        "parts": "/Channel/State/actParts",
+    }
+    nodes = {name: client.get_node(_sinumerik_id(index, path, config.channel)) for name, path in paths.items()}
+    await _check_readable(nodes)
+    return Signals(nodes=nodes)
+
+
+async def _custom(client: Client, config: MachineConfig) -> Signals:
+    nodes: dict[str, Node] = {}
+    for signal, text in config.nodes.items():
+        if text.startswith("nsu="):
+            uri, _, rest = text[4:].partition(";")
+            text = f"ns={await _namespace(client, uri)};{rest}"
+        try:
+            nodes[signal] = client.get_node(text)
+        except (ValueError, UaError) as exc:
+            raise ProfileError(f"nodes.{signal}: {text!r} is not a NodeId") from exc
+    await _check_readable(nodes)
+    return Signals(nodes=nodes)
+
+
+async def _check_readable(nodes: dict[str, Node]) -> None:
+    for signal, node in nodes.items():
+        try:
+            await node.read_data_value()
+        except UaStatusCodeError as exc:
+            raise ProfileError(f"{signal}: {node.nodeid.to_string()} cannot be read ({exc})") from exc
+
+
+def to_number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0

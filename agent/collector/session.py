@@ -1,0 +1,245 @@
+"""One machine's OPC UA session: connect (with capped exponential backoff, the first connect included),
+resolve the profile, read the current state and reconcile it, subscribe, feed the tracker, record usage.
+
+A new `Client` is made for every attempt: a same-instance reconnect can hang on a blackholed link, so the
+watchdog (no data and no answer to a read for `watchdog_s`) simply drops the client and starts again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from asyncua.client.client import Client
+from asyncua.common.node import Node
+from asyncua.ua.uaerrors import UaStatusCodeError
+
+from agent.collector import profiles
+from agent.collector.tracker import Tracker, TrackerState
+from agent.config import MachineConfig
+from server.domain.collector import MachineStatus, UsageEvent
+from server.usecases.usage_recording import UsageRecorder
+
+log = structlog.get_logger("smooth_edge.collector")
+# asyncua logs a traceback every second while a server is down: our own log says it once, clearly.
+for noisy in (
+    "asyncua.client.ua_client",
+    "asyncua.client.client",
+    "asyncua.common.subscription",
+    "asyncua.client.ua_client.UaClient",
+    "asyncua.uaprotocol",
+):
+    logging.getLogger(noisy).setLevel(logging.CRITICAL)
+
+HEARTBEAT_S = 5.0  # how often the tracker's "last seen" is saved while nothing changes
+QUEUE_SIZE = 10  # per monitored item: T1 -> T2 -> T1 within one publish cycle is not collapsed
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    signal: str
+    value: Any
+    at: datetime
+
+
+class _Handler:
+    """asyncua subscription callbacks -> a queue the session drains in order."""
+
+    def __init__(self, queue: asyncio.Queue[_Change | Exception], names: dict[Any, str]) -> None:
+        self._queue = queue
+        self._names = names
+
+    def datachange_notification(self, node: Node, value: Any, data: Any) -> None:
+        dv = data.monitored_item.Value
+        at = dv.SourceTimestamp or dv.ServerTimestamp or datetime.now(UTC)
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
+        self._queue.put_nowait(_Change(self._names.get(node.nodeid, "?"), value, at))
+
+    def status_change_notification(self, status: Any) -> None:
+        self._queue.put_nowait(ConnectionError(f"subscription status changed: {status}"))
+
+
+class MachineSession:
+    def __init__(self, config: MachineConfig, recorder: UsageRecorder, clock: Callable[[], datetime]) -> None:
+        self.config = config
+        self._recorder = recorder
+        self._clock = clock
+        self._tracker = Tracker(config.machine_id)
+        self._last_usage: dict[int, datetime] = {}
+        self.status = MachineStatus(config.machine_id, endpoint=config.endpoint, profile=config.profile)
+        self._saved_at = 0.0
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Collect until cancelled; every failure leads to a fresh connection after a backoff."""
+        saved = await self._recorder.load_state(self.config.machine_id)
+        if saved:
+            self._tracker.state = TrackerState.from_json(saved)
+        backoff = 0.5
+        while True:
+            started = time.monotonic()
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # every failure of a session means: reconnect
+                message = _describe(exc)
+                self.status = replace(self.status, connected=False, last_error=message)
+                log.warning(
+                    "collector.disconnected", machine_id=self.config.machine_id, error=message, retry_in_s=backoff
+                )
+            if time.monotonic() - started > 60:
+                backoff = 0.5  # it ran for a while: start the backoff over
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.config.reconnect_max_s)
+
+    async def close(self) -> None:
+        """Save the tracker's last state (the agent is stopping)."""
+        with contextlib.suppress(Exception):
+            await self._record([])
+
+    # --- one connection ----------------------------------------------------------------------------------
+
+    async def _session(self) -> None:
+        cfg = self.config
+        client = Client(cfg.endpoint, timeout=max(2.0, cfg.watchdog_s / 2))
+        client.session_timeout = 60_000
+        await self._secure(client)
+        try:
+            await asyncio.wait_for(client.connect(), timeout=cfg.watchdog_s)
+            signals = await profiles.resolve(client, cfg)
+            queue: asyncio.Queue[_Change | Exception] = asyncio.Queue()
+            names = {node.nodeid: name for name, node in signals.nodes.items()}
+            names.update({node.nodeid: f"last_usage:{t}" for t, node in signals.last_usage.items()})
+            subscription = await client.create_subscription(cfg.publishing_interval_ms, _Handler(queue, names))
+            subscribed_at = self._clock()
+            await self._reconcile(signals, subscribed_at)
+            monitored = list(signals.nodes.values()) + list(signals.last_usage.values())
+            await subscription.subscribe_data_change(monitored, queuesize=QUEUE_SIZE)
+            self.status = replace(self.status, connected=True, last_error="", last_data_at=subscribed_at)
+            log.info("collector.connected", machine_id=cfg.machine_id, endpoint=cfg.endpoint, profile=cfg.profile)
+            await self._consume(client, queue)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.disconnect(), timeout=2)
+
+    async def _secure(self, client: Client) -> None:
+        sec = self.config.security
+        if sec.mode != "None":
+            assert sec.certificate is not None and sec.private_key is not None
+            client.application_uri = sec.application_uri
+            await client.set_security_string(f"Basic256Sha256,{sec.mode},{sec.certificate},{sec.private_key}")
+        if sec.username:
+            client.set_user(sec.username)
+            client.set_password(sec.password)
+
+    async def _reconcile(self, signals: profiles.Signals, at: datetime) -> None:
+        """The current values are state, not transitions: close what ended unseen, open what is in now."""
+        values = {name: await node.read_value() for name, node in signals.nodes.items()}
+        self._last_usage = {t: await n.read_value() for t, n in signals.last_usage.items()}
+        tool = int(values["tool"] or 0) if "tool" in values else self._active_umati_tool()
+        speed = profiles.to_number(values["speed"]) if "speed" in values else None
+        rotating = bool(values["rotating"]) if "rotating" in values else (speed or 0) > 0
+        if "program" in values:
+            self._tracker.program(str(values["program"] or ""), at)
+        if "parts" in values:
+            self._tracker.parts(int(values["parts"] or 0), at)
+        first_time = self._tracker.state.last_seen is None
+        events = self._tracker.reconnected(tool, rotating, speed, at)
+        if first_time:
+            log.info("collector.first_contact", machine_id=self.config.machine_id, tool=tool)
+        await self._record(events)
+
+    def _active_umati_tool(self) -> int:
+        """umati has no active-tool variable: the active tool is the one used last (DOMAIN.md §1.2)."""
+        known = {t: ts for t, ts in self._last_usage.items() if isinstance(ts, datetime) and ts.year > 2000}
+        return max(known, key=lambda t: known[t]) if known else 0
+
+    async def _consume(self, client: Client, queue: asyncio.Queue[_Change | Exception]) -> None:
+        watchdog = self.config.watchdog_s
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), timeout=min(watchdog, HEARTBEAT_S))
+            except TimeoutError:
+                # Quiet is normal for an idle machine; silence on a dead link is not: ask the server.
+                await asyncio.wait_for(client.nodes.server_state.read_value(), timeout=watchdog)
+                self._tracker.seen(self._clock())
+                await self._heartbeat()
+                continue
+            if isinstance(item, Exception):
+                raise item
+            events = self._apply(item)
+            self.status = replace(self.status, last_data_at=item.at)
+            if events:
+                await self._record(events)
+            else:
+                await self._heartbeat()
+
+    def _apply(self, change: _Change) -> list[UsageEvent]:
+        t = self._tracker
+        if change.signal == "tool":
+            return t.tool(int(change.value or 0), change.at)
+        if change.signal == "speed":
+            speed = profiles.to_number(change.value)
+            t.spindle(speed > 0, speed, change.at)
+        elif change.signal == "rotating":
+            t.spindle(bool(change.value), None, change.at)
+        elif change.signal == "program":
+            t.program(str(change.value or ""), change.at)
+        elif change.signal == "parts":
+            t.parts(int(change.value or 0), change.at)
+        elif change.signal.startswith("last_usage:"):
+            number = int(change.signal.split(":", 1)[1])
+            if isinstance(change.value, datetime):
+                self._last_usage[number] = change.value
+                return t.tool(self._active_umati_tool(), change.at)
+        return []
+
+    async def _heartbeat(self) -> None:
+        if time.monotonic() - self._saved_at >= HEARTBEAT_S:
+            await self._record([])
+
+    async def _record(self, events: list[UsageEvent]) -> None:
+        state = self._tracker.state
+        written = await self._recorder.apply(
+            self.config.machine_id, events, state.to_json(), operator=self.config.operator
+        )
+        self._saved_at = time.monotonic()
+        self.status = replace(
+            self.status, open_tool_number=state.tool, open_usage_id=state.usage_id, open_since=state.tool_since
+        )
+        for event in events:
+            log.info(
+                "collector.usage_" + ("closed" if hasattr(event, "end") else "opened"),
+                machine_id=self.config.machine_id,
+                tool_number=event.tool_number,
+                usage_id=str(event.usage_id),
+                recorded=any(w.id == event.usage_id for w in written),
+            )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, UaStatusCodeError):
+        name = type(exc).__name__
+        if "Identity" in name or "UserAccess" in name or "Security" in name:
+            return (
+                f"{name}: the server refused our credentials or security settings "
+                "(check username/password, certificate and security mode)"
+            )
+        return f"{name}: {exc}"
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "no answer in time (server down, unreachable or overloaded)"
+    if isinstance(exc, OSError):
+        return f"cannot reach the server: {exc.strerror or exc}"
+    if isinstance(exc, profiles.ProfileError):
+        return f"address space does not fit the profile: {exc}"
+    return f"{type(exc).__name__}: {exc}"
