@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -76,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=1, help="random routine seed (default %(default)s)")
     sim.add_argument("--tools", type=int, default=4, help="T numbers used, 1..N (default %(default)s)")
     sim.add_argument("--change-every", type=float, nargs=2, default=(3.0, 8.0), metavar=("MIN_S", "MAX_S"))
+    sim.add_argument(
+        "--script",
+        type=Path,
+        help='JSON {"MACHINE": [{"at_s": 0, "tool": 1, "speed_rpm": 8000, "program": "O1", "parts": 1}, ...]}: '
+        "play these steps once instead of random routines",
+    )
 
     usage = sub.add_parser("usage", help="tool usage records")
     usage_sub = usage.add_subparsers(dest="usage_command", required=True)
@@ -162,14 +169,19 @@ def _serve_options(args: argparse.Namespace) -> Any:
 
 async def _simulate(args: argparse.Namespace) -> None:
     from agent.simulator.server import CncSimulator, SimMachine
-    from agent.simulator.timeline import random_routine
+    from agent.simulator.timeline import Step, random_routine, scripted
 
-    names = [f"{args.prefix}{i:02d}" for i in range(1, args.machines + 1)]
-    every = (float(args.change_every[0]), float(args.change_every[1]))
-    machines = [
-        SimMachine(name, args.profile, random_routine(args.seed + i, tools=args.tools, change_every_s=every))
-        for i, name in enumerate(names)
-    ]
+    if args.script:
+        script = json.loads(args.script.read_text())
+        names = list(script)
+        machines = [SimMachine(n, args.profile, scripted([Step(**step) for step in script[n]])) for n in names]
+    else:
+        names = [f"{args.prefix}{i:02d}" for i in range(1, args.machines + 1)]
+        every = (float(args.change_every[0]), float(args.change_every[1]))
+        machines = [
+            SimMachine(name, args.profile, random_routine(args.seed + i, tools=args.tools, change_every_s=every))
+            for i, name in enumerate(names)
+        ]
     async with CncSimulator(machines, args.listen):
         print(f"simulating {len(machines)} {args.profile} machine(s) on {args.listen}; collector config:")
         for i, name in enumerate(names, start=1):

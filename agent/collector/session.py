@@ -149,12 +149,15 @@ class MachineSession:
         tool = int(values["tool"] or 0) if "tool" in values else self._active_umati_tool()
         speed = profiles.to_number(values["speed"]) if "speed" in values else None
         rotating = bool(values["rotating"]) if "rotating" in values else (speed or 0) > 0
-        if "program" in values:
-            self._tracker.program(str(values["program"] or ""), at)
-        if "parts" in values:
-            self._tracker.parts(int(values["parts"] or 0), at)
         first_time = self._tracker.state.last_seen is None
-        events = self._tracker.reconnected(tool, rotating, speed, at)
+        events = self._tracker.reconnected(
+            tool,
+            rotating,
+            speed,
+            at,
+            program=str(values["program"] or "") if "program" in values else None,
+            parts=int(values["parts"] or 0) if "parts" in values else None,
+        )
         if first_time:
             log.info("collector.first_contact", machine_id=self.config.machine_id, tool=tool)
         await self._record(events)

@@ -117,7 +117,16 @@ class Tracker:
 
     # --- gaps --------------------------------------------------------------------------------------------
 
-    def reconnected(self, tool: int, rotating: bool, speed_rpm: float | None, at: datetime) -> list[Event]:
+    def reconnected(
+        self,
+        tool: int,
+        rotating: bool,
+        speed_rpm: float | None,
+        at: datetime,
+        *,
+        program: str | None = None,
+        parts: int | None = None,
+    ) -> list[Event]:
         """After an outage or a restart: the machine's current state, read at `at` (not a transition).
 
         Same tool still in: the usage goes on, marked interrupted, and the unobserved gap counts as outage (no
@@ -127,6 +136,16 @@ class Tracker:
         s = self.state
         last = s.last_seen
         events: list[Event] = []
+        if parts is not None:
+            s = self.state = replace(s, parts_counter=parts)
+        if program is not None:
+            # A program seen now belongs to a usage that goes on; a new usage starts with it.
+            programs = (
+                s.programs
+                if (not program or program in s.programs or not s.tool or s.tool != tool)
+                else (*s.programs, program)
+            )
+            s = self.state = replace(s, program=program, programs=programs)
         if s.tool and s.tool == tool:
             gap = _seconds(last, at)
             runtime = s.runtime_s + (_seconds(s.rotating_since, last) if s.rotating and last else 0.0)

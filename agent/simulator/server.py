@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -130,11 +131,21 @@ class CncSimulator:
                 self._handles[machine.name] = await _build_umati(machines_folder, mt_ns, machine)
             else:
                 raise ValueError(f"simulated machine {machine.name}: profile must be cnc or umati")
+        # Steps at time 0 are the state the controller is in when it comes up (before any client can look).
+        remaining: dict[str, Iterator[Step]] = {}
+        for machine in self.machines:
+            steps = iter(machine.steps)
+            first = next(steps, None)
+            while first is not None and first.at_s <= 0:
+                await self.apply(machine.name, first)
+                first = next(steps, None)
+            remaining[machine.name] = itertools.chain([first] if first else [], steps)
         await server.start()
         self._server = server
         self.started_at = time.monotonic()
         for machine in self.machines:
-            self._players.append(asyncio.create_task(self._play(machine), name=f"sim-{machine.name}"))
+            task = asyncio.create_task(self._play(machine, remaining[machine.name]), name=f"sim-{machine.name}")
+            self._players.append(task)
         log.info("simulator.started", endpoint=self.endpoint, machines=[m.name for m in self.machines])
         return self
 
@@ -150,8 +161,8 @@ class CncSimulator:
             self._server = None
         log.info("simulator.stopped", endpoint=self.endpoint)
 
-    async def _play(self, machine: SimMachine) -> None:
-        for step in machine.steps:
+    async def _play(self, machine: SimMachine, steps: Iterator[Step]) -> None:
+        for step in steps:
             delay = self.started_at + step.at_s - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)

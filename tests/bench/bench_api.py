@@ -962,10 +962,18 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         description="Smooth Edge gRPC API with auth on vs --insecure-disable-auth vs a bare grpc.aio echo server, "
         "plus the in-process cost of the audit log on Create."
     )
-    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per side and case (default 5)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=5.0,
+        help="measured seconds per mode and case, shared by its servers (default 5)",
+    )
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each side (default 1)")
     parser.add_argument(
-        "--rounds", type=int, default=2, help="forward-and-back passes over the sides per case (default 2)"
+        "--rounds",
+        type=int,
+        default=2,
+        help="forward-and-back passes over the sides per case; keep it even (default 2)",
     )
     parser.add_argument(
         "--servers-per-mode",

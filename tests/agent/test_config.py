@@ -1,0 +1,61 @@
+"""The collector configuration: a valid file parses into frozen objects; every mistake is reported at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import ConfigError, load_collector_config, parse_collector_config
+
+
+def test_valid_file(tmp_path: Path) -> None:
+    (tmp_path / "c.pem").write_text("x")
+    (tmp_path / "k.pem").write_text("x")
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        '[[machines]]\nmachine_id = "MILL-01"\nendpoint = "opc.tcp://10.1.2.3:4840"\nprofile = "cnc"\n'
+        'channel = "Channel2"\n[machines.security]\nmode = "SignAndEncrypt"\ncertificate = "c.pem"\n'
+        'private_key = "k.pem"\nusername = "u"\npassword_env = "PW"\n'
+        '[[machines]]\nmachine_id = "LATHE-7"\nendpoint = "opc.tcp://h:4840"\nprofile = "custom"\n'
+        '[machines.nodes]\ntool = "nsu=urn:x;s=T"\n'
+    )
+    config = load_collector_config(path, environ={"PW": "secret"})
+    first, second = config.machines
+    assert (first.machine_id, first.channel, first.security.mode, first.security.password) == (
+        "MILL-01",
+        "Channel2",
+        "SignAndEncrypt",
+        "secret",
+    )
+    assert first.security.certificate == tmp_path / "c.pem"
+    assert second.nodes == {"tool": "nsu=urn:x;s=T"} and second.publishing_interval_ms == 250
+    assert "secret" not in repr(first)
+
+
+def test_every_problem_is_reported() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_collector_config(
+            {
+                "machines": [
+                    {"machine_id": "A", "endpoint": "http://x", "profile": "fanuc", "colour": "red"},
+                    {"machine_id": "A", "endpoint": "opc.tcp://x", "profile": "custom", "watchdog_s": 0},
+                    {"endpoint": "opc.tcp://x", "profile": "cnc", "security": {"mode": "Sign", "password_env": "NOPE"}},
+                ]
+            },
+            environ={},
+        )
+    text = str(err.value)
+    for expected in (
+        "unknown key 'colour'",
+        "opc.tcp://",
+        "profile must be one of",
+        "used twice",
+        "needs at least nodes.tool",
+        "watchdog_s must be",
+        "machine_id is required",
+        "needs certificate and private_key",
+        "NOPE, which is not set",
+    ):
+        assert expected in text, expected
+    assert len(err.value.problems) >= 9
