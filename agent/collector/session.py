@@ -93,7 +93,12 @@ class MachineSession:
                 raise
             except Exception as exc:  # every failure of a session means: reconnect
                 message = _describe(exc)
-                self.status = replace(self.status, connected=False, last_error=message)
+                self.status = replace(
+                    self.status,
+                    connected=False,
+                    last_error=message,
+                    failed_attempts=self.status.failed_attempts + 1,
+                )
                 log.warning(
                     "collector.disconnected", machine_id=self.config.machine_id, error=message, retry_in_s=backoff
                 )
@@ -125,7 +130,9 @@ class MachineSession:
             await self._reconcile(signals, subscribed_at)
             monitored = list(signals.nodes.values()) + list(signals.last_usage.values())
             await subscription.subscribe_data_change(monitored, queuesize=QUEUE_SIZE)
-            self.status = replace(self.status, connected=True, last_error="", last_data_at=subscribed_at)
+            self.status = replace(
+                self.status, connected=True, last_error="", last_data_at=subscribed_at, failed_attempts=0
+            )
             log.info("collector.connected", machine_id=cfg.machine_id, endpoint=cfg.endpoint, profile=cfg.profile)
             await self._consume(client, queue)
         finally:

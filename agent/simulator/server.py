@@ -37,6 +37,7 @@ for _name in ("asyncua.server.server", "asyncua.server.address_space", "asyncua.
     logging.getLogger(_name).setLevel(logging.ERROR)
 
 CNC_NS = "http://opcfoundation.org/UA/CNC"
+SINUMERIK_NS = "SinumerikVarProvider"
 MACHINERY_NS = "http://opcfoundation.org/UA/Machinery/"
 MACHINE_TOOL_NS = "http://opcfoundation.org/UA/MachineTool/"
 
@@ -50,7 +51,7 @@ class SimMachine:
     """One simulated machine: its name, its address-space flavour and its timeline."""
 
     name: str
-    profile: str  # "cnc" or "umati"
+    profile: str  # "cnc", "umati" or "sinumerik"
     steps: Iterable[Step]
     tools: int = 12  # umati: how many tools the magazine shows
 
@@ -116,6 +117,7 @@ class CncSimulator:
         cnc_ns = await server.register_namespace(CNC_NS)
         machinery_ns = await server.register_namespace(MACHINERY_NS)
         mt_ns = await server.register_namespace(MACHINE_TOOL_NS)
+        sinumerik_ns = await server.register_namespace(SINUMERIK_NS)
         cnc_root: Node | None = None
         machines_folder: Node | None = None
         for index, machine in enumerate(self.machines, start=1):
@@ -129,8 +131,10 @@ class CncSimulator:
                 if machines_folder is None:
                     machines_folder = await server.nodes.objects.add_folder(machinery_ns, "Machines")
                 self._handles[machine.name] = await _build_umati(machines_folder, mt_ns, machine)
+            elif machine.profile == "sinumerik":
+                self._handles[machine.name] = await _build_sinumerik(server.nodes.objects, sinumerik_ns, index)
             else:
-                raise ValueError(f"simulated machine {machine.name}: profile must be cnc or umati")
+                raise ValueError(f"simulated machine {machine.name}: profile must be cnc, umati or sinumerik")
         # Steps at time 0 are the state the controller is in when it comes up (before any client can look).
         remaining: dict[str, Iterator[Step]] = {}
         for machine in self.machines:
@@ -175,6 +179,8 @@ class CncSimulator:
         now = datetime.now(UTC)
         if machine.profile == "cnc":
             await _apply_cnc(h, step, now)
+        elif machine.profile == "sinumerik":
+            await _apply_sinumerik(h, step, now)
         else:
             await _apply_umati(h, step, now)
 
@@ -281,3 +287,32 @@ async def _apply_umati(h: _Handles, step: Step, now: datetime) -> None:
     if step.parts:
         h.parts += step.parts
         await _write(h.values["PartsProducedInLifetime"], h.parts, V.UInt64, now)
+
+
+async def _build_sinumerik(objects: Node, ns: int, channel: int) -> _Handles:
+    """SINUMERIK-style variables: string NodeIds `/Channel/...[u<channel>,1]` in the vendor namespace."""
+    V = ua.VariantType
+    folder = await objects.add_folder(ns, f"Sinumerik{channel}")
+    h = _Handles()
+    for key, path, value, vtype in (
+        ("tool", "/Channel/State/actTNumber", 0, V.Int32),
+        ("speed", "/Channel/Spindle/actSpeed", 0.0, V.Double),
+        ("program", "/Channel/ProgramInfo/progName", "", V.String),
+        ("parts", "/Channel/State/actParts", 0, V.Int32),
+    ):
+        node_id = ua.NodeId(f"{path}[u{channel},1]", ns)  # type: ignore[arg-type]
+        h.values[key] = await folder.add_variable(node_id, path.rsplit("/", 1)[1], ua.Variant(value, vtype))
+    return h
+
+
+async def _apply_sinumerik(h: _Handles, step: Step, now: datetime) -> None:
+    V = ua.VariantType
+    if step.program is not None:
+        await _write(h.values["program"], step.program, V.String, now)
+    if step.tool is not None:
+        await _write(h.values["tool"], step.tool, V.Int32, now)
+    if step.speed_rpm is not None:
+        await _write(h.values["speed"], step.speed_rpm, V.Double, now)
+    if step.parts:
+        h.parts += step.parts
+        await _write(h.values["parts"], h.parts, V.Int32, now)

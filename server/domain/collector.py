@@ -48,6 +48,7 @@ class MachineStatus:
     connected: bool = False
     last_data_at: datetime | None = None
     last_error: str = ""
+    failed_attempts: int = 0  # consecutive failed connection attempts (0 while connected)
     open_tool_number: int = 0
     open_usage_id: uuid.UUID | None = None
     open_since: datetime | None = None

@@ -1,0 +1,214 @@
+"""The sinumerik and custom profiles, and OPC UA security (Basic256Sha256 with a client certificate and a user
+token) against real asyncua servers; a wrong password gives a clear error and the collector keeps retrying."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from asyncua import Client
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from test_collector import _free_port, connected, eventually, store_with_presets, usages
+
+from agent.collector.collector import Collector
+from agent.config import CollectorConfig, MachineConfig, SecurityConfig
+from agent.simulator.server import CNC_NS, CncSimulator, SimMachine, SimSecurity
+from agent.simulator.timeline import Step
+from server.domain.entities import ToolUsage
+from server.usecases.entities import utc_now
+
+
+def _rsa_cert(tmp: Path, name: str, uri: str) -> tuple[Path, Path]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri), x509.DNSName("localhost")]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=True,
+                key_encipherment=True,
+                data_encipherment=True,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / f"{name}-cert.pem", tmp / f"{name}-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture(scope="module")
+async def secure_sim(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[CncSimulator, Path]]:
+    tmp = tmp_path_factory.mktemp("pki")
+    cert, key = _rsa_cert(tmp, "sim", "urn:smooth-edge:test-sim")
+    security = SimSecurity(certificate=cert, private_key=key, users={"collector": "s3cret"})
+    endpoint = f"opc.tcp://127.0.0.1:{_free_port()}/secure-sim/"
+    async with CncSimulator([SimMachine("S1", "cnc", [])], endpoint, security=security) as sim:
+        yield sim, tmp
+
+
+def _secure_machine(sim: CncSimulator, tmp: Path, password: str) -> MachineConfig:
+    cert, key = _rsa_cert(tmp, f"client-{password}", "urn:smooth-edge:collector")
+    return MachineConfig(
+        machine_id="S1",
+        endpoint=sim.endpoint,
+        profile="cnc",
+        publishing_interval_ms=50,
+        watchdog_s=2,
+        reconnect_max_s=0.5,
+        security=SecurityConfig(
+            mode="SignAndEncrypt",
+            certificate=cert,
+            private_key=key,
+            application_uri="urn:smooth-edge:collector",
+            username="collector",
+            password=password,
+        ),
+    )
+
+
+async def test_security_mode_with_certificate_and_user_token(
+    secure_sim: tuple[CncSimulator, Path], tmp_path: Path
+) -> None:
+    sim, pki = secure_sim
+    store, uc, _ = await store_with_presets(tmp_path / "s.db", "S1", [4])
+    try:
+        async with Collector(
+            CollectorConfig((_secure_machine(sim, pki, "s3cret"),)), uc.recorder, utc_now
+        ) as collector:
+            await connected(collector, "S1")
+            await sim.apply("S1", Step(0, tool=4))
+
+            async def recorded() -> bool:
+                return len(await usages(store, "S1")) == 1
+
+            await eventually(recorded, what="a usage over the secure session")
+    finally:
+        await store.__aexit__(None, None, None)
+    # Without security the server does not let us in at all.
+    with pytest.raises(Exception):  # noqa: B017 (asyncua raises several kinds here)
+        async with Client(sim.endpoint, timeout=3) as client:
+            await client.nodes.objects.get_children()
+
+
+async def test_wrong_password_is_a_clear_error_and_the_collector_retries(
+    secure_sim: tuple[CncSimulator, Path], tmp_path: Path
+) -> None:
+    sim, pki = secure_sim
+    store, uc, _ = await store_with_presets(tmp_path / "w.db", "S1", [4])
+    try:
+        async with Collector(CollectorConfig((_secure_machine(sim, pki, "wrong"),)), uc.recorder, utc_now) as collector:
+
+            async def retried() -> bool:
+                status = collector.live_statuses()["S1"]
+                return status.failed_attempts >= 3
+
+            await eventually(retried, timeout=30, what="three failed attempts")
+            status = collector.live_statuses()["S1"]
+            assert not status.connected
+            assert "refused our credentials" in status.last_error, status.last_error
+    finally:
+        await store.__aexit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+async def plain_sim() -> AsyncIterator[CncSimulator]:
+    endpoint = f"opc.tcp://127.0.0.1:{_free_port()}/profiles-sim/"
+    async with CncSimulator([SimMachine("N1", "sinumerik", []), SimMachine("C1", "cnc", [])], endpoint) as sim:
+        yield sim
+
+
+async def _one_usage(sim: CncSimulator, config: MachineConfig, tmp: Path, name: str) -> ToolUsage:
+    store, uc, _ = await store_with_presets(tmp / f"{name}.db", config.machine_id, [7])
+    try:
+        async with Collector(CollectorConfig((config,)), uc.recorder, utc_now) as collector:
+            await connected(collector, config.machine_id)
+            await sim.apply(name, Step(0, tool=7, program="P7"))
+            await asyncio.sleep(0.2)
+            await sim.apply(name, Step(0, speed_rpm=3000.0))
+            await asyncio.sleep(0.5)
+            await sim.apply(name, Step(0, speed_rpm=0.0, parts=1))
+            await asyncio.sleep(0.2)
+            await sim.apply(name, Step(0, tool=0))
+
+            async def closed() -> list[ToolUsage] | None:
+                found = await usages(store, config.machine_id)
+                return found if len(found) == 1 and found[0].end_time else None
+
+            return (await eventually(closed, what="a closed usage"))[0]
+    finally:
+        await store.__aexit__(None, None, None)
+
+
+async def test_sinumerik_profile(plain_sim: CncSimulator, tmp_path: Path) -> None:
+    config = MachineConfig(
+        machine_id="N1",
+        endpoint=plain_sim.endpoint,
+        profile="sinumerik",
+        channel="1",
+        publishing_interval_ms=50,
+        watchdog_s=2,
+        reconnect_max_s=0.5,
+    )
+    usage = await _one_usage(plain_sim, config, tmp_path, "N1")
+    assert usage.usage_metrics["tool_number"] == 7 and usage.usage_metrics["max_speed_rpm"] == 3000
+    assert usage.usage_metrics["parts"] == 1 and usage.usage_metrics["programs"] == ["P7"]
+    assert 0.4 <= usage.usage_metrics["spindle_runtime_s"] <= 0.7
+
+
+async def test_custom_profile_with_namespace_uris(plain_sim: CncSimulator, tmp_path: Path) -> None:
+    # Find the simulator's numeric NodeIds the way an integrator would, then name them by namespace URI.
+    async with Client(plain_sim.endpoint) as client:
+        ns = await client.get_namespace_index(CNC_NS)
+        root = await client.nodes.objects.get_child([f"{ns}:CncInterface"])
+        channel = await root.get_child([f"{ns}:CncChannelList", f"{ns}:Channel2"])
+        spindle = await root.get_child([f"{ns}:CncSpindleList", f"{ns}:Spindle2"])
+        ids = {
+            "tool": (await channel.get_child([f"{ns}:ToolId"])).nodeid.Identifier,
+            "speed": (await spindle.get_child([f"{ns}:ActSpeed"])).nodeid.Identifier,
+            "program": (await channel.get_child([f"{ns}:ActMainProgramName"])).nodeid.Identifier,
+        }
+    nodes = {signal: f"nsu={CNC_NS};i={ident}" for signal, ident in ids.items()}
+    config = MachineConfig(
+        machine_id="C1",
+        endpoint=plain_sim.endpoint,
+        profile="custom",
+        nodes=nodes,
+        publishing_interval_ms=50,
+        watchdog_s=2,
+        reconnect_max_s=0.5,
+    )
+    usage = await _one_usage(plain_sim, config, tmp_path, "C1")
+    assert usage.usage_metrics["tool_number"] == 7 and usage.usage_metrics["max_speed_rpm"] == 3000
