@@ -44,11 +44,23 @@ def _parser() -> argparse.ArgumentParser:
         default="open",
         help="gRPC server reflection: open to all, only with a valid key, or off (default %(default)s)",
     )
+    serve.add_argument("--central", default="", help="HOST:PORT of central: replicate this store to it")
+    serve.add_argument("--sync-key", default="", help="API key with the sync scope (default: $SMOOTH_EDGE_SYNC_KEY)")
+    serve.add_argument("--central-ca", type=Path, help="PEM CA of central's certificate: replicate over TLS")
     serve.add_argument(
         "--insecure-disable-auth",
         action="store_true",
         help="trust every caller and write no refusal audits (benchmarks only; never in production)",
     )
+
+    central = sub.add_parser("central", help="run the central store: the same services plus SyncService")
+    central.add_argument("--db", required=True, help="postgresql+asyncpg://user@host/db (or a SQLite file for tests)")
+    central.add_argument("--listen", default="0.0.0.0:50052", help="HOST:PORT (default %(default)s)")
+    central.add_argument("--migrate", action="store_true", help="upgrade the database schema before serving")
+    central.add_argument("--tls-cert", type=Path)
+    central.add_argument("--tls-key", type=Path)
+    central.add_argument("--tls-client-ca", type=Path)
+    central.add_argument("--reflection", choices=["open", "authenticated", "off"], default="open")
 
     mig = sub.add_parser("migrate", help="upgrade the database schema to this version's head")
     _db(mig)
@@ -160,11 +172,32 @@ def _serve_options(args: argparse.Namespace) -> Any:
         args.db,
         args.listen,
         auto_migrate=args.migrate,
-        auth=not args.insecure_disable_auth,
+        auth=not getattr(args, "insecure_disable_auth", False),
         reflection=args.reflection,
         tls=tls,
-        collector=load_collector_config(args.config) if args.config else CollectorConfig(),
+        collector=load_collector_config(args.config) if getattr(args, "config", None) else CollectorConfig(),
+        central=args.command == "central",
+        replicate=_replicate(args),
     )
+
+
+def _replicate(args: argparse.Namespace) -> Any:
+    from agent.replicator.replicator import ReplicatorSettings
+
+    target = getattr(args, "central", "")
+    if args.command != "serve" or not target:
+        return None
+    key = args.sync_key or os.environ.get("SMOOTH_EDGE_SYNC_KEY", "")
+    if not key:
+        raise SystemExit(
+            "smooth-edge: --central needs an API key with the sync scope (--sync-key or SMOOTH_EDGE_SYNC_KEY)"
+        )
+    credentials = None
+    if args.central_ca:
+        import grpc
+
+        credentials = grpc.ssl_channel_credentials(root_certificates=args.central_ca.read_bytes())
+    return ReplicatorSettings(central=target, key=key, credentials=credentials)
 
 
 async def _simulate(args: argparse.Namespace) -> None:
@@ -198,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level, json_lines=args.log_format == "json")
     log = structlog.get_logger("smooth_edge.cli")
     try:
-        if args.command == "serve":
+        if args.command in ("serve", "central"):
             from agent.runtime import serve
 
             asyncio.run(serve(_serve_options(args)))

@@ -10,13 +10,14 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 from sqlalchemy.engine import make_url
 
 from agent.collector.collector import Collector
 from agent.config import CollectorConfig
+from agent.replicator.replicator import Replicator, ReplicatorSettings
 from server.api.interceptors import ReflectionMode
 from server.api.server import GrpcServer, TlsConfig
 from server.store import migrate
@@ -37,6 +38,8 @@ class ServeOptions:
     reflection: ReflectionMode = "open"
     tls: TlsConfig | None = None
     collector: CollectorConfig = field(default_factory=CollectorConfig)
+    central: bool = False  # accept replication from edges (`smooth-edge central`)
+    replicate: ReplicatorSettings | None = None  # push this store's changes to central
 
 
 async def prepare_store(store: Store, *, auto_migrate: bool) -> None:
@@ -57,7 +60,12 @@ async def serve(
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(Store(options.db_url))
         await prepare_store(store, auto_migrate=options.auto_migrate)
-        use_cases = build(store)
+        use_cases = build(store, central=options.central, schema_version=migrate.head_revision())
+        replicator: Replicator | None = None
+        if options.replicate is not None:
+            settings = replace(options.replicate, schema_version=migrate.head_revision())
+            replicator = await stack.enter_async_context(Replicator(store, settings, utc_now))
+            store.on_commit.append(replicator.notify)
         collector = Collector(options.collector, use_cases.recorder, utc_now)
         grpc_server = GrpcServer(
             use_cases,
@@ -66,9 +74,11 @@ async def serve(
             reflection_mode=options.reflection,
             tls=options.tls,
             machine_statuses=lambda: use_cases.recorder.statuses(collector.live_statuses()),
+            replication_status=replicator.status if replicator is not None else None,
         )
         server = await stack.enter_async_context(grpc_server)
-        # Collectors start after the API and stop before it: intake stops first, the store closes last.
+        # Collectors start after the API and stop before it; the replicator (entered before the API) flushes
+        # after both have stopped taking writes, and the store closes last.
         await stack.enter_async_context(collector)
         log.info("agent.ready", db=_safe(options.db_url), listen=options.listen, port=server.port)
         if on_ready is not None:

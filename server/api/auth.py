@@ -57,6 +57,9 @@ METHOD_SCOPES: dict[str, frozenset[Scope]] = {
     "/smooth.core.v1.ApiKeyService/RevokeApiKey": frozenset({R, W, A}),
     "/smooth.core.v1.AuditLogService/ListAuditLogs": frozenset({A}),
     "/smooth.core.v1.CollectorService/ListMachineStatuses": frozenset({R, USAGE}),
+    "/smooth.core.v1.SyncService/PushChanges": frozenset({Scope.SYNC}),
+    "/smooth.core.v1.SyncService/GetWatermark": frozenset({Scope.SYNC}),
+    "/smooth.core.v1.ReplicationService/GetReplicationStatus": frozenset({R}),
 }
 
 

@@ -3,6 +3,7 @@ authentication on every RPC and optional TLS / mutual TLS, as an async context m
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,14 +11,20 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from smooth.core.v1 import sync_pb2
 
 from server.api.collector_service import StatusSource, add_collector_servicer
 from server.api.identity_services import add_identity_servicers
 from server.api.interceptors import ReflectionMode, Security, ServerInterceptor
 from server.api.services import entity_servicers
+from server.api.sync_services import add_replication_servicer, add_sync_servicer
 from server.usecases.app import UseCases
 
 log = structlog.get_logger("smooth_edge.server")
+
+
+async def _no_replication() -> sync_pb2.ReplicationStatus:
+    return sync_pb2.ReplicationStatus()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +63,11 @@ class GrpcServer:
         tls: TlsConfig | None = None,
         shutdown_grace_s: float = 10.0,
         machine_statuses: StatusSource | None = None,
+        replication_status: Callable[[], Awaitable[sync_pb2.ReplicationStatus]] | None = None,
     ) -> None:
         self._use_cases = use_cases
         self._machine_statuses = machine_statuses or (lambda: use_cases.recorder.statuses({}))
+        self._replication_status = replication_status or _no_replication
         self._listen = listen
         self._security = Security(
             use_cases.authenticator if auth else None, use_cases.audit if auth else None, reflection_mode
@@ -79,6 +88,8 @@ class GrpcServer:
         server.add_generic_rpc_handlers([s.handlers() for s in servicers])
         names = [s.descriptor.full_name for s in servicers] + add_identity_servicers(server, self._use_cases)
         names.append(add_collector_servicer(server, self._machine_statuses))
+        names.append(add_sync_servicer(server, self._use_cases.sync))
+        names.append(add_replication_servicer(server, self._replication_status))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self._reflection != "off":
             reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)

@@ -171,3 +171,4 @@ class Revision:
     actor_id: uuid.UUID | None
     request_id: str
     snapshot: JsonObject
+    tx_id: uuid.UUID | None = None  # changes of one local transaction share it

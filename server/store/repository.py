@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,7 +39,10 @@ from server.store.tables import (
     changes,
     collector_state,
     collector_unmatched,
+    replication_state,
     request_log,
+    sync_origins,
+    sync_rejections,
 )
 
 log = structlog.get_logger("smooth_edge.store")
@@ -186,21 +189,7 @@ class Transaction:
             .order_by(changes.c.seq.desc() if newest else changes.c.seq)
             .limit(limit)
         )
-        rows = (await self._execute(stmt)).mappings().all()
-        return [
-            Revision(
-                sequence=r["seq"],
-                entity_type=r["entity_type"],
-                entity_id=r["entity_id"],
-                version=r["version"],
-                operation=r["operation"],
-                change_time=r["change_time"],
-                actor_id=r["actor_id"],
-                request_id=r["request_id"],
-                snapshot=r["data"],
-            )
-            for r in rows
-        ]
+        return [_revision(r) for r in (await self._execute(stmt)).mappings().all()]
 
     async def find_request(self, caller: str, request_id: str) -> tuple[str, uuid.UUID] | None:
         stmt = sa.select(request_log.c.method, request_log.c.entity_id).where(
@@ -257,9 +246,12 @@ class Transaction:
         actor_id: uuid.UUID | None,
         request_id: str,
         at: datetime,
+        origin: tuple[uuid.UUID, int] | None = None,
     ) -> None:
         await self._execute(
             changes.insert().values(
+                origin_id=origin[0] if origin else None,
+                origin_seq=origin[1] if origin else None,
                 tx_id=self.tx_id,
                 entity_type=kind.name,
                 entity_id=entity.id,
@@ -395,6 +387,114 @@ class Transaction:
     async def delete_unmatched(self, row_id: uuid.UUID) -> None:
         await self._execute(collector_unmatched.delete().where(collector_unmatched.c.id == row_id))
 
+    # --- replication -------------------------------------------------------------------------------------
+
+    async def replication_value(self, key: str) -> Any:
+        stmt = sa.select(replication_state.c.value).where(replication_state.c.key == key)
+        return (await self._execute(stmt)).scalar()
+
+    async def set_replication_value(self, key: str, value: Any, at: datetime) -> None:
+        table = replication_state
+        updated = await self._execute(table.update().where(table.c.key == key).values(value=value, updated_at=at))
+        if updated.rowcount == 0:
+            await self._execute(table.insert().values(key=key, value=value, updated_at=at))
+
+    async def local_changes(self, after_seq: int, limit: int) -> list[Revision]:
+        """This store's own changes (not ones replicated into it) after a sequence, oldest first."""
+        stmt = (
+            sa.select(changes)
+            .where(changes.c.seq > after_seq, changes.c.origin_id.is_(None))
+            .order_by(changes.c.seq)
+            .limit(limit)
+        )
+        return [_revision(r) for r in (await self._execute(stmt)).mappings().all()]
+
+    async def local_backlog(self, after_seq: int) -> tuple[int, int, datetime | None]:
+        """(count, newest local seq, time of the oldest) of local changes after `after_seq`."""
+        stmt = sa.select(
+            sa.func.count().label("n"),
+            sa.func.max(changes.c.seq).label("newest"),
+            sa.func.min(changes.c.change_time).label("oldest"),
+        ).where(changes.c.seq > after_seq, changes.c.origin_id.is_(None))
+        row = (await self._execute(stmt)).mappings().one()
+        oldest = row["oldest"]
+        if isinstance(oldest, str):  # SQLite returns aggregate timestamps as text
+            oldest = datetime.fromisoformat(oldest).replace(tzinfo=UTC)
+        elif isinstance(oldest, datetime) and oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=UTC)
+        return int(row["n"] or 0), int(row["newest"] or after_seq), oldest
+
+    async def last_local_seq(self) -> int:
+        return int((await self._execute(sa.select(sa.func.max(changes.c.seq)))).scalar() or 0)
+
+    async def ensure_sequence_above(self, seq: int) -> None:
+        """Never hand out a change sequence at or below `seq` (SQLite: after a power cut undid commits)."""
+        if self._dialect == "sqlite":
+            await self._execute(
+                sa.text("UPDATE sqlite_sequence SET seq = :s WHERE name = 'changes' AND seq < :s"), {"s": seq}
+            )
+            await self._execute(
+                sa.text(
+                    "INSERT INTO sqlite_sequence (name, seq) SELECT 'changes', :s "
+                    "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'changes')"
+                ),
+                {"s": seq},
+            )
+
+    async def sync_watermark(self, origin_id: uuid.UUID) -> int:
+        stmt = sa.select(sync_origins.c.last_seq).where(sync_origins.c.origin_id == origin_id)
+        return int((await self._execute(stmt)).scalar() or 0)
+
+    async def set_sync_watermark(self, origin_id: uuid.UUID, seq: int, schema_version: str, at: datetime) -> None:
+        table = sync_origins
+        values = {"last_seq": seq, "schema_version": schema_version, "updated_at": at}
+        updated = await self._execute(table.update().where(table.c.origin_id == origin_id).values(values))
+        if updated.rowcount == 0:
+            await self._execute(table.insert().values(origin_id=origin_id, **values))
+
+    async def insert_rejection(self, row: dict[str, Any]) -> None:
+        await self._execute(sync_rejections.insert().values(row))
+
+    async def upsert(self, kind: EntityKind, entity: Versioned) -> None:
+        """Write an entity exactly as given (replication applies another store's state)."""
+        table = ENTITY_TABLES[kind.name]
+        values = {c: getattr(entity, c) for c in _columns(kind)}
+        updated = await self._execute(table.update().where(table.c.id == entity.id).values(values))
+        if updated.rowcount == 0:
+            await self._execute(table.insert().values(values))
+        await self._write_members(kind, entity, replace=True)
+
+    async def delete_row(self, kind: EntityKind, entity_id: uuid.UUID) -> None:
+        table = ENTITY_TABLES[kind.name]
+        await self._execute(table.delete().where(table.c.id == entity_id))
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A nested transaction: a failure inside rolls back only what was done inside."""
+        nested = await self._conn.begin_nested()
+        try:
+            yield
+        except BaseException:
+            await nested.rollback()
+            raise
+        else:
+            await nested.commit()
+
+
+def _revision(r: Any) -> Revision:
+    return Revision(
+        sequence=r["seq"],
+        entity_type=r["entity_type"],
+        entity_id=r["entity_id"],
+        version=r["version"],
+        operation=r["operation"],
+        change_time=r["change_time"],
+        actor_id=r["actor_id"],
+        request_id=r["request_id"],
+        snapshot=r["data"],
+        tx_id=r["tx_id"],
+    )
+
 
 # A constant key for pg_advisory_xact_lock: one writer at a time on PostgreSQL.
 WRITE_LOCK = 0x5E_A0D1
@@ -411,6 +511,8 @@ class Store:
         self.url = url
         self._engine: AsyncEngine | None = None
         self._write_lock = asyncio.Lock()
+        # Called after every committed write (the replicator wakes on them); must not block.
+        self.on_commit: list[Callable[[], None]] = []
 
     @property
     def engine(self) -> AsyncEngine:
@@ -460,3 +562,5 @@ class Store:
         finally:
             if sqlite:
                 self._write_lock.release()
+        for callback in self.on_commit:
+            callback()

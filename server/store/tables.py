@@ -260,6 +260,9 @@ changes = sa.Table(
     sa.Column("actor_id", sa.Uuid()),
     _text("request_id", 100),
     sa.Column("change_time", UtcDateTime(), nullable=False),
+    # Set on central for changes replicated from an edge (which edge, and its sequence there); NULL = made here.
+    sa.Column("origin_id", sa.Uuid()),
+    sa.Column("origin_seq", sa.BigInteger()),
     sa.Index("ix_changes_entity_id_seq", "entity_id", "seq"),
     # A sequence number is never reused for a different change (replication relies on it).
     sqlite_autoincrement=True,
@@ -309,6 +312,38 @@ collector_unmatched = sa.Table(
     sa.Column("usage_metrics", JSON, nullable=False),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Index("ix_collector_unmatched_machine_id_tool_number", "machine_id", "tool_number"),
+)
+
+# Replication bookkeeping of this store, key -> value (edge: its origin_id, the last sequence central acknowledged).
+replication_state = sa.Table(
+    "replication_state",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", JSON, nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# Central: per edge (origin), the last edge sequence applied; updated in the transaction that applies a batch.
+sync_origins = sa.Table(
+    "sync_origins",
+    metadata,
+    sa.Column("origin_id", sa.Uuid(), primary_key=True),
+    sa.Column("last_seq", sa.BigInteger(), nullable=False),
+    sa.Column("schema_version", sa.String(32), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# Central: changes an edge sent that can never be applied (kept, reported back, never blocking what follows).
+sync_rejections = sa.Table(
+    "sync_rejections",
+    metadata,
+    sa.Column("origin_id", sa.Uuid(), primary_key=True),
+    sa.Column("seq", sa.BigInteger(), primary_key=True),
+    sa.Column("entity_type", sa.String(32), nullable=False),
+    sa.Column("entity_id", sa.Uuid(), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("data", JSON, nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
 )
 
 ENTITY_TABLES: dict[str, sa.Table] = {

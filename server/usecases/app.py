@@ -11,6 +11,7 @@ from server.store.repository import Store
 from server.usecases.audit import AuditService
 from server.usecases.entities import EntityService, utc_now
 from server.usecases.identity import ApiKeyService, Authenticator, UserService
+from server.usecases.sync import SyncApplier
 from server.usecases.usage_recording import PresetService, UsageRecorder
 
 
@@ -23,9 +24,13 @@ class UseCases:
     audit: AuditService
     authenticator: Authenticator
     recorder: UsageRecorder
+    sync: SyncApplier
 
 
-def build(store: Store, clock: Callable[[], datetime] = utc_now) -> UseCases:
+def build(
+    store: Store, clock: Callable[[], datetime] = utc_now, *, central: bool = False, schema_version: str = ""
+) -> UseCases:
+    """Every use case over `store`; `central` accepts replication from edges (SyncService)."""
     authenticator = Authenticator(store, clock)
     users = UserService(store, clock, authenticator.forget_all)
     entities = {name: EntityService(store, kind, clock) for name, kind in KINDS.items() if name != "user"}
@@ -40,4 +45,5 @@ def build(store: Store, clock: Callable[[], datetime] = utc_now) -> UseCases:
         audit=AuditService(store, clock),
         authenticator=authenticator,
         recorder=recorder,
+        sync=SyncApplier(store, clock, schema_version, central=central),
     )

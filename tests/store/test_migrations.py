@@ -31,6 +31,9 @@ EXPECTED_TABLES = {
     "changes",
     "request_log",
     "audit_head",
+    "replication_state",
+    "sync_origins",
+    "sync_rejections",
     "collector_state",
     "collector_unmatched",
 }

@@ -1,0 +1,108 @@
+"""Thin servicers for SyncService (central) and ReplicationService (edge status), and the wire form of a
+change record, shared with the replicator's client."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from smooth.core.v1 import common_pb2, sync_pb2, sync_pb2_grpc
+
+from server.api import mapping
+from server.api.interceptors import CURRENT_CALL
+from server.domain.entities import ChangeOperation, Revision
+from server.domain.errors import FieldViolation, InvalidArgument
+from server.usecases.sync import SyncApplier
+
+_OPERATIONS = {
+    ChangeOperation.CREATE: common_pb2.CHANGE_OPERATION_CREATE,
+    ChangeOperation.UPDATE: common_pb2.CHANGE_OPERATION_UPDATE,
+    ChangeOperation.DELETE: common_pb2.CHANGE_OPERATION_DELETE,
+}
+_FROM_WIRE = {v: k for k, v in _OPERATIONS.items()}
+
+
+def change_to_proto(change: Revision) -> sync_pb2.Change:
+    msg = sync_pb2.Change(
+        seq=change.sequence,
+        tx_id=str(change.tx_id or ""),
+        entity_type=change.entity_type,
+        entity_id=str(change.entity_id),
+        version=change.version,
+        operation=_OPERATIONS[ChangeOperation(change.operation)],
+        data_json=json.dumps(change.snapshot, separators=(",", ":")),
+        actor_id=str(change.actor_id or ""),
+        request_id=change.request_id,
+    )
+    msg.change_time.FromDatetime(change.change_time)
+    return msg
+
+
+def change_from_proto(msg: sync_pb2.Change, index: int) -> Revision:
+    field = f"changes.{index}"
+    try:
+        data = json.loads(msg.data_json)
+        if not isinstance(data, dict):
+            raise ValueError("data_json must be a JSON object")
+        return Revision(
+            sequence=msg.seq,
+            entity_type=msg.entity_type,
+            entity_id=uuid.UUID(msg.entity_id),
+            version=msg.version,
+            operation=_FROM_WIRE[msg.operation],
+            change_time=mapping.timestamp_to_datetime(msg.change_time),
+            actor_id=uuid.UUID(msg.actor_id) if msg.actor_id else None,
+            request_id=msg.request_id,
+            snapshot=data,
+            tx_id=uuid.UUID(msg.tx_id) if msg.tx_id else None,
+        )
+    except (ValueError, KeyError) as exc:
+        raise InvalidArgument.of([FieldViolation(field, f"malformed change: {exc}")]) from None
+
+
+class SyncServicer(sync_pb2_grpc.SyncServiceServicer):  # type: ignore[misc]
+    def __init__(self, applier: SyncApplier) -> None:
+        self._applier = applier
+
+    async def PushChanges(self, request: Any, context: grpc.aio.ServicerContext) -> sync_pb2.PushChangesResponse:
+        call = CURRENT_CALL.get()
+        origin = mapping.require_id(request.origin_id, "origin_id")
+        batch = [change_from_proto(c, i) for i, c in enumerate(request.changes)]
+        acked, rejected = await self._applier.push(
+            origin, request.after_seq, batch, request.schema_version, principal=call.principal, peer=call.peer
+        )
+        return sync_pb2.PushChangesResponse(
+            acked_seq=acked,
+            rejected=[
+                sync_pb2.RejectedChange(
+                    seq=r.seq, entity_type=r.entity_type, entity_id=str(r.entity_id), reason=r.reason
+                )
+                for r in rejected
+            ],
+        )
+
+    async def GetWatermark(self, request: Any, context: grpc.aio.ServicerContext) -> sync_pb2.Watermark:
+        origin = mapping.require_id(request.origin_id, "origin_id")
+        last = await self._applier.watermark(origin, CURRENT_CALL.get().principal)
+        return sync_pb2.Watermark(origin_id=str(origin), last_seq=last)
+
+
+class ReplicationServicer(sync_pb2_grpc.ReplicationServiceServicer):  # type: ignore[misc]
+    def __init__(self, status: Callable[[], Any]) -> None:
+        self._status = status
+
+    async def GetReplicationStatus(self, request: Any, context: grpc.aio.ServicerContext) -> sync_pb2.ReplicationStatus:
+        return await self._status()
+
+
+def add_sync_servicer(server: grpc.aio.Server, applier: SyncApplier) -> str:
+    sync_pb2_grpc.add_SyncServiceServicer_to_server(SyncServicer(applier), server)
+    return str(sync_pb2.DESCRIPTOR.services_by_name["SyncService"].full_name)
+
+
+def add_replication_servicer(server: grpc.aio.Server, status: Callable[[], Any]) -> str:
+    sync_pb2_grpc.add_ReplicationServiceServicer_to_server(ReplicationServicer(status), server)
+    return str(sync_pb2.DESCRIPTOR.services_by_name["ReplicationService"].full_name)

@@ -1,0 +1,206 @@
+"""Central side of replication: apply a batch of one edge's changes and that edge's watermark in one
+transaction (DESIGN decision 7). Already-applied sequences are skipped, a gap is refused, and a change that can
+never apply is recorded as rejected without blocking the ones after it.
+
+Applying a change writes the entity exactly as the edge had it (its version included) and a change record on
+central that names the origin, so central keeps the full history of every edge.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from server.domain.entities import ChangeOperation, Revision, Versioned
+from server.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, PermissionDenied, SmoothError
+from server.domain.identity import AuditEntry, Principal, Scope
+from server.domain.registry import KINDS, EntityKind
+from server.domain.schema import fields_of, from_json
+from server.store.repository import Store, Transaction
+from server.usecases import audit
+from server.validation.rules import check_entity
+
+MAX_BATCH = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    seq: int
+    entity_type: str
+    entity_id: uuid.UUID
+    reason: str
+
+
+def schema_order(version: str) -> tuple[int, str]:
+    """Alembic revisions here are zero-padded numbers ("0003"): compare them as numbers."""
+    return (int(version), version) if version.isdigit() else (-1, version)
+
+
+class SyncApplier:
+    def __init__(
+        self, store: Store, clock: Callable[[], datetime], schema_version: str, *, central: bool = False
+    ) -> None:
+        self.store = store
+        self._clock = clock
+        self.schema_version = schema_version
+        self.central = central
+
+    def _require_central(self) -> None:
+        if not self.central:
+            raise FailedPrecondition(
+                "this is an edge agent, not the central store: point the replicator at `smooth-edge central`",
+                reason="NOT_CENTRAL",
+            )
+
+    async def watermark(self, origin_id: uuid.UUID, principal: Principal | None) -> int:
+        _require_sync(principal)
+        self._require_central()
+        async with self.store.read() as tx:
+            return await tx.sync_watermark(origin_id)
+
+    async def push(
+        self,
+        origin_id: uuid.UUID,
+        after_seq: int,
+        batch: Sequence[Revision],
+        schema_version: str,
+        *,
+        principal: Principal | None,
+        peer: str = "",
+    ) -> tuple[int, list[Rejected]]:
+        """Apply the changes after central's watermark; returns the new watermark and what was rejected."""
+        _require_sync(principal)
+        self._require_central()
+        if len(batch) > MAX_BATCH:
+            raise InvalidArgument.of([FieldViolation("changes", f"at most {MAX_BATCH} changes per batch")])
+        seqs = [c.sequence for c in batch]
+        if any(b <= a for a, b in itertools.pairwise(seqs)) or (seqs and seqs[0] <= after_seq):
+            raise InvalidArgument.of([FieldViolation("changes", "sequences must increase and follow after_seq")])
+        if schema_order(schema_version) > schema_order(self.schema_version):
+            raise FailedPrecondition(
+                f"the edge's schema {schema_version} is newer than central's {self.schema_version}: "
+                "upgrade central first; the edge keeps its changes until then",
+                reason="SCHEMA_AHEAD",
+                metadata={"central_schema": self.schema_version},
+            )
+        now = self._clock()
+        rejected: list[Rejected] = []
+        async with self.store.write() as tx:
+            watermark = await tx.sync_watermark(origin_id)
+            if after_seq > watermark:
+                raise FailedPrecondition(
+                    f"central has applied this edge only up to {watermark}, but the batch follows {after_seq}: "
+                    "resend from the watermark",
+                    reason="SEQUENCE_GAP",
+                    metadata={"watermark": str(watermark)},
+                )
+            fresh = [c for c in batch if c.sequence > watermark]
+            for change in fresh:
+                try:
+                    async with tx.savepoint():
+                        await self._apply(tx, origin_id, change, now)
+                except (SmoothError, ValueError, KeyError, TypeError) as exc:
+                    reason = exc.message if isinstance(exc, SmoothError) else f"{type(exc).__name__}: {exc}"
+                    rejected.append(Rejected(change.sequence, change.entity_type, change.entity_id, reason[:1000]))
+                    await tx.insert_rejection(
+                        {
+                            "origin_id": origin_id,
+                            "seq": change.sequence,
+                            "entity_type": change.entity_type[:32],
+                            "entity_id": change.entity_id,
+                            "reason": reason[:1000],
+                            "data": change.snapshot,
+                            "created_at": now,
+                        }
+                    )
+            if fresh:
+                watermark = fresh[-1].sequence
+                await tx.set_sync_watermark(origin_id, watermark, schema_version, now)
+                await audit.append(
+                    tx,
+                    AuditEntry(
+                        occurred_at=now,
+                        actor_id=principal.user_id if principal else None,
+                        api_key_id=principal.api_key_id if principal else None,
+                        action="sync.push",
+                        entity_type="origin",
+                        entity_id=str(origin_id),
+                        entity_version=watermark,
+                        peer=peer[:200],
+                        detail=f"applied {len(fresh) - len(rejected)} change(s) up to {watermark}, "
+                        f"rejected {len(rejected)}",
+                    ),
+                )
+        return watermark, rejected
+
+    async def _apply(self, tx: Transaction, origin_id: uuid.UUID, change: Revision, now: datetime) -> None:
+        kind = KINDS.get(change.entity_type)
+        if kind is None:
+            raise InvalidArgument(f"unknown entity type {change.entity_type!r}")
+        entity = from_json(kind.cls, change.snapshot)
+        if entity.id != change.entity_id:
+            raise InvalidArgument("the snapshot's id differs from the change's entity_id")
+        origin = (origin_id, change.sequence)
+        if change.operation == ChangeOperation.DELETE:
+            refs = await tx.count_references(kind.name, entity.id)
+            if refs:
+                raise FailedPrecondition(f"still referenced on central: {refs}")
+            await tx.delete_row(kind, entity.id)
+            await tx.append_change(
+                kind,
+                entity,
+                change.operation,
+                actor_id=change.actor_id,
+                request_id=change.request_id,
+                at=now,
+                origin=origin,
+            )
+            return
+        violations = check_entity(entity)
+        if violations:
+            raise InvalidArgument.of(violations)
+        await _check_references(tx, kind, entity)
+        await _check_unique(tx, kind, entity)
+        await tx.upsert(kind, entity)
+        await tx.append_change(
+            kind,
+            entity,
+            change.operation,
+            actor_id=change.actor_id,
+            request_id=change.request_id,
+            at=now,
+            origin=origin,
+        )
+
+
+async def _check_references(tx: Transaction, kind: EntityKind, entity: Versioned) -> None:
+    for f in fields_of(kind.cls):
+        if f.ref is None:
+            continue
+        value = getattr(entity, f.name)
+        ids = value if f.kind == "members" else ([value] if value is not None else [])
+        found = await tx.get_many(KINDS[f.ref], ids)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise FailedPrecondition(
+                f"{f.name} refers to {KINDS[f.ref].label} {missing[0]}, which central does not have"
+            )
+
+
+UNIQUE_FIELDS = {"tool_instance": "serial_number", "user": "email"}
+
+
+async def _check_unique(tx: Transaction, kind: EntityKind, entity: Versioned) -> None:
+    name = UNIQUE_FIELDS.get(kind.name)
+    if name is not None:
+        for other in await tx.find_by(kind, name, getattr(entity, name)):
+            if other.id != entity.id:
+                raise FailedPrecondition(f"{name} {getattr(entity, name)!r} belongs to another {kind.label} on central")
+
+
+def _require_sync(principal: Principal | None) -> None:
+    if principal is not None and not principal.has(Scope.SYNC):
+        raise PermissionDenied("replication needs a key with the sync scope", reason="MISSING_SCOPE")
