@@ -254,15 +254,19 @@ async def pg_database(pg_url: str) -> AsyncIterator[str]:
         yield url
 
 
-async def start_edge(db_url: str, **server_options: Any) -> AsyncIterator[Edge]:
-    """A migrated store, a real server on a free port, an admin user and a channel authenticated as that admin."""
+async def start_edge(db_url: str, *, central: bool = False, **server_options: Any) -> AsyncIterator[Edge]:
+    """A migrated store, a real server on a free port, an admin user and a channel authenticated as that admin.
+
+    `central=True` serves as the central store (accepts replication); `listen` picks the address.
+    """
+    listen = server_options.pop("listen", "127.0.0.1:0")
     async with Store(db_url) as store:
         await migrate.upgrade(store.engine)
-        use_cases = build(store)
+        use_cases = build(store, central=central, schema_version=migrate.head_revision())
         _, _, secret = await use_cases.api_keys.bootstrap(
             email=f"admin-{uuid.uuid4().hex[:6]}@test.local", role=UserRole.ADMIN
         )
-        async with GrpcServer(use_cases, "127.0.0.1:0", shutdown_grace_s=1, **server_options) as server:
+        async with GrpcServer(use_cases, listen, shutdown_grace_s=1, **server_options) as server:
             address = f"127.0.0.1:{server.port}"
             async with authorized_channel(address, secret) as channel:
                 stubs = Stubs(channel)

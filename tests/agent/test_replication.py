@@ -1,0 +1,245 @@
+"""Replication edge -> central on real PostgreSQL: a push converges entity by entity, a central outage with
+thousands of writes on the edge converges once central is back, duplicate / overlapping / gapped / reordered
+deliveries change nothing they should not, rejections never block, and two edges share one central."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from conftest import Edge, expect_failure, fresh_pg_database, start_edge, struct
+from smooth.core.v1 import sync_pb2, sync_pb2_grpc
+from smooth.core.v1 import tool_item_pb2 as item_pb
+
+from agent.grpc_client import authorized_channel
+from agent.replicator.replicator import Replicator, ReplicatorSettings
+from server.api.sync_services import change_to_proto
+from server.domain.entities import Revision, ToolType, UserRole
+from server.domain.registry import KINDS
+from server.domain.schema import to_json
+from server.store import migrate
+from server.usecases.entities import Caller, utc_now
+
+pytestmark = pytest.mark.postgres
+SYSTEM = Caller(peer="test")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def central(pg_url: str) -> AsyncIterator[Edge]:
+    async with fresh_pg_database(pg_url) as url:
+        async for edge in start_edge(url, central=True):
+            yield edge
+
+
+@pytest.fixture
+async def edge(tmp_path: Path) -> AsyncIterator[Edge]:
+    async for e in start_edge(str(tmp_path / "edge.db")):
+        yield e
+
+
+async def sync_key(central: Edge) -> str:
+    user, _, _ = await central.use_cases.api_keys.bootstrap(
+        email=f"edge-{uuid.uuid4().hex[:6]}@sync.local", role=UserRole.ADMIN
+    )
+    _, secret = await central.use_cases.api_keys.create(
+        user_id=user.id, name="replicator", scopes=["sync"], expires_at=None, caller=SYSTEM
+    )
+    return secret
+
+
+def settings(target: str, key: str) -> ReplicatorSettings:
+    return ReplicatorSettings(
+        central=target, key=key, interval_s=0.2, max_backoff_s=0.5, schema_version=migrate.head_revision()
+    )
+
+
+async def snapshot(e: Edge) -> dict[str, dict[str, Any]]:
+    """Every entity of the store by kind and id, as JSON (what must be equal on both sides)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in KINDS:
+        rows: dict[str, Any] = {}
+        token = ""
+        while True:
+            page = await e.use_cases.entities[name].list(page_size=1000, page_token=token, filter_text="", order_by="")
+            rows.update({str(x.id): to_json(x) for x in page.items})
+            token = page.next_page_token
+            if not token:
+                break
+        out[name] = rows
+    return out
+
+
+def assert_replicated(edge_rows: dict[str, dict[str, Any]], central_rows: dict[str, dict[str, Any]]) -> None:
+    for kind, rows in edge_rows.items():
+        for entity_id, data in rows.items():
+            assert central_rows[kind].get(entity_id) == data, f"{kind} {entity_id} differs on central"
+
+
+async def shop_activity(edge: Edge, n: int = 3) -> None:
+    """A bit of everything: creates, updates with masks, member changes, deletes."""
+    from google.protobuf import field_mask_pb2
+
+    for i in range(n):
+        item = await edge.make.item()
+        instance = await edge.make.instance(tool_item_id=item.id)
+        preset = await edge.make.preset(tool_instance_id=instance.id)
+        await edge.make.usage(tool_instance_id=instance.id, usage_metrics=struct({"parts": i}))
+        tool_set = await edge.make.tool_set(tool_instance_ids=[instance.id], tool_preset_ids=[preset.id])
+        await edge.stubs.items.UpdateToolItem(
+            item_pb.UpdateToolItemRequest(
+                tool_item=item_pb.ToolItem(id=item.id, version=1, description=f"rev {i}"),
+                update_mask=field_mask_pb2.FieldMask(paths=["description"]),
+            )
+        )
+        doomed = await edge.make.item()
+        await edge.stubs.items.DeleteToolItem(item_pb.DeleteToolItemRequest(id=doomed.id, version=1))
+        del tool_set
+
+
+async def test_push_converges_entity_by_entity(edge: Edge, central: Edge) -> None:
+    await shop_activity(edge)
+    async with Replicator(edge.store, settings(central.address, await sync_key(central)), utc_now) as replicator:
+        await replicator.flush()
+        status = await replicator.status()
+    assert status.backlog == 0 and status.acked_seq == status.last_local_seq > 0 and status.rejected == 0
+    assert_replicated(await snapshot(edge), await snapshot(central))
+    # The deleted item is gone on central too, and central keeps the edge's history with its origin.
+    history = await central.use_cases.entities["tool_item"].list(
+        page_size=1000, page_token="", filter_text="", order_by=""
+    )
+    edge_items = (await snapshot(edge))["tool_item"]
+    assert {str(i.id) for i in history.items} >= set(edge_items)
+
+
+async def test_central_down_then_back_converges(edge: Edge, pg_url: str) -> None:
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    items = edge.use_cases.entities["tool_item"]
+    async with fresh_pg_database(pg_url) as url:
+        # The key must exist on central before it starts: make central's store first, then serve it later.
+        async for central in start_edge(url, central=True, listen=address):
+            key = await sync_key(central)
+            break
+        async with Replicator(edge.store, settings(address, key), utc_now) as replicator:
+            edge.store.on_commit.append(replicator.notify)
+            for i in range(1500):
+                await items.create({"name": f"offline {i}", "tool_type": ToolType.OTHER}, entity_id=None, caller=SYSTEM)
+            status = await replicator.status()
+            assert status.backlog >= 1500 and not status.connected and status.last_error
+            async for central in start_edge(url, central=True, listen=address):
+
+                async def drained() -> bool:
+                    return (await replicator.status()).backlog == 0
+
+                for _ in range(600):
+                    if await drained():
+                        break
+                    await asyncio.sleep(0.1)
+                assert await drained(), (await replicator.status()).last_error
+                assert_replicated(await snapshot(edge), await snapshot(central))
+                break
+
+
+async def _push(
+    central: Edge, key: str, origin: uuid.UUID, after: int, changes: list[Revision], schema: str = ""
+) -> Any:
+    async with authorized_channel(central.address, key) as channel:
+        request = sync_pb2.PushChangesRequest(
+            origin_id=str(origin),
+            after_seq=after,
+            changes=[change_to_proto(c) for c in changes],
+            schema_version=schema or migrate.head_revision(),
+        )
+        return await sync_pb2_grpc.SyncServiceStub(channel).PushChanges(request)
+
+
+async def test_duplicate_overlapping_gapped_and_reordered_deliveries(edge: Edge, central: Edge) -> None:
+    for _ in range(20):
+        await edge.make.item()
+    async with edge.store.read() as tx:
+        log = await tx.local_changes(0, 1000)
+    key = await sync_key(central)
+    origin = uuid.uuid4()
+    first = await _push(central, key, origin, 0, log[:10])
+    assert first.acked_seq == log[9].sequence
+    again = await _push(central, key, origin, 0, log[:10])  # repeated delivery
+    assert again.acked_seq == log[9].sequence
+    overlap = await _push(central, key, origin, log[4].sequence, log[5:15])  # overlapping delivery
+    assert overlap.acked_seq == log[14].sequence
+    err = await expect_failure(_push(central, key, origin, log[16].sequence, log[17:]))  # a gap
+    assert err.code == grpc.StatusCode.FAILED_PRECONDITION and err.reason == "SEQUENCE_GAP"
+    assert err.metadata["watermark"] == str(log[14].sequence)
+    err = await expect_failure(_push(central, key, origin, log[14].sequence, [log[16], log[15]]))  # reordered
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    done = await _push(central, key, origin, log[14].sequence, log[15:])
+    assert done.acked_seq == log[-1].sequence
+    # Every change applied exactly once: one central change record per edge change.
+    async with central.store.read() as tx:
+        applied = [
+            r
+            for kind in ("tool_item", "user")
+            for e in log
+            if e.entity_type == kind
+            for r in await tx.revisions(KINDS[kind], e.entity_id, 0, 100)
+        ]
+    assert len(applied) == len({(r.entity_id, r.version, r.operation) for r in applied})
+    err = await expect_failure(_push(central, key, origin, log[-1].sequence, [], schema="9999"))
+    assert err.code == grpc.StatusCode.FAILED_PRECONDITION and err.reason == "SCHEMA_AHEAD"
+
+
+async def test_a_rejected_change_does_not_block_the_ones_after_it(edge: Edge, central: Edge) -> None:
+    good = await edge.make.item()
+    async with edge.store.read() as tx:
+        log = await tx.local_changes(0, 1000)
+    template = log[-1]  # a valid tool_item change to derive a bad one and a later good one from
+    bad_id, later_id = uuid.uuid4(), uuid.uuid4()
+    bad = replace(
+        template,
+        sequence=template.sequence + 1,
+        entity_id=bad_id,
+        snapshot={**template.snapshot, "id": str(bad_id), "name": ""},
+    )
+    later = replace(
+        template,
+        sequence=template.sequence + 2,
+        entity_id=later_id,
+        snapshot={**template.snapshot, "id": str(later_id), "name": "after the bad one"},
+    )
+    response = await _push(central, await sync_key(central), uuid.uuid4(), 0, [*log, bad, later])
+    assert response.acked_seq == later.sequence
+    assert [r.seq for r in response.rejected] == [bad.sequence] and "name" in response.rejected[0].reason
+    on_central = await snapshot(central)
+    assert str(later_id) in on_central["tool_item"] and str(good.id) in on_central["tool_item"]
+    assert str(bad_id) not in on_central["tool_item"]
+
+
+async def test_two_edges_into_one_central(tmp_path: Path, central: Edge) -> None:
+    key = await sync_key(central)
+    async for a in start_edge(str(tmp_path / "a.db")):
+        async for b in start_edge(str(tmp_path / "b.db")):
+            await shop_activity(a, 2)
+            await shop_activity(b, 2)
+            async with (
+                Replicator(a.store, settings(central.address, key), utc_now) as ra,
+                Replicator(b.store, settings(central.address, key), utc_now) as rb,
+            ):
+                assert ra.origin_id != rb.origin_id
+                await asyncio.gather(ra.flush(), rb.flush())
+            on_central = await snapshot(central)
+            assert_replicated(await snapshot(a), on_central)
+            assert_replicated(await snapshot(b), on_central)
+            break
+        break
