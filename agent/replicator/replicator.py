@@ -20,8 +20,9 @@ import structlog
 from smooth.core.v1 import sync_pb2, sync_pb2_grpc
 
 from agent.grpc_client import authorized_channel
-from server.api.sync_services import change_to_proto
+from server.api.sync_services import change_from_proto, change_to_proto
 from server.store.repository import Store, Transaction
+from server.usecases.sync import PullApplier
 
 log = structlog.get_logger("smooth_edge.replicator")
 
@@ -58,6 +59,8 @@ class Replicator:
         self.connected = False
         self.last_error = ""
         self.last_success: datetime | None = None
+        self._pull = PullApplier(store, clock)
+        self.pulled_cursor = 0
 
     def notify(self) -> None:
         """Something was committed locally: push soon."""
@@ -104,6 +107,8 @@ class Replicator:
                     await self._check_watermark()
                     checked = True
                 while await self._push_once():
+                    pass
+                while await self._pull_once():
                     pass
                 self.connected, self.last_error = True, ""
                 backoff = self._settings.interval_s
@@ -169,6 +174,28 @@ class Replicator:
         self.last_success = self._clock()
         self.connected = True
         return True
+
+    async def _pull_once(self) -> bool:
+        """Apply one page of central's changes (not our own) with the cursor; True if there may be more."""
+        assert self._channel is not None and self.origin_id is not None
+        cursor = await self._pull.cursor()
+        stub = sync_pb2_grpc.SyncServiceStub(self._channel)
+        page = await stub.PullChanges(
+            sync_pb2.PullChangesRequest(origin_id=str(self.origin_id), after_seq=cursor, limit=500), timeout=60
+        )
+        if page.resync_required:
+            raise RuntimeError(
+                "central no longer keeps the changes after this edge's cursor: a full resync is needed "
+                "(not automatic yet; see the README)"
+            )
+        if page.next_cursor <= cursor:
+            return False
+        changes = [change_from_proto(c, i) for i, c in enumerate(page.changes)]
+        rejected = await self._pull.apply(uuid.UUID(page.central_id), changes, page.next_cursor)
+        for r in rejected:
+            log.error("replicator.pulled_change_rejected", seq=r.seq, entity=r.entity_type, reason=r.reason)
+        self.pulled_cursor = page.next_cursor
+        return bool(page.more)
 
     async def _save_ack(self, tx: Transaction, seq: int) -> None:
         await tx.set_replication_value(ACKED_KEY, seq, self._clock())

@@ -59,6 +59,7 @@ METHOD_SCOPES: dict[str, frozenset[Scope]] = {
     "/smooth.core.v1.CollectorService/ListMachineStatuses": frozenset({R, USAGE}),
     "/smooth.core.v1.SyncService/PushChanges": frozenset({Scope.SYNC}),
     "/smooth.core.v1.SyncService/GetWatermark": frozenset({Scope.SYNC}),
+    "/smooth.core.v1.SyncService/PullChanges": frozenset({Scope.SYNC}),
     "/smooth.core.v1.ReplicationService/GetReplicationStatus": frozenset({R}),
 }
 

@@ -84,6 +84,21 @@ class SyncServicer(sync_pb2_grpc.SyncServiceServicer):  # type: ignore[misc]
             ],
         )
 
+    async def PullChanges(self, request: Any, context: grpc.aio.ServicerContext) -> sync_pb2.PullChangesResponse:
+        origin = mapping.require_id(request.origin_id, "origin_id")
+        if request.after_seq < 0 or request.limit < 0:
+            raise InvalidArgument.of([FieldViolation("after_seq", "must not be negative")])
+        changes, cursor, more, central_id, resync = await self._applier.pull(
+            origin, request.after_seq, request.limit, principal=CURRENT_CALL.get().principal
+        )
+        return sync_pb2.PullChangesResponse(
+            changes=[change_to_proto(c) for c in changes],
+            next_cursor=cursor,
+            more=more,
+            central_id=str(central_id),
+            resync_required=resync,
+        )
+
     async def GetWatermark(self, request: Any, context: grpc.aio.ServicerContext) -> sync_pb2.Watermark:
         origin = mapping.require_id(request.origin_id, "origin_id")
         last = await self._applier.watermark(origin, CURRENT_CALL.get().principal)

@@ -172,3 +172,4 @@ class Revision:
     request_id: str
     snapshot: JsonObject
     tx_id: uuid.UUID | None = None  # changes of one local transaction share it
+    origin_id: uuid.UUID | None = None  # the store the change was made in, when it was replicated here

@@ -424,6 +424,14 @@ class Transaction:
             oldest = oldest.replace(tzinfo=UTC)
         return int(row["n"] or 0), int(row["newest"] or after_seq), oldest
 
+    async def changes_after(self, after_seq: int, limit: int) -> list[Revision]:
+        """Every change after a sequence, whatever its origin, oldest first (what central serves to pulls)."""
+        stmt = sa.select(changes).where(changes.c.seq > after_seq).order_by(changes.c.seq).limit(limit)
+        return [_revision(r) for r in (await self._execute(stmt)).mappings().all()]
+
+    async def oldest_change_seq(self) -> int:
+        return int((await self._execute(sa.select(sa.func.min(changes.c.seq)))).scalar() or 0)
+
     async def last_local_seq(self) -> int:
         return int((await self._execute(sa.select(sa.func.max(changes.c.seq)))).scalar() or 0)
 
@@ -493,6 +501,7 @@ def _revision(r: Any) -> Revision:
         request_id=r["request_id"],
         snapshot=r["data"],
         tx_id=r["tx_id"],
+        origin_id=r["origin_id"],
     )
 
 

@@ -15,15 +15,24 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from server.domain.entities import ChangeOperation, Revision, Versioned
-from server.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, PermissionDenied, SmoothError
+from server.domain.errors import (
+    Aborted,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    PermissionDenied,
+    SmoothError,
+)
 from server.domain.identity import AuditEntry, Principal, Scope
 from server.domain.registry import KINDS, EntityKind
-from server.domain.schema import fields_of, from_json
+from server.domain.schema import fields_of, from_json, to_json
 from server.store.repository import Store, Transaction
 from server.usecases import audit
 from server.validation.rules import check_entity
 
 MAX_BATCH = 5_000
+PULL_LIMIT = 1_000
+STORE_ID_KEY = "origin_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +96,6 @@ class SyncApplier:
                 metadata={"central_schema": self.schema_version},
             )
         now = self._clock()
-        rejected: list[Rejected] = []
         async with self.store.write() as tx:
             watermark = await tx.sync_watermark(origin_id)
             if after_seq > watermark:
@@ -98,24 +106,7 @@ class SyncApplier:
                     metadata={"watermark": str(watermark)},
                 )
             fresh = [c for c in batch if c.sequence > watermark]
-            for change in fresh:
-                try:
-                    async with tx.savepoint():
-                        await self._apply(tx, origin_id, change, now)
-                except (SmoothError, ValueError, KeyError, TypeError) as exc:
-                    reason = exc.message if isinstance(exc, SmoothError) else f"{type(exc).__name__}: {exc}"
-                    rejected.append(Rejected(change.sequence, change.entity_type, change.entity_id, reason[:1000]))
-                    await tx.insert_rejection(
-                        {
-                            "origin_id": origin_id,
-                            "seq": change.sequence,
-                            "entity_type": change.entity_type[:32],
-                            "entity_id": change.entity_id,
-                            "reason": reason[:1000],
-                            "data": change.snapshot,
-                            "created_at": now,
-                        }
-                    )
+            rejected = await apply_changes(tx, origin_id, fresh, now)
             if fresh:
                 watermark = fresh[-1].sequence
                 await tx.set_sync_watermark(origin_id, watermark, schema_version, now)
@@ -136,35 +127,83 @@ class SyncApplier:
                 )
         return watermark, rejected
 
-    async def _apply(self, tx: Transaction, origin_id: uuid.UUID, change: Revision, now: datetime) -> None:
-        kind = KINDS.get(change.entity_type)
-        if kind is None:
-            raise InvalidArgument(f"unknown entity type {change.entity_type!r}")
-        entity = from_json(kind.cls, change.snapshot)
-        if entity.id != change.entity_id:
-            raise InvalidArgument("the snapshot's id differs from the change's entity_id")
-        origin = (origin_id, change.sequence)
-        if change.operation == ChangeOperation.DELETE:
-            refs = await tx.count_references(kind.name, entity.id)
-            if refs:
-                raise FailedPrecondition(f"still referenced on central: {refs}")
-            await tx.delete_row(kind, entity.id)
-            await tx.append_change(
-                kind,
-                entity,
-                change.operation,
-                actor_id=change.actor_id,
-                request_id=change.request_id,
-                at=now,
-                origin=origin,
+    async def pull(
+        self, origin_id: uuid.UUID, after_seq: int, limit: int, *, principal: Principal | None
+    ) -> tuple[list[Revision], int, bool, uuid.UUID, bool]:
+        """(changes, next cursor, more, central id, resync required) for an edge pulling after `after_seq`."""
+        _require_sync(principal)
+        self._require_central()
+        limit = min(limit or PULL_LIMIT, PULL_LIMIT)
+        async with self.store.write() as tx:
+            central_id = await store_id(tx, self._clock())
+        async with self.store.read() as tx:
+            oldest = await tx.oldest_change_seq()
+            if after_seq and oldest and after_seq < oldest - 1:
+                return [], after_seq, False, central_id, True
+            scanned = await tx.changes_after(after_seq, limit)
+        mine = [c for c in scanned if c.origin_id != origin_id]
+        cursor = scanned[-1].sequence if scanned else after_seq
+        return mine, cursor, len(scanned) == limit, central_id, False
+
+
+async def store_id(tx: Transaction, now: datetime) -> uuid.UUID:
+    """This store's id (made once): an edge's origin_id, central's central_id."""
+    value = await tx.replication_value(STORE_ID_KEY)
+    if value is None:
+        value = str(uuid.uuid4())
+        await tx.set_replication_value(STORE_ID_KEY, value, now)
+    return uuid.UUID(str(value))
+
+
+async def apply_changes(
+    tx: Transaction, origin_id: uuid.UUID, batch: Sequence[Revision], now: datetime
+) -> list[Rejected]:
+    """Apply another store's changes in order; each that cannot apply is recorded as rejected, never blocking."""
+    rejected: list[Rejected] = []
+    for change in batch:
+        try:
+            async with tx.savepoint():
+                await _apply(tx, origin_id, change, now)
+        except (SmoothError, ValueError, KeyError, TypeError) as exc:
+            reason = exc.message if isinstance(exc, SmoothError) else f"{type(exc).__name__}: {exc}"
+            rejected.append(Rejected(change.sequence, change.entity_type, change.entity_id, reason[:1000]))
+            await tx.insert_rejection(
+                {
+                    "origin_id": origin_id,
+                    "seq": change.sequence,
+                    "entity_type": change.entity_type[:32],
+                    "entity_id": change.entity_id,
+                    "reason": reason[:1000],
+                    "data": change.snapshot,
+                    "created_at": now,
+                }
             )
-            return
-        violations = check_entity(entity)
-        if violations:
-            raise InvalidArgument.of(violations)
-        await _check_references(tx, kind, entity)
-        await _check_unique(tx, kind, entity)
-        await tx.upsert(kind, entity)
+    return rejected
+
+
+async def _apply(tx: Transaction, origin_id: uuid.UUID, change: Revision, now: datetime) -> None:
+    """One change, as the other store had it.
+
+    A version at or below ours that differs is a conflict: this store keeps its version (interim policy until
+    ownership-based resolution with conflict records lands; see the README).
+    """
+    kind = KINDS.get(change.entity_type)
+    if kind is None:
+        raise InvalidArgument(f"unknown entity type {change.entity_type!r}")
+    entity = from_json(kind.cls, change.snapshot)
+    if entity.id != change.entity_id:
+        raise InvalidArgument("the snapshot's id differs from the change's entity_id")
+    existing = await tx.get(kind, entity.id)
+    origin = (origin_id, change.sequence)
+    if change.operation == ChangeOperation.DELETE:
+        if existing is None:
+            return  # already gone
+        if existing.version > entity.version:
+            raise Aborted(f"conflict: deleting version {entity.version}, but this store has {existing.version}")
+        refs = await tx.count_references(kind.name, entity.id)
+        if refs:
+            raise FailedPrecondition(f"still referenced here: {refs}")
+        await tx.delete_row(kind, entity.id)
         await tx.append_change(
             kind,
             entity,
@@ -174,6 +213,26 @@ class SyncApplier:
             at=now,
             origin=origin,
         )
+        return
+    if existing is not None and existing.version >= entity.version:
+        if to_json(existing) == to_json(entity):
+            return  # already applied
+        raise Aborted(f"conflict: version {entity.version} arrived, but this store has version {existing.version}")
+    violations = check_entity(entity)
+    if violations:
+        raise InvalidArgument.of(violations)
+    await _check_references(tx, kind, entity)
+    await _check_unique(tx, kind, entity)
+    await tx.upsert(kind, entity)
+    await tx.append_change(
+        kind,
+        entity,
+        change.operation,
+        actor_id=change.actor_id,
+        request_id=change.request_id,
+        at=now,
+        origin=origin,
+    )
 
 
 async def _check_references(tx: Transaction, kind: EntityKind, entity: Versioned) -> None:
@@ -204,3 +263,27 @@ async def _check_unique(tx: Transaction, kind: EntityKind, entity: Versioned) ->
 def _require_sync(principal: Principal | None) -> None:
     if principal is not None and not principal.has(Scope.SYNC):
         raise PermissionDenied("replication needs a key with the sync scope", reason="MISSING_SCOPE")
+
+
+PULL_CURSOR_KEY = "pull_cursor"
+
+
+class PullApplier:
+    """Edge side of the pull: central's changes and the new cursor saved in one transaction."""
+
+    def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
+        self.store = store
+        self._clock = clock
+
+    async def cursor(self) -> int:
+        async with self.store.read() as tx:
+            return int(await tx.replication_value(PULL_CURSOR_KEY) or 0)
+
+    async def apply(self, central_id: uuid.UUID, changes: Sequence[Revision], cursor: int) -> list[Rejected]:
+        now = self._clock()
+        async with self.store.write() as tx:
+            if cursor <= int(await tx.replication_value(PULL_CURSOR_KEY) or 0):
+                return []  # a stale or repeated answer: already applied
+            rejected = await apply_changes(tx, central_id, changes, now)
+            await tx.set_replication_value(PULL_CURSOR_KEY, cursor, now)
+        return rejected

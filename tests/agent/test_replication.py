@@ -243,3 +243,43 @@ async def test_two_edges_into_one_central(tmp_path: Path, central: Edge) -> None
             assert_replicated(await snapshot(b), on_central)
             break
         break
+
+
+async def test_pull_brings_central_changes_down_without_echoing_the_edges_own(edge: Edge, central: Edge) -> None:
+    await shop_activity(edge, 1)
+    catalog = await central.make.item(
+        name="Central catalog drill",
+        tool_type=item_pb.TOOL_TYPE_DRILL,
+        geometry=struct({"DC": 8, "SIG": 140, "OAL": 90}),
+    )
+    key = await sync_key(central)
+    async with Replicator(edge.store, settings(central.address, key), utc_now) as replicator:
+
+        async def pulled() -> bool:
+            try:
+                await edge.use_cases.entities["tool_item"].get(uuid.UUID(catalog.id))
+                return (await replicator.status()).backlog == 0
+            except Exception:
+                return False
+
+        for _ in range(200):
+            if await pulled():
+                break
+            await asyncio.sleep(0.1)
+        assert await pulled()
+        cursor = replicator.pulled_cursor
+    got = await edge.use_cases.entities["tool_item"].get(uuid.UUID(catalog.id))
+    assert got.version == catalog.version and got.name == "Central catalog drill"  # type: ignore[attr-defined]
+    async with edge.store.read() as tx:
+        local = await tx.local_changes(0, 10_000)
+        everything = await tx.changes_after(0, 10_000)
+    pulled_changes = [c for c in everything if c.origin_id is not None]
+    # Nothing the edge made came back to it: the pulled ones are central's (its admin, the catalog item).
+    assert {c.entity_id for c in pulled_changes}.isdisjoint({c.entity_id for c in local})
+    assert uuid.UUID(catalog.id) in {c.entity_id for c in pulled_changes}
+    # A restart continues from the saved cursor: nothing is applied twice.
+    async with Replicator(edge.store, settings(central.address, key), utc_now) as again:
+        await asyncio.sleep(1.0)
+        assert again.pulled_cursor in (0, cursor)
+    async with edge.store.read() as tx:
+        assert len(await tx.changes_after(0, 10_000)) == len(everything)

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import bisect
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -36,7 +37,7 @@ STARTUP_PER_MACHINE_S = 1.0
 STOP_GRACE_S = 10.0
 # After the last change, wait until the usage count stops growing for this long (the agent may have a backlog).
 DRAIN_QUIET_S = 5.0
-DRAIN_MAX_S = 120.0
+DRAIN_MAX_S = 300.0
 TOOLS = 8  # T1..T8 per machine, each with a preset, so every tool change maps to a tool instance
 SPEEDS = (4000.0, 6000.0, 8000.0, 10000.0)  # never 0: a spindle start/stop would add writes a speed change lacks
 PROGRAM = "O4711"
@@ -350,15 +351,19 @@ class RunResult:
     machines: int
     sim_processes: int
     offered_changes_per_s: float
+    tool_changes_per_s: float
+    commits_per_s: float  # usages opened per second in the window: below tool_changes_per_s = falling behind
     tool_changes: int  # in the window: each expects one usage opened and the previous one closed
     opens_recorded: int
     closes_recorded: int
+    time_shifted: int  # opens/closes recorded with a later time than their change's SourceTimestamp
     extra_usages: int  # usage rows in the window that match no change (a doubled or invented usage)
     interrupted_usages: int  # the collector lost its session and reconciled: a sign of overload
     latency_ms: dict[str, float]
     open_latency_ms: dict[str, float]
     close_latency_ms: dict[str, float]
     logged_latency_ms: dict[str, float]  # to the agent's log line, written after COMMIT (INFO level only)
+    shift_ms: dict[str, float]
     agent_cpu_pct: float
     sim_cpu_pct: float
     sim_lag_ms: dict[str, float]
@@ -446,12 +451,31 @@ def start_agent(
         "serve", "--db", str(db), "--config", str(config), "--listen", f"127.0.0.1:{free_port()}",
     ]  # fmt: skip
     if settings.profile_dir is not None:
-        # pyinstrument samples in the agent's own process, so the CPU figure includes its (small) overhead.
-        report = settings.profile_dir.resolve() / f"agent-{n}.txt"
-        argv = [sys.executable, "-m", "pyinstrument", "-o", str(report), "-m", "agent.cli", *serve]
+        # pyinstrument samples in the agent's own process, so the CPU figure includes its overhead. A session file
+        # keeps every frame; render_profile() turns it into text once the agent has stopped.
+        session = profile_session(settings.profile_dir, n)
+        argv = [sys.executable, "-m", "pyinstrument", "-r", "pyisession", "-o", str(session), "-m", "agent.cli", *serve]
     else:
         argv = [*smooth_edge_command(), *serve]
     return procs.start(f"agent ({n} machines)", argv, log), log
+
+
+def profile_session(profile_dir: Path, n: int) -> Path:
+    return profile_dir.resolve() / f"agent-{n}.pyisession"
+
+
+def render_profile(profile_dir: Path, n: int) -> None:
+    """The agent's profile as text, with the libraries it spends its time in (asyncua, SQLAlchemy) shown."""
+    session = profile_session(profile_dir, n)
+    report = session.with_suffix(".txt")
+    argv = [sys.executable, "-m", "pyinstrument", "--load", str(session), "-o", str(report)]
+    for library in ("asyncua", "sqlalchemy", "aiosqlite", "structlog"):
+        argv += ["--show", f"*/{library}/*"]
+    done = subprocess.run(argv, capture_output=True, check=False, timeout=STARTUP_TIMEOUT_S)
+    if done.returncode != 0 or not report.exists():
+        progress(f"  could not render {session}: {done.stderr.decode(errors='replace')[-500:]}")
+    else:
+        progress(f"  agent profile: {report}")
 
 
 def wait_connected(db: Path, n: int, agent: subprocess.Popen[bytes], log: Path) -> None:
@@ -532,6 +556,8 @@ def run_one(n: int, settings: Settings, workdir: Path, seeded: Path) -> RunResul
         progress(f"{n} machines: waiting for the agent to record all {tool_changes_total} tool changes")
         drained = wait_drained(db, n + tool_changes_total)  # + the usage each session opened at its first contact
         procs.stop(agent)  # before reading: every log line is flushed, and no more writes come
+    if settings.profile_dir is not None:
+        render_profile(settings.profile_dir, n)
     return analyse(n, len(sims), settings, db, agent_log, records, window, elapsed, cpu0, cpu1, drained)
 
 
@@ -592,6 +618,73 @@ def in_range(rows: list[UsageRow], keys: list[float], low: float, high: float) -
     return rows[bisect.bisect_left(keys, low) : bisect.bisect_right(keys, high)]
 
 
+@dataclass
+class Matches:
+    """What the usages say about the window's tool changes, one side (opens or closes) at a time."""
+
+    latency_ms: list[float] = field(default_factory=list)
+    logged_ms: list[float] = field(default_factory=list)
+    shifts_ms: list[float] = field(default_factory=list)  # recorded at a later time than the change was made
+    doubled: int = 0
+    usage_ids: set[str] = field(default_factory=set)
+
+    def add(self, usage: UsageRow, at: float, change: ChangeRecord, committed: float, logged: float | None) -> None:
+        """`at` is the time the usage has (start or end); the change happened at `change.before..after`."""
+        self.usage_ids.add(usage.usage_id)
+        # Latency counts from the change, even when the usage carries another time (see `shifts_ms`).
+        made = at if change.before <= at <= change.after else change.after
+        if made != at:
+            self.shifts_ms.append((at - made) * 1000)
+        self.latency_ms.append((committed - made) * 1000)
+        if logged is not None:
+            self.logged_ms.append((logged - made) * 1000)
+
+
+def match_changes(
+    changes: list[ChangeRecord], usages: dict[str, list[UsageRow]], logged: dict[tuple[str, str], float]
+) -> tuple[Matches, Matches]:
+    """Pair every tool change with the usage it opened and the one it closed.
+
+    A usage should carry the change's SourceTimestamp exactly. Failing that, a usage of the same machine (and
+    tool, for opens) whose time falls after the change but before that machine's next tool change is the same
+    usage recorded with a later time: the collector applied a later notification of another signal first.
+    """
+    opens, closes = Matches(), Matches()
+    following: dict[tuple[str, int], float] = {}
+    per_machine: dict[str, list[ChangeRecord]] = {}
+    for change in changes:
+        per_machine.setdefault(change.machine, []).append(change)
+    for machine_changes in per_machine.values():
+        machine_changes.sort(key=lambda c: c.before)
+        for change, nxt in itertools.pairwise(machine_changes):
+            following[(change.machine, change.tick)] = nxt.before
+    for machine, rows in usages.items():
+        starts = sorted(rows, key=lambda r: r.start)
+        start_keys = [r.start for r in starts]
+        ended = sorted((r for r in rows if r.end is not None), key=lambda r: r.end or 0.0)
+        end_keys = [r.end or 0.0 for r in ended]
+        for change in per_machine.get(machine, []):
+            # The usage could sit anywhere up to the next tool change; the last change's bound is generous.
+            limit = following.get((machine, change.tick), change.after + 5.0)
+            opened = [u for u in in_range(starts, start_keys, change.before, change.after) if u.tool == change.tool]
+            if not opened:
+                opened = [u for u in in_range(starts, start_keys, change.before, limit) if u.tool == change.tool][:1]
+            opens.doubled += max(0, len(opened) - 1)
+            for usage in opened[:1]:
+                key = (usage.usage_id.replace("-", ""), "opened")
+                opens.add(usage, usage.start, change, usage.created, logged.get(key))
+            closed = (
+                in_range(ended, end_keys, change.before, change.after)
+                or in_range(ended, end_keys, change.before, limit)[:1]
+            )
+            closes.doubled += max(0, len(closed) - 1)
+            for usage in closed[:1]:
+                assert usage.end is not None
+                key = (usage.usage_id.replace("-", ""), "closed")
+                closes.add(usage, usage.end, change, usage.updated, logged.get(key))
+    return opens, closes
+
+
 def analyse(
     n: int,
     sim_count: int,
@@ -606,70 +699,59 @@ def analyse(
     drained: float,
 ) -> RunResult:
     usages = load_usages(db)
-    logged = logged_times(agent_log)
-    by_start: dict[str, tuple[list[UsageRow], list[float]]] = {}
-    by_end: dict[str, tuple[list[UsageRow], list[float]]] = {}
-    for machine, rows in usages.items():
-        starts = sorted(rows, key=lambda r: r.start)
-        ends = sorted((r for r in rows if r.end is not None), key=lambda r: r.end or 0.0)
-        by_start[machine] = (starts, [r.start for r in starts])
-        by_end[machine] = (ends, [r.end or 0.0 for r in ends])
     in_window = [r for r in records if window[0] <= r.before < window[1]]
     changes = [r for r in in_window if r.tool]
-    open_ms: list[float] = []
-    close_ms: list[float] = []
-    logged_ms: list[float] = []
-    matched: set[str] = set()
-    doubled = 0
-    problems: list[str] = []
-    for change in changes:
-        starts, start_keys = by_start.get(change.machine, ([], []))
-        opened = in_range(starts, start_keys, change.before, change.after)
-        opened = [u for u in opened if u.tool == change.tool]
-        doubled += max(0, len(opened) - 1)
-        for usage in opened[:1]:
-            matched.add(usage.usage_id)
-            open_ms.append((usage.created - usage.start) * 1000)
-            if (at := logged.get((usage.usage_id.replace("-", ""), "opened"))) is not None:
-                logged_ms.append((at - usage.start) * 1000)
-        ends, end_keys = by_end.get(change.machine, ([], []))
-        for usage in in_range(ends, end_keys, change.before, change.after)[:1]:
-            assert usage.end is not None
-            close_ms.append((usage.updated - usage.end) * 1000)
-            if (at := logged.get((usage.usage_id.replace("-", ""), "closed"))) is not None:
-                logged_ms.append((at - usage.end) * 1000)
+    opens, closes = match_changes(changes, usages, logged_times(agent_log))
     # Usages that began in the window but belong to no change: doubled, or opened by a reconcile after a lost
     # session (those are marked interrupted).
     window_rows = [u for rows in usages.values() for u in rows if window[0] <= u.start < window[1]]
-    extra = sum(1 for u in window_rows if u.usage_id not in matched)
+    extra = sum(1 for u in window_rows if u.usage_id not in opens.usage_ids)
     interrupted = sum(1 for u in window_rows if u.interrupted)
-    if len(open_ms) < len(changes):
-        problems.append(f"{len(changes) - len(open_ms)} tool changes have no usage opened at their change time")
-    if len(close_ms) < len(changes):
-        problems.append(f"{len(changes) - len(close_ms)} tool changes closed no usage at their change time")
-    if doubled:
-        problems.append(f"{doubled} tool changes opened more than one usage")
+    problems: list[str] = []
+    for side, found in (("opened", opens), ("closed", closes)):
+        if len(found.latency_ms) < len(changes):
+            problems.append(f"{len(changes) - len(found.latency_ms)} tool changes {side} no usage")
+        if found.doubled:
+            problems.append(f"{found.doubled} tool changes {side} more than one usage")
+        if found.shifts_ms:
+            problems.append(
+                f"{len(found.shifts_ms)} usages were {side} at a later time than the tool change (by up to "
+                f"{max(found.shifts_ms):.0f} ms): a later notification of another signal was applied first"
+            )
+    # Count commits by when they happened, not by which change they belong to: that is the agent's throughput.
+    committed = sum(1 for rows in usages.values() for u in rows if window[0] <= u.created < window[1])
+    if committed < 0.95 * len(changes):
+        problems.append(
+            f"the agent committed {committed / elapsed:.0f} tool changes/s of {len(changes) / elapsed:.0f} offered: "
+            "it falls behind, so its backlog and the latency grow with --seconds"
+        )
+    if extra:
+        problems.append(f"{extra} usages began in the window without a tool change")
     if interrupted:
         problems.append(f"{interrupted} usages in the window are marked interrupted (a session was lost)")
-    if settings.agent_log_level.upper() in ("INFO", "DEBUG") and len(logged_ms) < len(open_ms) + len(close_ms):
-        problems.append(f"{len(open_ms) + len(close_ms) - len(logged_ms)} opens/closes have no agent log line")
-    agent_cpu = (cpu1[0] - cpu0[0]) / elapsed * 100
-    sim_cpu = (cpu1[1] - cpu0[1]) / elapsed * 100
+    recorded = len(opens.latency_ms) + len(closes.latency_ms)
+    logged = len(opens.logged_ms) + len(closes.logged_ms)
+    if settings.agent_log_level.upper() in ("INFO", "DEBUG") and logged < recorded:
+        problems.append(f"{recorded - logged} opens/closes have no agent log line")
     return RunResult(
         machines=n,
         sim_processes=sim_count,
         offered_changes_per_s=len(in_window) / elapsed,
+        tool_changes_per_s=len(changes) / elapsed,
+        commits_per_s=committed / elapsed,
         tool_changes=len(changes),
-        opens_recorded=len(open_ms),
-        closes_recorded=len(close_ms),
+        opens_recorded=len(opens.latency_ms),
+        closes_recorded=len(closes.latency_ms),
+        time_shifted=len(opens.shifts_ms) + len(closes.shifts_ms),
         extra_usages=extra,
         interrupted_usages=interrupted,
-        latency_ms=percentiles(open_ms + close_ms),
-        open_latency_ms=percentiles(open_ms),
-        close_latency_ms=percentiles(close_ms),
-        logged_latency_ms=percentiles(logged_ms),
-        agent_cpu_pct=agent_cpu,
-        sim_cpu_pct=sim_cpu,
+        latency_ms=percentiles(opens.latency_ms + closes.latency_ms),
+        open_latency_ms=percentiles(opens.latency_ms),
+        close_latency_ms=percentiles(closes.latency_ms),
+        logged_latency_ms=percentiles(opens.logged_ms + closes.logged_ms),
+        shift_ms=percentiles(opens.shifts_ms + closes.shifts_ms),
+        agent_cpu_pct=(cpu1[0] - cpu0[0]) / elapsed * 100,
+        sim_cpu_pct=(cpu1[1] - cpu0[1]) / elapsed * 100,
         sim_lag_ms=percentiles([r.lag_s * 1000 for r in in_window]),
         drained_s=drained,
         problems=problems,
@@ -685,7 +767,7 @@ def fmt(stats: dict[str, float], key: str) -> str:
 
 def table(results: Sequence[RunResult], settings: Settings) -> str:
     header = (
-        "machines", "sims", "changes/s", "tool chg", "opens rec/exp", "closes rec/exp", "extra",
+        "machines", "sims", "changes/s", "tool chg/s", "commits/s", "tool chg", "opens rec/exp", "closes rec/exp", "time off", "extra",
         "p50 ms", "p99 ms", "max ms", "logged p99", "agent CPU%", "sim CPU%", "sim lag p99",
     )  # fmt: skip
     rows = [header]
@@ -695,9 +777,12 @@ def table(results: Sequence[RunResult], settings: Settings) -> str:
                 str(r.machines),
                 str(r.sim_processes),
                 f"{r.offered_changes_per_s:.0f}",
+                f"{r.tool_changes_per_s:.0f}",
+                f"{r.commits_per_s:.0f}",
                 str(r.tool_changes),
                 f"{r.opens_recorded}/{r.tool_changes}",
                 f"{r.closes_recorded}/{r.tool_changes}",
+                str(r.time_shifted),
                 str(r.extra_usages),
                 fmt(r.latency_ms, "p50"),
                 fmt(r.latency_ms, "p99"),
@@ -730,12 +815,13 @@ def table(results: Sequence[RunResult], settings: Settings) -> str:
     else:
         p99 = goal.latency_ms.get("p99")
         complete = goal.opens_recorded == goal.closes_recorded == goal.tool_changes and not goal.extra_usages
+        complete = complete and not goal.time_shifted
         met = p99 is not None and p99 < GOAL_P99_MS and complete
         shown = f"{p99:.0f} ms" if p99 is not None else "no usages"
         verdict = "MET" if met else "NOT MET"
         lines.append(
             f"goal ({GOAL_MACHINES} machines, p99 < {GOAL_P99_MS:g} ms): {verdict} (p99 {shown}"
-            f"{'' if complete else ', usages missing or extra'})"
+            f"{'' if complete else ', usages missing, extra or with wrong times'})"
         )
     return "\n".join(lines)
 

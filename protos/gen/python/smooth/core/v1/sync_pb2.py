@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from smooth.core.v1 import common_pb2 as smooth_dot_core_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19smooth/core/v1/sync.proto\x12\x0esmooth.core.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bsmooth/core/v1/common.proto\"\xfb\x01\n\x06\x43hange\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\r\n\x05tx_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x03 \x01(\t\x12\x11\n\tentity_id\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12\x32\n\toperation\x18\x06 \x01(\x0e\x32\x1f.smooth.core.v1.ChangeOperation\x12\x11\n\tdata_json\x18\x07 \x01(\t\x12/\n\x0b\x63hange_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61\x63tor_id\x18\t \x01(\t\x12\x12\n\nrequest_id\x18\n \x01(\t\"{\n\x12PushChangesRequest\x12\x11\n\torigin_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\'\n\x07\x63hanges\x18\x03 \x03(\x0b\x32\x16.smooth.core.v1.Change\x12\x16\n\x0eschema_version\x18\x04 \x01(\t\"Z\n\x13PushChangesResponse\x12\x11\n\tacked_seq\x18\x01 \x01(\x03\x12\x30\n\x08rejected\x18\x02 \x03(\x0b\x32\x1e.smooth.core.v1.RejectedChange\"U\n\x0eRejectedChange\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x13\n\x0b\x65ntity_type\x18\x02 \x01(\t\x12\x11\n\tentity_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"(\n\x13GetWatermarkRequest\x12\x11\n\torigin_id\x18\x01 \x01(\t\"0\n\tWatermark\x12\x11\n\torigin_id\x18\x01 \x01(\t\x12\x10\n\x08last_seq\x18\x02 \x01(\x03\"\x1d\n\x1bGetReplicationStatusRequest\"\xf8\x01\n\x11ReplicationStatus\x12\x0f\n\x07\x63\x65ntral\x18\x01 \x01(\t\x12\x11\n\torigin_id\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12\x16\n\x0elast_local_seq\x18\x04 \x01(\x03\x12\x11\n\tacked_seq\x18\x05 \x01(\x03\x12\x0f\n\x07\x62\x61\x63klog\x18\x06 \x01(\x03\x12\x13\n\x0blag_seconds\x18\x07 \x01(\x01\x12\x12\n\nlast_error\x18\x08 \x01(\t\x12\x35\n\x11last_success_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08rejected\x18\n \x01(\x03\x32\xb5\x01\n\x0bSyncService\x12V\n\x0bPushChanges\x12\".smooth.core.v1.PushChangesRequest\x1a#.smooth.core.v1.PushChangesResponse\x12N\n\x0cGetWatermark\x12#.smooth.core.v1.GetWatermarkRequest\x1a\x19.smooth.core.v1.Watermark2|\n\x12ReplicationService\x12\x66\n\x14GetReplicationStatus\x12+.smooth.core.v1.GetReplicationStatusRequest\x1a!.smooth.core.v1.ReplicationStatusBl\n\x16\x63om.smoothcore.core.v1P\x01Z?github.com/smooth-core/smooth-edge/gen/go/smooth/core/v1;corev1\xaa\x02\x0eSmooth.Core.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19smooth/core/v1/sync.proto\x12\x0esmooth.core.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bsmooth/core/v1/common.proto\"\xfb\x01\n\x06\x43hange\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\r\n\x05tx_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x03 \x01(\t\x12\x11\n\tentity_id\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12\x32\n\toperation\x18\x06 \x01(\x0e\x32\x1f.smooth.core.v1.ChangeOperation\x12\x11\n\tdata_json\x18\x07 \x01(\t\x12/\n\x0b\x63hange_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61\x63tor_id\x18\t \x01(\t\x12\x12\n\nrequest_id\x18\n \x01(\t\"{\n\x12PushChangesRequest\x12\x11\n\torigin_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\'\n\x07\x63hanges\x18\x03 \x03(\x0b\x32\x16.smooth.core.v1.Change\x12\x16\n\x0eschema_version\x18\x04 \x01(\t\"Z\n\x13PushChangesResponse\x12\x11\n\tacked_seq\x18\x01 \x01(\x03\x12\x30\n\x08rejected\x18\x02 \x03(\x0b\x32\x1e.smooth.core.v1.RejectedChange\"U\n\x0eRejectedChange\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x13\n\x0b\x65ntity_type\x18\x02 \x01(\t\x12\x11\n\tentity_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"I\n\x12PullChangesRequest\x12\x11\n\torigin_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"\x8e\x01\n\x13PullChangesResponse\x12\'\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x16.smooth.core.v1.Change\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\x03\x12\x0c\n\x04more\x18\x03 \x01(\x08\x12\x12\n\ncentral_id\x18\x04 \x01(\t\x12\x17\n\x0fresync_required\x18\x05 \x01(\x08\"(\n\x13GetWatermarkRequest\x12\x11\n\torigin_id\x18\x01 \x01(\t\"0\n\tWatermark\x12\x11\n\torigin_id\x18\x01 \x01(\t\x12\x10\n\x08last_seq\x18\x02 \x01(\x03\"\x1d\n\x1bGetReplicationStatusRequest\"\xf8\x01\n\x11ReplicationStatus\x12\x0f\n\x07\x63\x65ntral\x18\x01 \x01(\t\x12\x11\n\torigin_id\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12\x16\n\x0elast_local_seq\x18\x04 \x01(\x03\x12\x11\n\tacked_seq\x18\x05 \x01(\x03\x12\x0f\n\x07\x62\x61\x63klog\x18\x06 \x01(\x03\x12\x13\n\x0blag_seconds\x18\x07 \x01(\x01\x12\x12\n\nlast_error\x18\x08 \x01(\t\x12\x35\n\x11last_success_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08rejected\x18\n \x01(\x03\x32\x8d\x02\n\x0bSyncService\x12V\n\x0bPushChanges\x12\".smooth.core.v1.PushChangesRequest\x1a#.smooth.core.v1.PushChangesResponse\x12N\n\x0cGetWatermark\x12#.smooth.core.v1.GetWatermarkRequest\x1a\x19.smooth.core.v1.Watermark\x12V\n\x0bPullChanges\x12\".smooth.core.v1.PullChangesRequest\x1a#.smooth.core.v1.PullChangesResponse2|\n\x12ReplicationService\x12\x66\n\x14GetReplicationStatus\x12+.smooth.core.v1.GetReplicationStatusRequest\x1a!.smooth.core.v1.ReplicationStatusBl\n\x16\x63om.smoothcore.core.v1P\x01Z?github.com/smooth-core/smooth-edge/gen/go/smooth/core/v1;corev1\xaa\x02\x0eSmooth.Core.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,16 +42,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUSHCHANGESRESPONSE']._serialized_end=576
   _globals['_REJECTEDCHANGE']._serialized_start=578
   _globals['_REJECTEDCHANGE']._serialized_end=663
-  _globals['_GETWATERMARKREQUEST']._serialized_start=665
-  _globals['_GETWATERMARKREQUEST']._serialized_end=705
-  _globals['_WATERMARK']._serialized_start=707
-  _globals['_WATERMARK']._serialized_end=755
-  _globals['_GETREPLICATIONSTATUSREQUEST']._serialized_start=757
-  _globals['_GETREPLICATIONSTATUSREQUEST']._serialized_end=786
-  _globals['_REPLICATIONSTATUS']._serialized_start=789
-  _globals['_REPLICATIONSTATUS']._serialized_end=1037
-  _globals['_SYNCSERVICE']._serialized_start=1040
-  _globals['_SYNCSERVICE']._serialized_end=1221
-  _globals['_REPLICATIONSERVICE']._serialized_start=1223
-  _globals['_REPLICATIONSERVICE']._serialized_end=1347
+  _globals['_PULLCHANGESREQUEST']._serialized_start=665
+  _globals['_PULLCHANGESREQUEST']._serialized_end=738
+  _globals['_PULLCHANGESRESPONSE']._serialized_start=741
+  _globals['_PULLCHANGESRESPONSE']._serialized_end=883
+  _globals['_GETWATERMARKREQUEST']._serialized_start=885
+  _globals['_GETWATERMARKREQUEST']._serialized_end=925
+  _globals['_WATERMARK']._serialized_start=927
+  _globals['_WATERMARK']._serialized_end=975
+  _globals['_GETREPLICATIONSTATUSREQUEST']._serialized_start=977
+  _globals['_GETREPLICATIONSTATUSREQUEST']._serialized_end=1006
+  _globals['_REPLICATIONSTATUS']._serialized_start=1009
+  _globals['_REPLICATIONSTATUS']._serialized_end=1257
+  _globals['_SYNCSERVICE']._serialized_start=1260
+  _globals['_SYNCSERVICE']._serialized_end=1529
+  _globals['_REPLICATIONSERVICE']._serialized_start=1531
+  _globals['_REPLICATIONSERVICE']._serialized_end=1655
 # @@protoc_insertion_point(module_scope)

@@ -66,6 +66,30 @@ class RejectedChange(_message.Message):
     reason: str
     def __init__(self, seq: _Optional[int] = ..., entity_type: _Optional[str] = ..., entity_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class PullChangesRequest(_message.Message):
+    __slots__ = ("origin_id", "after_seq", "limit")
+    ORIGIN_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    origin_id: str
+    after_seq: int
+    limit: int
+    def __init__(self, origin_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class PullChangesResponse(_message.Message):
+    __slots__ = ("changes", "next_cursor", "more", "central_id", "resync_required")
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    CENTRAL_ID_FIELD_NUMBER: _ClassVar[int]
+    RESYNC_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[Change]
+    next_cursor: int
+    more: bool
+    central_id: str
+    resync_required: bool
+    def __init__(self, changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., next_cursor: _Optional[int] = ..., more: _Optional[bool] = ..., central_id: _Optional[str] = ..., resync_required: _Optional[bool] = ...) -> None: ...
+
 class GetWatermarkRequest(_message.Message):
     __slots__ = ("origin_id",)
     ORIGIN_ID_FIELD_NUMBER: _ClassVar[int]

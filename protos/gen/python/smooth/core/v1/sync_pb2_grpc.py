@@ -45,6 +45,11 @@ class SyncServiceStub:
                 request_serializer=smooth_dot_core_dot_v1_dot_sync__pb2.GetWatermarkRequest.SerializeToString,
                 response_deserializer=smooth_dot_core_dot_v1_dot_sync__pb2.Watermark.FromString,
                 _registered_method=True)
+        self.PullChanges = channel.unary_unary(
+                '/smooth.core.v1.SyncService/PullChanges',
+                request_serializer=smooth_dot_core_dot_v1_dot_sync__pb2.PullChangesRequest.SerializeToString,
+                response_deserializer=smooth_dot_core_dot_v1_dot_sync__pb2.PullChangesResponse.FromString,
+                _registered_method=True)
 
 
 class SyncServiceServicer:
@@ -67,6 +72,15 @@ class SyncServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PullChanges(self, request, context):
+        """Changes on central after a cursor (central's sequence), oldest first, except the asking edge's own.
+        Central commits one writer at a time, so its sequence is in commit order and the cursor never skips a
+        change that commits later.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SyncServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +93,11 @@ def add_SyncServiceServicer_to_server(servicer, server):
                     servicer.GetWatermark,
                     request_deserializer=smooth_dot_core_dot_v1_dot_sync__pb2.GetWatermarkRequest.FromString,
                     response_serializer=smooth_dot_core_dot_v1_dot_sync__pb2.Watermark.SerializeToString,
+            ),
+            'PullChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.PullChanges,
+                    request_deserializer=smooth_dot_core_dot_v1_dot_sync__pb2.PullChangesRequest.FromString,
+                    response_serializer=smooth_dot_core_dot_v1_dot_sync__pb2.PullChangesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -136,6 +155,33 @@ class SyncService:
             '/smooth.core.v1.SyncService/GetWatermark',
             smooth_dot_core_dot_v1_dot_sync__pb2.GetWatermarkRequest.SerializeToString,
             smooth_dot_core_dot_v1_dot_sync__pb2.Watermark.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PullChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smooth.core.v1.SyncService/PullChanges',
+            smooth_dot_core_dot_v1_dot_sync__pb2.PullChangesRequest.SerializeToString,
+            smooth_dot_core_dot_v1_dot_sync__pb2.PullChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,
