@@ -31,6 +31,37 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("key", name=op.f("pk_replication_state")),
     )
     op.create_table(
+        "sync_conflicts",
+        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("origin_id", sa.Uuid(), nullable=False),
+        sa.Column("origin_seq", sa.BigInteger(), nullable=False),
+        sa.Column("entity_type", sa.String(length=32), nullable=False),
+        sa.Column("entity_id", sa.Uuid(), nullable=False),
+        sa.Column("central_version", sa.Integer(), nullable=False),
+        sa.Column("edge_version", sa.Integer(), nullable=False),
+        sa.Column("winner", sa.String(length=16), nullable=False),
+        sa.Column("resolved_version", sa.Integer(), nullable=False),
+        sa.Column(
+            "central_data",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "edge_data", sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"), nullable=False
+        ),
+        sa.Column(
+            "resolved_data",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("created_at", server.store.tables.UtcDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("seq", name=op.f("pk_sync_conflicts")),
+        sqlite_autoincrement=True,
+    )
+    with op.batch_alter_table("sync_conflicts", schema=None) as batch_op:
+        batch_op.create_index("ix_sync_conflicts_entity_id", ["entity_id"], unique=False)
+
+    op.create_table(
         "sync_origins",
         sa.Column("origin_id", sa.Uuid(), nullable=False),
         sa.Column("last_seq", sa.BigInteger(), nullable=False),
@@ -67,5 +98,9 @@ def downgrade() -> None:
 
     op.drop_table("sync_rejections")
     op.drop_table("sync_origins")
+    with op.batch_alter_table("sync_conflicts", schema=None) as batch_op:
+        batch_op.drop_index("ix_sync_conflicts_entity_id")
+
+    op.drop_table("sync_conflicts")
     op.drop_table("replication_state")
     # ### end Alembic commands ###

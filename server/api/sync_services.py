@@ -99,6 +99,30 @@ class SyncServicer(sync_pb2_grpc.SyncServiceServicer):  # type: ignore[misc]
             resync_required=resync,
         )
 
+    async def ListConflicts(self, request: Any, context: grpc.aio.ServicerContext) -> sync_pb2.ListConflictsResponse:
+        entity_id = mapping.require_id(request.entity_id, "entity_id") if request.entity_id else None
+        rows, token = await self._applier.conflicts(
+            entity_id, page_size=request.page_size, page_token=request.page_token
+        )
+        out = sync_pb2.ListConflictsResponse(next_page_token=token)
+        for row in rows:
+            conflict = out.conflicts.add(
+                sequence=row["seq"],
+                origin_id=str(row["origin_id"]),
+                origin_seq=row["origin_seq"],
+                entity_type=row["entity_type"],
+                entity_id=str(row["entity_id"]),
+                central_version=row["central_version"],
+                edge_version=row["edge_version"],
+                winner=row["winner"],
+                resolved_version=row["resolved_version"],
+                central_data_json=json.dumps(row["central_data"]),
+                edge_data_json=json.dumps(row["edge_data"]),
+                resolved_data_json=json.dumps(row["resolved_data"]) if row["resolved_data"] else "",
+            )
+            conflict.create_time.FromDatetime(row["created_at"])
+        return out
+
     async def GetWatermark(self, request: Any, context: grpc.aio.ServicerContext) -> sync_pb2.Watermark:
         origin = mapping.require_id(request.origin_id, "origin_id")
         last = await self._applier.watermark(origin, CURRENT_CALL.get().principal)

@@ -41,6 +41,7 @@ from server.store.tables import (
     collector_unmatched,
     replication_state,
     request_log,
+    sync_conflicts,
     sync_origins,
     sync_rejections,
 )
@@ -459,6 +460,16 @@ class Transaction:
         updated = await self._execute(table.update().where(table.c.origin_id == origin_id).values(values))
         if updated.rowcount == 0:
             await self._execute(table.insert().values(origin_id=origin_id, **values))
+
+    async def insert_conflict(self, row: dict[str, Any]) -> None:
+        await self._execute(sync_conflicts.insert().values(row))
+
+    async def conflicts(self, entity_id: uuid.UUID | None, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        stmt = sa.select(sync_conflicts).where(sync_conflicts.c.seq > after_seq)
+        if entity_id is not None:
+            stmt = stmt.where(sync_conflicts.c.entity_id == entity_id)
+        stmt = stmt.order_by(sync_conflicts.c.seq).limit(limit)
+        return [dict(r) for r in (await self._execute(stmt)).mappings().all()]
 
     async def insert_rejection(self, row: dict[str, Any]) -> None:
         await self._execute(sync_rejections.insert().values(row))

@@ -346,6 +346,27 @@ sync_rejections = sa.Table(
     sa.Column("created_at", UtcDateTime(), nullable=False),
 )
 
+# Central: conflicts decided (both sides changed an entity from the same base version), with every version kept.
+sync_conflicts = sa.Table(
+    "sync_conflicts",
+    metadata,
+    sa.Column("seq", BigSerial, primary_key=True, autoincrement=True),
+    sa.Column("origin_id", sa.Uuid(), nullable=False),
+    sa.Column("origin_seq", sa.BigInteger(), nullable=False),
+    sa.Column("entity_type", sa.String(32), nullable=False),
+    sa.Column("entity_id", sa.Uuid(), nullable=False),
+    sa.Column("central_version", sa.Integer(), nullable=False),
+    sa.Column("edge_version", sa.Integer(), nullable=False),
+    sa.Column("winner", sa.String(16), nullable=False),  # CENTRAL, EDGE or MERGED
+    sa.Column("resolved_version", sa.Integer(), nullable=False),
+    sa.Column("central_data", JSON, nullable=False),
+    sa.Column("edge_data", JSON, nullable=False),
+    sa.Column("resolved_data", JSON, nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Index("ix_sync_conflicts_entity_id", "entity_id"),
+    sqlite_autoincrement=True,
+)
+
 ENTITY_TABLES: dict[str, sa.Table] = {
     "user": users,
     "tool_item": tool_items,

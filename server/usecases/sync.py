@@ -8,15 +8,16 @@ central that names the origin, so central keeps the full history of every edge.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from server.domain.entities import ChangeOperation, Revision, Versioned
 from server.domain.errors import (
-    Aborted,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -28,6 +29,8 @@ from server.domain.registry import KINDS, EntityKind
 from server.domain.schema import fields_of, from_json, to_json
 from server.store.repository import Store, Transaction
 from server.usecases import audit
+from server.usecases.listing import page_size_of
+from server.usecases.tokens import decode_position, encode_position
 from server.validation.rules import check_entity
 
 MAX_BATCH = 5_000
@@ -106,7 +109,7 @@ class SyncApplier:
                     metadata={"watermark": str(watermark)},
                 )
             fresh = [c for c in batch if c.sequence > watermark]
-            rejected = await apply_changes(tx, origin_id, fresh, now)
+            rejected = await apply_changes(tx, origin_id, fresh, now, arbiter=True)
             if fresh:
                 watermark = fresh[-1].sequence
                 await tx.set_sync_watermark(origin_id, watermark, schema_version, now)
@@ -126,6 +129,18 @@ class SyncApplier:
                     ),
                 )
         return watermark, rejected
+
+    async def conflicts(
+        self, entity_id: uuid.UUID | None, *, page_size: int, page_token: str
+    ) -> tuple[list[dict[str, Any]], str]:
+        self._require_central()
+        size = page_size_of(page_size)
+        after = decode_position("c", page_token)
+        async with self.store.read() as tx:
+            rows = await tx.conflicts(entity_id, after, size + 1)
+        more = len(rows) > size
+        rows = rows[:size]
+        return rows, (encode_position("c", rows[-1]["seq"]) if more else "")
 
     async def pull(
         self, origin_id: uuid.UUID, after_seq: int, limit: int, *, principal: Principal | None
@@ -156,14 +171,18 @@ async def store_id(tx: Transaction, now: datetime) -> uuid.UUID:
 
 
 async def apply_changes(
-    tx: Transaction, origin_id: uuid.UUID, batch: Sequence[Revision], now: datetime
+    tx: Transaction, origin_id: uuid.UUID, batch: Sequence[Revision], now: datetime, *, arbiter: bool = False
 ) -> list[Rejected]:
-    """Apply another store's changes in order; each that cannot apply is recorded as rejected, never blocking."""
+    """Apply another store's changes in order; each that cannot apply is recorded as rejected, never blocking.
+
+    `arbiter` is central: it decides conflicts. An edge skips a change older than its own version (central
+    decides, and its decision arrives with a newer version).
+    """
     rejected: list[Rejected] = []
     for change in batch:
         try:
             async with tx.savepoint():
-                await _apply(tx, origin_id, change, now)
+                await _apply(tx, origin_id, change, now, arbiter=arbiter)
         except (SmoothError, ValueError, KeyError, TypeError) as exc:
             reason = exc.message if isinstance(exc, SmoothError) else f"{type(exc).__name__}: {exc}"
             rejected.append(Rejected(change.sequence, change.entity_type, change.entity_id, reason[:1000]))
@@ -181,12 +200,26 @@ async def apply_changes(
     return rejected
 
 
-async def _apply(tx: Transaction, origin_id: uuid.UUID, change: Revision, now: datetime) -> None:
-    """One change, as the other store had it.
+# Ownership (DESIGN decision 7): usage is the edge's; measurements of a physical tool are the edge's (presetters
+# and collectors stand there); everything else — the catalog, presets, sets, users, other instance fields — is
+# central's. A conflict keeps the owner's values; the losing version is kept in sync_conflicts.
+EDGE_OWNED_KINDS = frozenset({"tool_usage"})
+EDGE_OWNED_FIELDS: dict[str, frozenset[str]] = {
+    "tool_instance": frozenset({"measurements", "last_calibration", "calibration_due", "status"}),
+}
 
-    A version at or below ours that differs is a conflict: this store keeps its version (interim policy until
-    ownership-based resolution with conflict records lands; see the README).
-    """
+
+def resolve(kind: EntityKind, central: Versioned, edge: Versioned) -> tuple[str, Versioned]:
+    """The deterministic decision for one conflict: (winner, resolved state). No clocks are consulted."""
+    if kind.name in EDGE_OWNED_KINDS:
+        return "EDGE", edge
+    fields = EDGE_OWNED_FIELDS.get(kind.name, frozenset())
+    merged = dataclasses.replace(central, **{f: getattr(edge, f) for f in fields})
+    return ("MERGED" if to_json(merged) != to_json(central) else "CENTRAL"), merged
+
+
+async def _apply(tx: Transaction, origin_id: uuid.UUID, change: Revision, now: datetime, *, arbiter: bool) -> None:
+    """One change, as the other store had it."""
     kind = KINDS.get(change.entity_type)
     if kind is None:
         raise InvalidArgument(f"unknown entity type {change.entity_type!r}")
@@ -198,32 +231,31 @@ async def _apply(tx: Transaction, origin_id: uuid.UUID, change: Revision, now: d
     if change.operation == ChangeOperation.DELETE:
         if existing is None:
             return  # already gone
-        if existing.version > entity.version:
-            raise Aborted(f"conflict: deleting version {entity.version}, but this store has {existing.version}")
-        refs = await tx.count_references(kind.name, entity.id)
-        if refs:
-            raise FailedPrecondition(f"still referenced here: {refs}")
-        await tx.delete_row(kind, entity.id)
-        await tx.append_change(
-            kind,
-            entity,
-            change.operation,
-            actor_id=change.actor_id,
-            request_id=change.request_id,
-            at=now,
-            origin=origin,
-        )
+        if existing.version > entity.version and to_json(existing) != to_json(entity):
+            if not arbiter:
+                return  # central decides; its decision comes with a newer version
+            if kind.name not in EDGE_OWNED_KINDS:
+                # Central's newer version wins over the edge's delete: re-issue it so the edge gets it back.
+                await _decide(tx, kind, existing, entity, "CENTRAL", existing, origin, now)
+                return
+        await _delete(tx, kind, entity, change, origin, now)
+        return
+    if existing is None and arbiter and await tx.has_history(kind, entity.id):
+        # Deleted here while the edge changed it: the owner decides.
+        if kind.name in EDGE_OWNED_KINDS:
+            await _decide(tx, kind, None, entity, "EDGE", entity, origin, now)
+        else:
+            await _decide(tx, kind, None, entity, "CENTRAL", None, origin, now)
         return
     if existing is not None and existing.version >= entity.version:
         if to_json(existing) == to_json(entity):
             return  # already applied
-        raise Aborted(f"conflict: version {entity.version} arrived, but this store has version {existing.version}")
-    violations = check_entity(entity)
-    if violations:
-        raise InvalidArgument.of(violations)
-    await _check_references(tx, kind, entity)
-    await _check_unique(tx, kind, entity)
-    await tx.upsert(kind, entity)
+        if not arbiter:
+            return  # central decides; its decision comes with a newer version
+        winner, resolved = resolve(kind, existing, entity)
+        await _decide(tx, kind, existing, entity, winner, resolved, origin, now)
+        return
+    await _write(tx, kind, entity)
     await tx.append_change(
         kind,
         entity,
@@ -233,6 +265,84 @@ async def _apply(tx: Transaction, origin_id: uuid.UUID, change: Revision, now: d
         at=now,
         origin=origin,
     )
+
+
+async def _write(tx: Transaction, kind: EntityKind, entity: Versioned) -> None:
+    violations = check_entity(entity)
+    if violations:
+        raise InvalidArgument.of(violations)
+    await _check_references(tx, kind, entity)
+    await _check_unique(tx, kind, entity)
+    await tx.upsert(kind, entity)
+
+
+async def _delete(
+    tx: Transaction,
+    kind: EntityKind,
+    entity: Versioned,
+    change: Revision,
+    origin: tuple[uuid.UUID, int] | None,
+    now: datetime,
+) -> None:
+    refs = await tx.count_references(kind.name, entity.id)
+    if refs:
+        raise FailedPrecondition(f"still referenced here: {refs}")
+    await tx.delete_row(kind, entity.id)
+    await tx.append_change(
+        kind,
+        entity,
+        ChangeOperation.DELETE,
+        actor_id=change.actor_id,
+        request_id=change.request_id,
+        at=now,
+        origin=origin,
+    )
+
+
+async def _decide(
+    tx: Transaction,
+    kind: EntityKind,
+    central: Versioned | None,
+    edge: Versioned,
+    winner: str,
+    resolved: Versioned | None,
+    origin: tuple[uuid.UUID, int],
+    now: datetime,
+) -> None:
+    """Write the decision as a new version above both (so it reaches every edge, the origin included: it is
+    recorded as made here) and keep both sides in a conflict record."""
+    base = max(central.version if central else 0, edge.version, await _last_version(tx, kind, edge.id))
+    version = base + 1
+    if resolved is None:  # the decision is "deleted"
+        gone = dataclasses.replace(edge, version=version, updated_at=now)
+        await tx.append_change(kind, gone, ChangeOperation.DELETE, actor_id=None, request_id="", at=now)
+        resolved_data: dict[str, Any] = {}
+    else:
+        decided = dataclasses.replace(resolved, version=version, updated_at=now)
+        await _write(tx, kind, decided)
+        await tx.append_change(kind, decided, ChangeOperation.UPDATE, actor_id=None, request_id="", at=now)
+        resolved_data = to_json(decided)
+    await tx.insert_conflict(
+        {
+            "origin_id": origin[0],
+            "origin_seq": origin[1],
+            "entity_type": kind.name,
+            "entity_id": edge.id,
+            "central_version": central.version if central else 0,
+            "edge_version": edge.version,
+            "winner": winner,
+            "resolved_version": version,
+            "central_data": to_json(central) if central else {},
+            "edge_data": to_json(edge),
+            "resolved_data": resolved_data,
+            "created_at": now,
+        }
+    )
+
+
+async def _last_version(tx: Transaction, kind: EntityKind, entity_id: uuid.UUID) -> int:
+    last = await tx.revisions(kind, entity_id, 0, 1, newest=True)
+    return last[0].version if last else 0
 
 
 async def _check_references(tx: Transaction, kind: EntityKind, entity: Versioned) -> None:

@@ -283,3 +283,74 @@ async def test_pull_brings_central_changes_down_without_echoing_the_edges_own(ed
         assert again.pulled_cursor in (0, cursor)
     async with edge.store.read() as tx:
         assert len(await tx.changes_after(0, 10_000)) == len(everything)
+
+
+async def test_concurrent_edits_are_decided_by_ownership_with_one_conflict_record_each(
+    edge: Edge, central: Edge
+) -> None:
+    from google.protobuf import field_mask_pb2
+    from smooth.core.v1 import sync_pb2 as spb
+    from smooth.core.v1 import tool_instance_pb2 as inst_pb
+    from smooth.core.v1 import tool_usage_pb2 as usage_pb
+
+    item = await edge.make.item()
+    instance = await edge.make.instance(tool_item_id=item.id)
+    usage = await edge.make.usage(tool_instance_id=instance.id)
+    key = await sync_key(central)
+    async with Replicator(edge.store, settings(central.address, key), utc_now) as replicator:
+        await replicator.flush()
+
+    def mask(*paths: str) -> field_mask_pb2.FieldMask:
+        return field_mask_pb2.FieldMask(paths=list(paths))
+
+    # Both sides change the same three entities from version 1.
+    for stubs, who in ((central.stubs, "C"), (edge.stubs, "E")):
+        await stubs.items.UpdateToolItem(
+            item_pb.UpdateToolItemRequest(
+                tool_item=item_pb.ToolItem(id=item.id, version=1, description=who), update_mask=mask("description")
+            )
+        )
+        await stubs.usages.UpdateToolUsage(
+            usage_pb.UpdateToolUsageRequest(
+                tool_usage=usage_pb.ToolUsage(id=usage.id, version=1, notes=who), update_mask=mask("notes")
+            )
+        )
+    await central.stubs.instances.UpdateToolInstance(
+        inst_pb.UpdateToolInstanceRequest(
+            tool_instance=inst_pb.ToolInstance(id=instance.id, version=1, serial_number=f"{instance.serial_number}-C"),
+            update_mask=mask("serial_number"),
+        )
+    )
+    await edge.stubs.instances.UpdateToolInstance(
+        inst_pb.UpdateToolInstanceRequest(
+            tool_instance=inst_pb.ToolInstance(
+                id=instance.id, version=1, measurements=struct({"LF": {"value": 70.02}})
+            ),
+            update_mask=mask("measurements"),
+        )
+    )
+    async with Replicator(edge.store, settings(central.address, key), utc_now) as replicator:
+        await replicator.flush()
+        for _ in range(100):  # the decisions come back down with the pull
+            got = await edge.stubs.items.GetToolItem(item_pb.GetToolItemRequest(id=item.id))
+            if got.version == 3:
+                break
+            await asyncio.sleep(0.1)
+    expected = {
+        "item": ("C", "CENTRAL"),
+        "usage": ("E", "EDGE"),
+    }
+    for side in (central, edge):
+        got_item = await side.stubs.items.GetToolItem(item_pb.GetToolItemRequest(id=item.id))
+        got_usage = await side.stubs.usages.GetToolUsage(usage_pb.GetToolUsageRequest(id=usage.id))
+        got_instance = await side.stubs.instances.GetToolInstance(inst_pb.GetToolInstanceRequest(id=instance.id))
+        assert (got_item.description, got_item.version) == (expected["item"][0], 3)
+        assert (got_usage.notes, got_usage.version) == (expected["usage"][0], 3)
+        assert got_instance.serial_number.endswith("-C") and got_instance.measurements["LF"]["value"] == 70.02
+        assert got_instance.version == 3
+    async with authorized_channel(central.address, central.admin_secret) as channel:
+        listed = await sync_pb2_grpc.SyncServiceStub(channel).ListConflicts(spb.ListConflictsRequest())
+    winners = {c.entity_id: c.winner for c in listed.conflicts}
+    assert winners == {item.id: "CENTRAL", usage.id: "EDGE", instance.id: "MERGED"}
+    item_conflict = next(c for c in listed.conflicts if c.entity_id == item.id)
+    assert '"description": "E"' in item_conflict.edge_data_json and item_conflict.resolved_version == 3

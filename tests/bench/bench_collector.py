@@ -14,6 +14,7 @@ import json
 import math
 import os
 import platform
+import random
 import select
 import shutil
 import signal
@@ -65,7 +66,7 @@ class ChangeRecord:
     the wall-clock seconds around `apply`, so the SourceTimestamp it wrote lies between them."""
 
     machine: str
-    tick: int
+    tick: int  # the machine's change number
     tool: int
     before: float
     after: float
@@ -81,7 +82,6 @@ def simulator_main(argv: Sequence[str]) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--first", type=int, required=True, help="global index of this process's first machine")
     parser.add_argument("--count", type=int, required=True)
-    parser.add_argument("--total", type=int, required=True, help="machines over all simulator processes")
     parser.add_argument("--rate", type=float, required=True)
     parser.add_argument("--tool-every", type=int, required=True)
     parser.add_argument("--seconds", type=float, required=True)
@@ -113,15 +113,17 @@ async def _simulate(args: argparse.Namespace) -> None:
         # Schedule on the monotonic clock, anchored to the wall-clock start the bench chose for every process.
         start_mono = time.monotonic() + (start_epoch - time.time())
         tick_s = 1.0 / args.rate
-        ticks = round(args.seconds * args.rate)
         records: list[ChangeRecord] = []
 
         async def play(offset: int, name: str) -> None:
-            # Machines are spread evenly over one tick so the load is a steady stream, not a burst per tick.
-            phase = tick_s * (args.first + offset) / args.total
-            tool, speed = 1, 0
-            for tick in range(ticks):
-                due = start_mono + phase + tick * tick_s
+            index = args.first + offset
+            # Gaps vary at random around 1/rate. On a fixed grid every tool change of a machine would meet the
+            # collector's publishing cycle at the same phase, so its latency would be one value, not a spread.
+            rng = random.Random(index)
+            due = start_mono + tick_s * rng.random()  # machines start spread over one gap, not all at once
+            end = start_mono + args.seconds
+            tool, speed, tick = 1, 0, 0
+            while due < end:
                 delay = due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -136,6 +138,8 @@ async def _simulate(args: argparse.Namespace) -> None:
                     await sim.apply(name, Step(0.0, speed_rpm=SPEEDS[speed]))
                     new_tool = 0
                 records.append(ChangeRecord(name, tick, new_tool, before, time.time(), lag))
+                tick += 1
+                due += tick_s * rng.uniform(0.5, 1.5)
 
         await asyncio.gather(*(play(i, name) for i, name in enumerate(names)))
         args.out.write_text(json.dumps([asdict(r) for r in records]))
@@ -429,7 +433,7 @@ def start_simulators(procs: Processes, workdir: Path, n: int, settings: Settings
         name = f"simulator {index}/{count} ({machines} machines)"
         argv = [
             sys.executable, str(Path(__file__).resolve()), SIM_CHILD,
-            "--port", str(port), "--first", str(first), "--count", str(machines), "--total", str(n),
+            "--port", str(port), "--first", str(first), "--count", str(machines),
             "--rate", str(settings.rate), "--tool-every", str(settings.tool_every),
             "--seconds", str(settings.warmup + settings.seconds), "--out", str(out),
         ]  # fmt: skip
@@ -701,11 +705,14 @@ def analyse(
     usages = load_usages(db)
     in_window = [r for r in records if window[0] <= r.before < window[1]]
     changes = [r for r in in_window if r.tool]
-    opens, closes = match_changes(changes, usages, logged_times(agent_log))
+    logged = logged_times(agent_log)
+    opens, closes = match_changes(changes, usages, logged)
     # Usages that began in the window but belong to no change: doubled, or opened by a reconcile after a lost
-    # session (those are marked interrupted).
+    # session (those are marked interrupted). Matched against every change: a change just before the window
+    # can have its usage start inside it.
+    every_open, _ = match_changes([r for r in records if r.tool], usages, logged)
     window_rows = [u for rows in usages.values() for u in rows if window[0] <= u.start < window[1]]
-    extra = sum(1 for u in window_rows if u.usage_id not in opens.usage_ids)
+    extra = sum(1 for u in window_rows if u.usage_id not in every_open.usage_ids)
     interrupted = sum(1 for u in window_rows if u.interrupted)
     problems: list[str] = []
     for side, found in (("opened", opens), ("closed", closes)):
@@ -730,9 +737,9 @@ def analyse(
     if interrupted:
         problems.append(f"{interrupted} usages in the window are marked interrupted (a session was lost)")
     recorded = len(opens.latency_ms) + len(closes.latency_ms)
-    logged = len(opens.logged_ms) + len(closes.logged_ms)
-    if settings.agent_log_level.upper() in ("INFO", "DEBUG") and logged < recorded:
-        problems.append(f"{recorded - logged} opens/closes have no agent log line")
+    with_line = len(opens.logged_ms) + len(closes.logged_ms)
+    if settings.agent_log_level.upper() in ("INFO", "DEBUG") and with_line < recorded:
+        problems.append(f"{recorded - with_line} opens/closes have no agent log line")
     return RunResult(
         machines=n,
         sim_processes=sim_count,

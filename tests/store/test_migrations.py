@@ -34,6 +34,7 @@ EXPECTED_TABLES = {
     "replication_state",
     "sync_origins",
     "sync_rejections",
+    "sync_conflicts",
     "collector_state",
     "collector_unmatched",
 }

@@ -90,6 +90,54 @@ class PullChangesResponse(_message.Message):
     resync_required: bool
     def __init__(self, changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., next_cursor: _Optional[int] = ..., more: _Optional[bool] = ..., central_id: _Optional[str] = ..., resync_required: _Optional[bool] = ...) -> None: ...
 
+class ListConflictsRequest(_message.Message):
+    __slots__ = ("entity_id", "page_size", "page_token")
+    ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    entity_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, entity_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListConflictsResponse(_message.Message):
+    __slots__ = ("conflicts", "next_page_token")
+    CONFLICTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    conflicts: _containers.RepeatedCompositeFieldContainer[Conflict]
+    next_page_token: str
+    def __init__(self, conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class Conflict(_message.Message):
+    __slots__ = ("sequence", "origin_id", "origin_seq", "entity_type", "entity_id", "central_version", "edge_version", "winner", "resolved_version", "central_data_json", "edge_data_json", "resolved_data_json", "create_time")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_ID_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_SEQ_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    CENTRAL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EDGE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    WINNER_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CENTRAL_DATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    EDGE_DATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_DATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    origin_id: str
+    origin_seq: int
+    entity_type: str
+    entity_id: str
+    central_version: int
+    edge_version: int
+    winner: str
+    resolved_version: int
+    central_data_json: str
+    edge_data_json: str
+    resolved_data_json: str
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, sequence: _Optional[int] = ..., origin_id: _Optional[str] = ..., origin_seq: _Optional[int] = ..., entity_type: _Optional[str] = ..., entity_id: _Optional[str] = ..., central_version: _Optional[int] = ..., edge_version: _Optional[int] = ..., winner: _Optional[str] = ..., resolved_version: _Optional[int] = ..., central_data_json: _Optional[str] = ..., edge_data_json: _Optional[str] = ..., resolved_data_json: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class GetWatermarkRequest(_message.Message):
     __slots__ = ("origin_id",)
     ORIGIN_ID_FIELD_NUMBER: _ClassVar[int]

@@ -50,6 +50,11 @@ class SyncServiceStub:
                 request_serializer=smooth_dot_core_dot_v1_dot_sync__pb2.PullChangesRequest.SerializeToString,
                 response_deserializer=smooth_dot_core_dot_v1_dot_sync__pb2.PullChangesResponse.FromString,
                 _registered_method=True)
+        self.ListConflicts = channel.unary_unary(
+                '/smooth.core.v1.SyncService/ListConflicts',
+                request_serializer=smooth_dot_core_dot_v1_dot_sync__pb2.ListConflictsRequest.SerializeToString,
+                response_deserializer=smooth_dot_core_dot_v1_dot_sync__pb2.ListConflictsResponse.FromString,
+                _registered_method=True)
 
 
 class SyncServiceServicer:
@@ -81,6 +86,13 @@ class SyncServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListConflicts(self, request, context):
+        """Conflicts central decided (both sides changed an entity from the same base), oldest first (admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SyncServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -98,6 +110,11 @@ def add_SyncServiceServicer_to_server(servicer, server):
                     servicer.PullChanges,
                     request_deserializer=smooth_dot_core_dot_v1_dot_sync__pb2.PullChangesRequest.FromString,
                     response_serializer=smooth_dot_core_dot_v1_dot_sync__pb2.PullChangesResponse.SerializeToString,
+            ),
+            'ListConflicts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConflicts,
+                    request_deserializer=smooth_dot_core_dot_v1_dot_sync__pb2.ListConflictsRequest.FromString,
+                    response_serializer=smooth_dot_core_dot_v1_dot_sync__pb2.ListConflictsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -182,6 +199,33 @@ class SyncService:
             '/smooth.core.v1.SyncService/PullChanges',
             smooth_dot_core_dot_v1_dot_sync__pb2.PullChangesRequest.SerializeToString,
             smooth_dot_core_dot_v1_dot_sync__pb2.PullChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConflicts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smooth.core.v1.SyncService/ListConflicts',
+            smooth_dot_core_dot_v1_dot_sync__pb2.ListConflictsRequest.SerializeToString,
+            smooth_dot_core_dot_v1_dot_sync__pb2.ListConflictsResponse.FromString,
             options,
             channel_credentials,
             insecure,
