@@ -229,6 +229,10 @@ async def _simulate(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(args.log_level, json_lines=args.log_format == "json")
+    if os.environ.get("SMOOTH_EDGE_FAILPOINTS"):  # crash tests only (server/domain/failpoints.py)
+        from server.domain import failpoints
+
+        failpoints.arm(os.environ["SMOOTH_EDGE_FAILPOINTS"])
     log = structlog.get_logger("smooth_edge.cli")
     try:
         if args.command in ("serve", "central"):

@@ -21,6 +21,7 @@ from smooth.core.v1 import sync_pb2, sync_pb2_grpc
 
 from agent.grpc_client import authorized_channel
 from server.api.sync_services import change_from_proto, change_to_proto
+from server.domain import failpoints
 from server.store.repository import Store, Transaction
 from server.usecases.sync import PullApplier
 
@@ -151,6 +152,7 @@ class Replicator:
             schema_version=self._settings.schema_version,
         )
         stub = sync_pb2_grpc.SyncServiceStub(self._channel)
+        failpoints.hit("edge-before-push")
         try:
             response = await stub.PushChanges(request, timeout=60)
         except grpc.aio.AioRpcError as err:
@@ -162,6 +164,7 @@ class Replicator:
             async with self._store.write() as tx:
                 await self._save_ack(tx, watermark)
             return True
+        failpoints.hit("edge-after-push-before-ack")  # central committed; we never saw its answer
         async with self._store.write() as tx:
             if response.rejected:
                 self.rejected += len(response.rejected)
@@ -191,6 +194,7 @@ class Replicator:
         if page.next_cursor <= cursor:
             return False
         changes = [change_from_proto(c, i) for i, c in enumerate(page.changes)]
+        failpoints.hit("edge-mid-pull")
         rejected = await self._pull.apply(uuid.UUID(page.central_id), changes, page.next_cursor)
         for r in rejected:
             log.error("replicator.pulled_change_rejected", seq=r.seq, entity=r.entity_type, reason=r.reason)

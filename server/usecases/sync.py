@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from server.domain import failpoints
 from server.domain.entities import ChangeOperation, Revision, Versioned
 from server.domain.errors import (
     FailedPrecondition,
@@ -110,6 +111,8 @@ class SyncApplier:
                 )
             fresh = [c for c in batch if c.sequence > watermark]
             rejected = await apply_changes(tx, origin_id, fresh, now, arbiter=True)
+            if fresh:
+                failpoints.hit("central-mid-apply")  # applied, not committed
             if fresh:
                 watermark = fresh[-1].sequence
                 await tx.set_sync_watermark(origin_id, watermark, schema_version, now)
