@@ -37,7 +37,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, what: str = "condition") -> Any:  # noqa: ASYNC109
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, what: str = "condition") -> Any:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         result = await check()
