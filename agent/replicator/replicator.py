@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from agent.grpc_client import authorized_channel
 from server.api.sync_services import change_from_proto, change_to_proto
 from server.domain import failpoints
 from server.store.repository import Store, Transaction
-from server.usecases.sync import PullApplier
+from server.usecases.sync import RESYNC_ORDER, PullApplier, ResyncApplier
 
 log = structlog.get_logger("smooth_edge.replicator")
 
@@ -187,10 +188,8 @@ class Replicator:
             sync_pb2.PullChangesRequest(origin_id=str(self.origin_id), after_seq=cursor, limit=500), timeout=60
         )
         if page.resync_required:
-            raise RuntimeError(
-                "central no longer keeps the changes after this edge's cursor: a full resync is needed "
-                "(not automatic yet; see the README)"
-            )
+            await self._resync(uuid.UUID(page.central_id))
+            return True
         if page.next_cursor <= cursor:
             return False
         changes = [change_from_proto(c, i) for i, c in enumerate(page.changes)]
@@ -200,6 +199,33 @@ class Replicator:
             log.error("replicator.pulled_change_rejected", seq=r.seq, entity=r.entity_type, reason=r.reason)
         self.pulled_cursor = page.next_cursor
         return bool(page.more)
+
+    async def _resync(self, central_id: uuid.UUID) -> None:
+        """Central no longer keeps the changes after our cursor: take its current state instead (never skip)."""
+        assert self._channel is not None and self.origin_id is not None
+        stub = sync_pb2_grpc.SyncServiceStub(self._channel)
+        origin = str(self.origin_id)
+        head = await stub.GetSnapshot(sync_pb2.GetSnapshotRequest(origin_id=origin), timeout=60)
+        log.warning("replicator.full_resync", central_as_of=head.as_of_seq)
+        resync = ResyncApplier(self._store, self._clock)
+        kept: dict[str, set[uuid.UUID]] = {}
+        for kind in RESYNC_ORDER:
+            kept[kind] = set()
+            token = ""
+            while True:
+                page = await stub.GetSnapshot(
+                    sync_pb2.GetSnapshotRequest(origin_id=origin, entity_type=kind, page_size=1000, page_token=token),
+                    timeout=60,
+                )
+                rows = [json.loads(r) for r in page.entities_json]
+                kept[kind].update(uuid.UUID(r["id"]) for r in rows)
+                await resync.apply_kind(central_id, kind, rows)
+                token = page.next_page_token
+                if not token:
+                    break
+        removed = await resync.finish(central_id, kept, head.as_of_seq)
+        self.pulled_cursor = head.as_of_seq
+        log.warning("replicator.full_resync_done", as_of=head.as_of_seq, removed=removed)
 
     async def _save_ack(self, tx: Transaction, seq: int) -> None:
         await tx.set_replication_value(ACKED_KEY, seq, self._clock())

@@ -61,6 +61,7 @@ METHOD_SCOPES: dict[str, frozenset[Scope]] = {
     "/smooth.core.v1.SyncService/GetWatermark": frozenset({Scope.SYNC}),
     "/smooth.core.v1.SyncService/PullChanges": frozenset({Scope.SYNC}),
     "/smooth.core.v1.SyncService/ListConflicts": frozenset({A}),
+    "/smooth.core.v1.SyncService/GetSnapshot": frozenset({Scope.SYNC}),
     "/smooth.core.v1.ReplicationService/GetReplicationStatus": frozenset({R}),
 }
 

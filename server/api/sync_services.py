@@ -99,6 +99,17 @@ class SyncServicer(sync_pb2_grpc.SyncServiceServicer):  # type: ignore[misc]
             resync_required=resync,
         )
 
+    async def GetSnapshot(self, request: Any, context: grpc.aio.ServicerContext) -> sync_pb2.GetSnapshotResponse:
+        as_of, rows, token = await self._applier.snapshot(
+            request.entity_type,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            principal=CURRENT_CALL.get().principal,
+        )
+        return sync_pb2.GetSnapshotResponse(
+            as_of_seq=as_of, entities_json=[json.dumps(r, separators=(",", ":")) for r in rows], next_page_token=token
+        )
+
     async def ListConflicts(self, request: Any, context: grpc.aio.ServicerContext) -> sync_pb2.ListConflictsResponse:
         entity_id = mapping.require_id(request.entity_id, "entity_id") if request.entity_id else None
         rows, token = await self._applier.conflicts(

@@ -30,7 +30,7 @@ from server.domain.registry import KINDS, EntityKind
 from server.domain.schema import fields_of, from_json, to_json
 from server.store.repository import Store, Transaction
 from server.usecases import audit
-from server.usecases.listing import page_size_of
+from server.usecases.listing import build_query, encode_token, page_size_of
 from server.usecases.tokens import decode_position, encode_position
 from server.validation.rules import check_entity
 
@@ -144,6 +144,25 @@ class SyncApplier:
         more = len(rows) > size
         rows = rows[:size]
         return rows, (encode_position("c", rows[-1]["seq"]) if more else "")
+
+    async def snapshot(
+        self, entity_type: str, *, page_size: int, page_token: str, principal: Principal | None
+    ) -> tuple[int, list[dict[str, Any]], str]:
+        """(as_of_seq, entity snapshots, next token) of one entity type, for a full resync."""
+        _require_sync(principal)
+        self._require_central()
+        async with self.store.read() as tx:
+            as_of = await tx.last_local_seq()
+        if not entity_type:
+            return as_of, [], ""
+        kind = KINDS.get(entity_type)
+        if kind is None:
+            raise InvalidArgument.of([FieldViolation("entity_type", f"one of {', '.join(KINDS)}")])
+        query = build_query(kind, page_size=page_size, page_token=page_token, filter_text="", order_by="id")
+        async with self.store.read() as tx:
+            page = await tx.list_page(query)
+        token = "" if page.last_position is None else encode_token(query, "", "id", page.last_position)
+        return as_of, [to_json(e) for e in page.items], token
 
     async def pull(
         self, origin_id: uuid.UUID, after_seq: int, limit: int, *, principal: Principal | None
@@ -400,3 +419,84 @@ class PullApplier:
             rejected = await apply_changes(tx, central_id, changes, now)
             await tx.set_replication_value(PULL_CURSOR_KEY, cursor, now)
         return rejected
+
+
+# Parents before children: a snapshot applies in this order so references resolve.
+RESYNC_ORDER = ("user", "tool_item", "tool_assembly", "tool_instance", "tool_preset", "tool_usage", "tool_set")
+
+
+class ResyncApplier:
+    """Edge side of a full resync: central's entities replace what this edge had replicated."""
+
+    def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
+        self.store = store
+        self._clock = clock
+
+    async def apply_kind(self, central_id: uuid.UUID, kind_name: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Upsert central's entities of one kind, unless this edge holds a newer local version (still to push)."""
+        kind = KINDS[kind_name]
+        now = self._clock()
+        async with self.store.write() as tx:
+            for data in rows:
+                entity = from_json(kind.cls, data)
+                existing = await tx.get(kind, entity.id)
+                if existing is not None and (existing.version > entity.version or to_json(existing) == data):
+                    continue
+                try:
+                    async with tx.savepoint():
+                        await _write(tx, kind, entity)
+                        await tx.append_change(
+                            kind,
+                            entity,
+                            ChangeOperation.UPDATE,
+                            actor_id=None,
+                            request_id="resync",
+                            at=now,
+                            origin=(central_id, 0),
+                        )
+                except (SmoothError, ValueError) as exc:
+                    await tx.insert_rejection(
+                        {
+                            "origin_id": central_id,
+                            "seq": entity.id.int >> 66,  # no central sequence: key by 62 bits of the id
+                            "entity_type": kind_name,
+                            "entity_id": entity.id,
+                            "reason": f"resync: {exc}"[:1000],
+                            "data": data,
+                            "created_at": now,
+                        }
+                    )
+
+    async def finish(self, central_id: uuid.UUID, kept: dict[str, set[uuid.UUID]], as_of: int) -> int:
+        """Delete what central no longer has (unless it is this edge's own unpushed work); set the cursor."""
+        now = self._clock()
+        removed = 0
+        async with self.store.write() as tx:
+            # Never delete what this edge made itself (pending or not): only what came from central.
+            own = {c.entity_id for c in await tx.local_changes(0, 10_000_000)}
+            for kind_name in reversed(RESYNC_ORDER):
+                kind = KINDS[kind_name]
+                query = build_query(kind, page_size=1000, page_token="", filter_text="", order_by="id")
+                while True:
+                    page = await tx.list_page(query)
+                    for entity in page.items:
+                        if entity.id in kept[kind_name] or entity.id in own:
+                            continue
+                        if await tx.count_references(kind.name, entity.id):
+                            continue  # still used by local work: keep it rather than break references
+                        await tx.delete_row(kind, entity.id)
+                        await tx.append_change(
+                            kind,
+                            entity,
+                            ChangeOperation.DELETE,
+                            actor_id=None,
+                            request_id="resync",
+                            at=now,
+                            origin=(central_id, 0),
+                        )
+                        removed += 1
+                    if page.last_position is None:
+                        break
+                    query = dataclasses.replace(query, after=page.last_position)
+            await tx.set_replication_value(PULL_CURSOR_KEY, as_of, now)
+        return removed

@@ -354,3 +354,36 @@ async def test_concurrent_edits_are_decided_by_ownership_with_one_conflict_recor
     assert winners == {item.id: "CENTRAL", usage.id: "EDGE", instance.id: "MERGED"}
     item_conflict = next(c for c in listed.conflicts if c.entity_id == item.id)
     assert '"description": "E"' in item_conflict.edge_data_json and item_conflict.resolved_version == 3
+
+
+async def test_a_cursor_older_than_central_keeps_leads_to_a_full_resync(edge: Edge, central: Edge) -> None:
+    import sqlalchemy as sa
+
+    from server.store.tables import changes
+
+    first = [await central.make.item(name=f"catalog {i}") for i in range(3)]
+    mine = await edge.make.item(name="edge's own")
+    key = await sync_key(central)
+
+    async def settle(replicator: Replicator, expect: set[str]) -> set[str]:
+        names: set[str] = set()
+        for _ in range(150):
+            names = {d["name"] for d in (await snapshot(edge))["tool_item"].values()}
+            if expect <= names and (await replicator.status()).backlog == 0:
+                break
+            await asyncio.sleep(0.1)
+        return names
+
+    async with Replicator(edge.store, settings(central.address, key), utc_now) as replicator:
+        await settle(replicator, {i.name for i in first})
+    # Meanwhile on central: new items, one deleted, and the history before them pruned (retention).
+    later = [await central.make.item(name=f"later {i}") for i in range(2)]
+    await central.stubs.items.DeleteToolItem(item_pb.DeleteToolItemRequest(id=first[0].id, version=1))
+    async with central.store.write() as tx:
+        newest = (await tx._conn.execute(sa.select(sa.func.max(changes.c.seq)))).scalar_one()
+        await tx._conn.execute(changes.delete().where(changes.c.seq < newest))
+    async with Replicator(edge.store, settings(central.address, key), utc_now) as replicator:
+        names = await settle(replicator, {i.name for i in later})
+    assert {i.name for i in later} <= names, "new central items did not arrive"
+    assert first[0].name not in names, "an item deleted on central survived the resync"
+    assert {first[1].name, first[2].name, mine.name} <= names, "the resync lost something"

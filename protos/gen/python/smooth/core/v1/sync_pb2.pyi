@@ -90,6 +90,28 @@ class PullChangesResponse(_message.Message):
     resync_required: bool
     def __init__(self, changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., next_cursor: _Optional[int] = ..., more: _Optional[bool] = ..., central_id: _Optional[str] = ..., resync_required: _Optional[bool] = ...) -> None: ...
 
+class GetSnapshotRequest(_message.Message):
+    __slots__ = ("origin_id", "entity_type", "page_size", "page_token")
+    ORIGIN_ID_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    origin_id: str
+    entity_type: str
+    page_size: int
+    page_token: str
+    def __init__(self, origin_id: _Optional[str] = ..., entity_type: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class GetSnapshotResponse(_message.Message):
+    __slots__ = ("as_of_seq", "entities_json", "next_page_token")
+    AS_OF_SEQ_FIELD_NUMBER: _ClassVar[int]
+    ENTITIES_JSON_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    as_of_seq: int
+    entities_json: _containers.RepeatedScalarFieldContainer[str]
+    next_page_token: str
+    def __init__(self, as_of_seq: _Optional[int] = ..., entities_json: _Optional[_Iterable[str]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
 class ListConflictsRequest(_message.Message):
     __slots__ = ("entity_id", "page_size", "page_token")
     ENTITY_ID_FIELD_NUMBER: _ClassVar[int]

@@ -50,6 +50,11 @@ class SyncServiceStub:
                 request_serializer=smooth_dot_core_dot_v1_dot_sync__pb2.PullChangesRequest.SerializeToString,
                 response_deserializer=smooth_dot_core_dot_v1_dot_sync__pb2.PullChangesResponse.FromString,
                 _registered_method=True)
+        self.GetSnapshot = channel.unary_unary(
+                '/smooth.core.v1.SyncService/GetSnapshot',
+                request_serializer=smooth_dot_core_dot_v1_dot_sync__pb2.GetSnapshotRequest.SerializeToString,
+                response_deserializer=smooth_dot_core_dot_v1_dot_sync__pb2.GetSnapshotResponse.FromString,
+                _registered_method=True)
         self.ListConflicts = channel.unary_unary(
                 '/smooth.core.v1.SyncService/ListConflicts',
                 request_serializer=smooth_dot_core_dot_v1_dot_sync__pb2.ListConflictsRequest.SerializeToString,
@@ -86,6 +91,14 @@ class SyncServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSnapshot(self, request, context):
+        """Central's current entities of one type, paged, for an edge's full resync (after resync_required):
+        read as_of_seq first (entity_type empty), fetch every type, then pull from as_of_seq.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListConflicts(self, request, context):
         """Conflicts central decided (both sides changed an entity from the same base), oldest first (admin).
         """
@@ -110,6 +123,11 @@ def add_SyncServiceServicer_to_server(servicer, server):
                     servicer.PullChanges,
                     request_deserializer=smooth_dot_core_dot_v1_dot_sync__pb2.PullChangesRequest.FromString,
                     response_serializer=smooth_dot_core_dot_v1_dot_sync__pb2.PullChangesResponse.SerializeToString,
+            ),
+            'GetSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSnapshot,
+                    request_deserializer=smooth_dot_core_dot_v1_dot_sync__pb2.GetSnapshotRequest.FromString,
+                    response_serializer=smooth_dot_core_dot_v1_dot_sync__pb2.GetSnapshotResponse.SerializeToString,
             ),
             'ListConflicts': grpc.unary_unary_rpc_method_handler(
                     servicer.ListConflicts,
@@ -199,6 +217,33 @@ class SyncService:
             '/smooth.core.v1.SyncService/PullChanges',
             smooth_dot_core_dot_v1_dot_sync__pb2.PullChangesRequest.SerializeToString,
             smooth_dot_core_dot_v1_dot_sync__pb2.PullChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smooth.core.v1.SyncService/GetSnapshot',
+            smooth_dot_core_dot_v1_dot_sync__pb2.GetSnapshotRequest.SerializeToString,
+            smooth_dot_core_dot_v1_dot_sync__pb2.GetSnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,
