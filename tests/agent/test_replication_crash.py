@@ -112,8 +112,13 @@ class Cluster:
         except grpc.aio.AioRpcError:
             return None
 
-    async def write_on(self, port: int, key: str, names: list[str]) -> None:
-        for _ in range(100):  # wait until it serves
+    async def write_on(
+        self, port: int, key: str, names: list[str], *, until_dead: subprocess.Popen[str] | None = None
+    ) -> None:
+        """Create items through the API; with `until_dead`, stop quietly once that process has crashed."""
+        for _ in range(150):  # wait until it serves
+            if until_dead is not None and until_dead.poll() is not None:
+                return
             try:
                 async with authorized_channel(f"127.0.0.1:{port}", key) as channel:
                     stubs = Stubs(channel)
@@ -126,6 +131,8 @@ class Cluster:
                         )
                 return
             except grpc.aio.AioRpcError as err:
+                if until_dead is not None and until_dead.poll() is not None:
+                    return
                 if err.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
                 await asyncio.sleep(0.2)
@@ -209,7 +216,7 @@ async def test_edge_killed_during_push(cluster: Cluster, failpoint: str) -> None
     cluster.start_central()
     # Items are written while the edge replicates; the failpoint kills it on its first push.
     cluster.start_edge(failpoints=failpoint)
-    await cluster.write_on(cluster.edge_port, cluster.edge_key, _names("edge", 60))
+    await cluster.write_on(cluster.edge_port, cluster.edge_key, _names("edge", 60), until_dead=cluster.edge)
     await cluster.wait_exit(cluster.edge, "the edge")
     cluster.start_edge()
     await cluster.write_on(cluster.edge_port, cluster.edge_key, _names("after", 20))

@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -58,6 +58,7 @@ TEMPLATE_ITEMS = 3  # backlog items made through the use cases, to check the bul
 SQLITE_CHUNK = 20_000
 POLL_S = 0.2
 PROGRESS_EVERY_S = 5.0
+RATE_WINDOW_S = 30.0
 STARTUP_TIMEOUT_S = 60.0
 STOP_GRACE_S = 15.0
 GOAL_RATIO = 0.5
@@ -607,7 +608,9 @@ class Cluster:
                     if err.code() != grpc.StatusCode.UNAVAILABLE:
                         raise BenchError(f"edge status: {err.code().name} {err.details()}") from None
                 if time.monotonic() > deadline:
-                    raise BenchError(f"{self.label}: timed out waiting for {what}; edge log:\n{log_tail(self.workdir / 'edge.log')}")
+                    raise BenchError(
+                        f"{self.label}: timed out waiting for {what}; edge log:\n{log_tail(self.workdir / 'edge.log')}"
+                    )
                 await asyncio.sleep(POLL_S)
 
     async def add_backlog(self, count: int) -> Backlog:
@@ -666,12 +669,16 @@ class Cluster:
         )
         self.stop_edge()
         await self._verify_central(backlog, status.rejected)
-        return _run_result(backlog, samples, started, _cpu_cores(cpu_start, cpu_end, window_end - window_start), status, self.batch)
+        return _run_result(
+            backlog, samples, started, _cpu_cores(cpu_start, cpu_end, window_end - window_start), status, self.batch
+        )
 
     def _report(self, samples: Sequence[tuple[float, int]], total: int) -> None:
         now, applied = samples[-1]
-        recent = [s for s in samples if s[0] >= now - PROGRESS_EVERY_S]
-        rate = (applied - recent[0][1]) / (now - recent[0][0]) if now > recent[0][0] else 0.0
+        # Over the last RATE_WINDOW_S from the first progress on: the watermark moves a whole batch at a time, so a
+        # shorter window would swing between 0 and twice the rate.
+        moving = [s for s in samples if s[1] > 0 and s[0] >= now - RATE_WINDOW_S]
+        rate = (applied - moving[0][1]) / (now - moving[0][0]) if moving and now > moving[0][0] else 0.0
         eta = f", ETA {(total - applied) / rate:,.0f}s" if rate > 0 else ""
         progress(f"{self.label}: backlog {total - applied:,} of {total:,} remaining, {rate:,.0f} changes/s{eta}")
 
@@ -845,9 +852,7 @@ async def run_baseline(dsn: str, rows: BaselineRows, batch: int, rounds: int) ->
             chunks = []
             for start in range(0, n, batch):
                 tx_id, now = uuid.uuid4(), utc_now()
-                changes = [
-                    (tx_id, *c[:6], c[6], now, c[7], c[8]) for c in rows.changes[start : start + batch]
-                ]
+                changes = [(tx_id, *c[:6], c[6], now, c[7], c[8]) for c in rows.changes[start : start + batch]]
                 chunks.append((rows.items[start : start + batch], changes))
             began = time.perf_counter()
             for items, changes in chunks:
@@ -913,9 +918,11 @@ async def profile_central(
     switches greenlets, which cProfile's call/return bookkeeping mis-attributes.
     """
     async with Store(str(edge_db)) as store, store.read() as tx:
-        revisions = [r for r in await tx.local_changes(backlog.after, 2 * per_pass) if r.entity_type == ITEM.name]
+        revisions = await tx.local_changes(backlog.after, batch + 2 * per_pass)
     wire = [change_to_proto(r) for r in revisions]  # what the servicer receives
-    first, second = wire[: len(wire) // 2], wire[len(wire) // 2 :]
+    # One batch first, untimed: SQLAlchemy compiles and caches each statement, asyncpg prepares it, once per
+    # connection; a long-running central has done that long ago.
+    warm, first, second = wire[:batch], wire[batch : batch + per_pass], wire[batch + per_pass :]
     name = await scratch.create("profile")
     try:
         async with Store(scratch.app_url(name)) as store:
@@ -936,7 +943,9 @@ async def profile_central(
 
             sa.event.listen(store.engine.sync_engine, "before_cursor_execute", before)
             sa.event.listen(store.engine.sync_engine, "after_cursor_execute", after)
-            after_seq, decode_s, apply_s = 0, 0.0, 0.0
+            after_seq = await _push(applier, origin, 0, [change_from_proto(c, i) for i, c in enumerate(warm)])
+            timings.clear()
+            decode_s, apply_s = 0.0, 0.0
             for start in range(0, len(first), batch):
                 t0 = time.perf_counter()
                 changes = [change_from_proto(c, i) for i, c in enumerate(first[start : start + batch])]
@@ -958,6 +967,9 @@ async def profile_central(
                 from pyinstrument import Profiler
             except ImportError:
                 result.sampler = "pyinstrument is not installed: no sampled profile"
+                return result
+            if not second:
+                result.sampler = "no changes left for a sampled pass (raise --changes)"
                 return result
             profiler = Profiler(interval=0.0005, async_mode="disabled")  # the whole thread, idle waits included
             profiler.start()
@@ -981,22 +993,25 @@ async def _push(applier: Any, origin: uuid.UUID, after_seq: int, changes: list[R
 
 
 AREAS = (
-    ("waiting for PostgreSQL (event loop idle in epoll)", ("selectors.py",)),
+    ("idle: waiting for PostgreSQL (epoll)", ("epoll.poll", "selectors.py")),
+    ("socket syscalls (loopback TCP to PostgreSQL)", ("socket.send", "socket.recv")),
     ("asyncpg driver", ("asyncpg",)),
-    ("SQLAlchemy (compile, execute, results, greenlet bridge)", ("sqlalchemy", "greenlet")),
+    ("SQLAlchemy (compile, execute, results, greenlet bridge)", ("sqlalchemy", "greenlet", "Greenlet")),
     ("sync use case + repository", ("server/usecases/sync.py", "server/store/")),
     ("validation (check_entity, JSON schemas)", ("server/validation", "jsonschema", "referencing")),
     ("snapshot codec (to_json/from_json)", ("server/domain/schema.py",)),
     ("protobuf decode (change_from_proto)", ("server/api/", "google/protobuf")),
-    ("json", ("json/",)),
+    ("json", ("json/", "json.")),
     ("audit append (hash chain)", ("server/usecases/audit.py", "server/domain/identity.py")),
     ("asyncio event loop", ("asyncio/",)),
 )
 
 
-def _area(path: str) -> str:
+def _area(path: str, function: str) -> str:
+    # pyinstrument names C functions by "<built-in>" and their qualified name (epoll.poll, socket.send).
+    where = function if path == "<built-in>" else path
     for name, needles in AREAS:
-        if any(n in path for n in needles):
+        if any(n in where for n in needles):
             return name
     return "other"
 
@@ -1011,9 +1026,10 @@ def _summarize(root: Any) -> tuple[list[tuple[str, float]], list[tuple[str, floa
         frame = stack.pop()
         for child in frame.children:
             if child.is_synthetic:  # "[self]": time in this frame's own code (and the C calls it makes)
-                path = frame.file_path or ""
-                by_area[_area(path)] = by_area.get(_area(path), 0.0) + child.time
-                key = f"{frame.function} ({_short(path)}:{frame.line_no})"
+                path, function = frame.file_path or "", frame.function or ""
+                area = _area(path, function)
+                by_area[area] = by_area.get(area, 0.0) + child.time
+                key = function if path.startswith("<") else f"{function} ({_short(path)}:{frame.line_no})"
                 by_function[key] = by_function.get(key, 0.0) + child.time
             else:
                 stack.append(child)
@@ -1046,6 +1062,7 @@ def render(
     run: RunResult,
     drain: DrainResult | None,
     profile: ProfileResult | None,
+    load_before: tuple[float, float, float],
 ) -> str:
     ratio = run.per_s / baseline.per_s
     lines = [
@@ -1070,7 +1087,9 @@ def render(
         f"  CPU cores busy during it: central {_cores(run.cpu_cores.get('central'))}, "
         f"edge {_cores(run.cpu_cores.get('edge'))}, central's PostgreSQL backends {_cores(run.cpu_cores.get('postgres'))}"
         f" (of {os.cpu_count()} CPUs)",
-        f"  per batch of {settings.batch}: {settings.batch / run.per_s * 1000:,.0f} ms end to end",
+        f"  per batch of {settings.batch}: {settings.batch / run.per_s * 1000:,.0f} ms end to end; per change: "
+        f"{1e6 / run.per_s:,.0f} us end to end, {_per_change_us(run, 'central')} us of central CPU, "
+        f"{_per_change_us(run, 'postgres')} us of PostgreSQL CPU",
     ]
     if drain is not None:
         d = drain.run
@@ -1088,7 +1107,14 @@ def render(
             )
     if profile is not None:
         lines += ["", *render_profile(profile)]
+    load = ", ".join(f"{x:.2f}" for x in load_before), ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    lines += ["", f"load average before: {load[0]}; after: {load[1]} ({os.cpu_count()} CPUs)"]
     return "\n".join(lines)
+
+
+def _per_change_us(run: RunResult, group: str) -> str:
+    cores = run.cpu_cores.get(group)
+    return "n/a" if cores is None else f"{cores / run.per_s * 1e6:,.0f}"
 
 
 def _rate(value: float | None) -> str:
@@ -1105,14 +1131,17 @@ def render_profile(p: ProfileResult) -> list[str]:
         f"{p.sql_s / p.apply_s:.0%} of the apply time inside cursor.execute (round trip + driver + SQLAlchemy's "
         "execute path)",
         "",
-        f"  {'statement':40} {'per change':>10} {'mean us':>8} {'share of apply':>15}",
+        f"  {'statement':40} {'per change':>10} {'per batch':>10} {'mean us':>8} {'share of apply':>15}",
     ]
     for s in p.statements:
         lines.append(
-            f"  {s.kind:40} {s.count / p.changes:>10.2f} {s.seconds / s.count * 1e6:>8.0f} {s.seconds / p.apply_s:>15.1%}"
+            f"  {s.kind:40} {s.count / p.changes:>10.2f} {s.count / p.batches:>10.1f} "
+            f"{s.seconds / s.count * 1e6:>8.0f} {s.seconds / p.apply_s:>15.1%}"
         )
     other = p.apply_s - p.sql_s
-    lines.append(f"  {'(outside cursor.execute: Python, commit)':40} {'':>10} {'':>8} {other / p.apply_s:>15.1%}")
+    lines.append(
+        f"  {'(outside cursor.execute: Python, commit)':40} {'':>10} {'':>10} {'':>8} {other / p.apply_s:>15.1%}"
+    )
     if p.self_time_by_area:
         lines += ["", f"  Sampled self time, {p.sampled_changes:,} further changes ({p.sampler}):"]
         lines += [f"    {share:6.1%}  {name}" for name, share in p.self_time_by_area]
@@ -1200,8 +1229,8 @@ async def run(settings: Settings, workdir: Path, procs: Processes, scratch: Scra
     await cluster.stop()
 
     profile = None
-    if settings.profile_changes > 0:
-        per_pass = min(settings.profile_changes, backlog.count // 2)
+    if settings.profile_changes > 0 and backlog.count >= settings.batch + 2:
+        per_pass = min(settings.profile_changes, (backlog.count - settings.batch) // 2)
         progress(f"profile: central's apply in-process, 2 x {per_pass:,} changes")
         profile = await profile_central(scratch, cluster.edge_db, backlog, per_pass, settings.batch)
 
@@ -1225,7 +1254,7 @@ async def run(settings: Settings, workdir: Path, procs: Processes, scratch: Scra
         await drain_cluster.stop()
 
     progress("done")
-    text = render(settings, baseline, throughput, drain, profile)
+    text = render(settings, baseline, throughput, drain, profile, load_before)
     if settings.json_path is not None:
         data = report_json(settings, baseline, throughput, drain, profile, load_before)
         settings.json_path.write_text(json.dumps(data, indent=2) + "\n")
