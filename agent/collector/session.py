@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.node import Node
 from asyncua.ua.uaerrors import UaStatusCodeError
@@ -75,15 +76,13 @@ class MachineSession:
         self._tracker = Tracker(config.machine_id)
         self._last_usage: dict[int, datetime] = {}
         self.status = MachineStatus(config.machine_id, endpoint=config.endpoint, profile=config.profile)
+        self._committed = TrackerState()
         self._saved_at = 0.0
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Collect until cancelled; every failure leads to a fresh connection after a backoff."""
-        saved = await self._recorder.load_state(self.config.machine_id)
-        if saved:
-            self._tracker.state = TrackerState.from_json(saved)
         backoff = 0.5
         while True:
             started = time.monotonic()
@@ -116,6 +115,10 @@ class MachineSession:
 
     async def _session(self) -> None:
         cfg = self.config
+        # The committed state is the truth: whatever a failed session held in memory is dropped.
+        saved = await self._recorder.load_state(cfg.machine_id)
+        self._tracker.state = TrackerState.from_json(saved) if saved else TrackerState()
+        self._committed = self._tracker.state
         client = Client(cfg.endpoint, timeout=max(2.0, cfg.watchdog_s / 2))
         client.session_timeout = 60_000
         await self._secure(client)
@@ -126,7 +129,8 @@ class MachineSession:
             names = {node.nodeid: name for name, node in signals.nodes.items()}
             names.update({node.nodeid: f"last_usage:{t}" for t, node in signals.last_usage.items()})
             subscription = await client.create_subscription(cfg.publishing_interval_ms, _Handler(queue, names))
-            subscribed_at = self._clock()
+            # The tracker runs on the controller's clock (its SourceTimestamps), never on ours.
+            subscribed_at = await self._server_time(client)
             await self._reconcile(signals, subscribed_at)
             monitored = list(signals.nodes.values()) + list(signals.last_usage.values())
             await subscription.subscribe_data_change(monitored, queuesize=QUEUE_SIZE)
@@ -154,7 +158,7 @@ class MachineSession:
         values = {name: await node.read_value() for name, node in signals.nodes.items()}
         self._last_usage = {t: await n.read_value() for t, n in signals.last_usage.items()}
         tool = int(values["tool"] or 0) if "tool" in values else self._active_umati_tool()
-        speed = profiles.to_number(values["speed"]) if "speed" in values else None
+        speed = abs(profiles.to_number(values["speed"])) if "speed" in values else None
         rotating = bool(values["rotating"]) if "rotating" in values else (speed or 0) > 0
         first_time = self._tracker.state.last_seen is None
         events = self._tracker.reconnected(
@@ -178,28 +182,37 @@ class MachineSession:
         watchdog = self.config.watchdog_s
         while True:
             try:
-                item = await asyncio.wait_for(queue.get(), timeout=min(watchdog, HEARTBEAT_S))
+                first = await asyncio.wait_for(queue.get(), timeout=min(watchdog, HEARTBEAT_S))
             except TimeoutError:
                 # Quiet is normal for an idle machine; silence on a dead link is not: ask the server.
-                await asyncio.wait_for(client.nodes.server_state.read_value(), timeout=watchdog)
-                self._tracker.seen(self._clock())
+                self._tracker.seen(await asyncio.wait_for(self._server_time(client), timeout=watchdog))
                 await self._heartbeat()
                 continue
-            if isinstance(item, Exception):
-                raise item
-            events = self._apply(item)
-            self.status = replace(self.status, last_data_at=item.at)
+            # One publish response arrives grouped by monitored item, not by time: take everything queued and
+            # apply it in timestamp order (a stable sort keeps same-time changes in arrival order).
+            items = [first]
+            while not queue.empty():
+                items.append(queue.get_nowait())
+            failure = next((i for i in items if isinstance(i, Exception)), None)
+            batch = sorted((i for i in items if isinstance(i, _Change)), key=lambda c: c.at)
+            events: list[UsageEvent] = []
+            for change in batch:
+                events += self._apply(change)
+            if batch:
+                self.status = replace(self.status, last_data_at=batch[-1].at)
             if events:
                 await self._record(events)
             else:
                 await self._heartbeat()
+            if failure is not None:
+                raise failure
 
     def _apply(self, change: _Change) -> list[UsageEvent]:
         t = self._tracker
         if change.signal == "tool":
             return t.tool(int(change.value or 0), change.at)
         if change.signal == "speed":
-            speed = profiles.to_number(change.value)
+            speed = abs(profiles.to_number(change.value))  # some controllers sign the speed by direction
             t.spindle(speed > 0, speed, change.at)
         elif change.signal == "rotating":
             t.spindle(bool(change.value), None, change.at)
@@ -218,11 +231,23 @@ class MachineSession:
         if time.monotonic() - self._saved_at >= HEARTBEAT_S:
             await self._record([])
 
+    async def _server_time(self, client: Client) -> datetime:
+        value = await client.get_node(ua.ObjectIds.Server_ServerStatus_CurrentTime).read_value()  # type: ignore[attr-defined]
+        if not isinstance(value, datetime):
+            return self._clock()
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
     async def _record(self, events: list[UsageEvent]) -> None:
         state = self._tracker.state
-        written = await self._recorder.apply(
-            self.config.machine_id, events, state.to_json(), operator=self.config.operator
-        )
+        try:
+            written = await self._recorder.apply(
+                self.config.machine_id, events, state.to_json(), operator=self.config.operator
+            )
+        except BaseException:
+            # Not committed: forget these transitions; the reconnect reconciles with the machine's real state.
+            self._tracker.state = self._committed
+            raise
+        self._committed = state
         self._saved_at = time.monotonic()
         self.status = replace(
             self.status, open_tool_number=state.tool, open_usage_id=state.usage_id, open_since=state.tool_since

@@ -26,8 +26,12 @@ from server.domain.collector import UsageClosed, UsageEvent, UsageOpened
 USAGE_NAMESPACE = uuid.UUID("6f7d2f5e-0d47-4a55-9b59-1c8e2a4f3b10")
 
 
-def usage_id_for(machine_id: str, tool_number: int, start: datetime) -> uuid.UUID:
-    return uuid.uuid5(USAGE_NAMESPACE, f"{machine_id}|{tool_number}|{start.isoformat()}")
+def usage_id_for(machine_id: str, tool_number: int, start: datetime, serial: int) -> uuid.UUID:
+    """Unique per stay: the per-machine serial tells apart two stays a coarse clock gives the same start."""
+    return uuid.uuid5(USAGE_NAMESPACE, f"{machine_id}|{serial}|{tool_number}|{start.isoformat()}")
+
+
+PROGRAM_MAX_LEN = 200
 
 
 Event = UsageEvent
@@ -49,6 +53,7 @@ class TrackerState:
     interrupted: bool = False
     outage_s: float = 0.0
     last_seen: datetime | None = None
+    stays: int = 0  # how many stays this machine has had (part of each usage id)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -103,6 +108,7 @@ class Tracker:
 
     def program(self, name: str, at: datetime) -> None:
         self._clamp(at)
+        name = name[:PROGRAM_MAX_LEN]
         s = self.state
         programs = s.programs if (not name or name in s.programs or not s.tool) else (*s.programs, name)
         self.state = replace(s, program=name, programs=programs)
@@ -136,9 +142,15 @@ class Tracker:
         s = self.state
         last = s.last_seen
         events: list[Event] = []
+        if s.tool and s.tool != tool:
+            # The old stay ends as last seen, with the part counter as it was then: parts made during the
+            # outage are not credited to it.
+            events.append(self._close(last or at, interrupted=True))
+            s = self.state
         if parts is not None:
             s = self.state = replace(s, parts_counter=parts)
         if program is not None:
+            program = program[:PROGRAM_MAX_LEN]
             # A program seen now belongs to a usage that goes on; a new usage starts with it.
             programs = (
                 s.programs
@@ -158,8 +170,6 @@ class Tracker:
                 rotating_since=at if rotating else None,
             )
         else:
-            if s.tool:
-                events.append(self._close(last or at, interrupted=True))
             self.state = replace(self.state, rotating=rotating, rotating_since=at if rotating else None)
             if tool:
                 events.append(self._open(tool, at, interrupted=True))
@@ -182,9 +192,10 @@ class Tracker:
 
     def _open(self, number: int, at: datetime, *, interrupted: bool) -> UsageOpened:
         s = self.state
-        usage_id = usage_id_for(self.machine_id, number, at)
+        usage_id = usage_id_for(self.machine_id, number, at, s.stays + 1)
         self.state = replace(
             s,
+            stays=s.stays + 1,
             tool=number,
             usage_id=usage_id,
             tool_since=at,
