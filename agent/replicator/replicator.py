@@ -23,6 +23,7 @@ from smooth.core.v1 import sync_pb2, sync_pb2_grpc
 from agent.grpc_client import authorized_channel
 from server.api.sync_services import change_from_proto, change_to_proto
 from server.domain import failpoints
+from server.domain.entities import Revision
 from server.store.repository import Store, Transaction
 from server.usecases.sync import RESYNC_ORDER, PullApplier, ResyncApplier
 
@@ -30,6 +31,8 @@ log = structlog.get_logger("smooth_edge.replicator")
 
 ORIGIN_KEY = "origin_id"
 ACKED_KEY = "acked_seq"
+SENT_KEY = "sent_seq"  # the highest sequence ever offered to central, written durably before it is sent
+MAX_BATCH_BYTES = 4 * 1024 * 1024  # well under central's 16 MiB message limit
 REJECTED_KEY = "rejected_count"
 
 
@@ -62,6 +65,7 @@ class Replicator:
         self.last_error = ""
         self.last_success: datetime | None = None
         self._pull = PullApplier(store, clock)
+        self.sent = 0
         self.pulled_cursor = 0
 
     def notify(self) -> None:
@@ -76,6 +80,12 @@ class Replicator:
                 await tx.set_replication_value(ORIGIN_KEY, origin, self._clock())
             self.acked = int(await tx.replication_value(ACKED_KEY) or 0)
             self.rejected = int(await tx.replication_value(REJECTED_KEY) or 0)
+            # Before anything can write (this runs before the API and the collector start): a power cut may have
+            # undone commits whose sequences central has already seen; never hand those numbers out again.
+            sent = int(await tx.replication_value(SENT_KEY) or 0)
+            if sent > await tx.last_local_seq():
+                log.error("replicator.local_log_behind_sent", sent=sent)
+            await tx.ensure_sequence_above(sent)
         self.origin_id = uuid.UUID(origin)
         self._channel = authorized_channel(self._settings.central, self._settings.key, self._settings.credentials)
         self._task = asyncio.create_task(self._run(), name="replicator")
@@ -142,14 +152,18 @@ class Replicator:
         """Send one batch; True if something was sent (there may be more)."""
         assert self._channel is not None and self.origin_id is not None
         async with self._store.read() as tx:
-            batch = await tx.local_changes(self.acked, self._settings.batch_size)
-        if not batch:
+            candidates = await tx.local_changes(self.acked, self._settings.batch_size + 200)
+        if not candidates:
             return False
-        await self._make_durable()
+        protos = _batch(candidates, self._settings.batch_size)
+        # Durable first: this fsyncs the WAL, so every change we are about to send survives a power cut.
+        async with self._store.write(durable=True) as tx:
+            await tx.set_replication_value(SENT_KEY, max(protos[-1].seq, self.sent), self._clock())
+        self.sent = max(protos[-1].seq, self.sent)
         request = sync_pb2.PushChangesRequest(
             origin_id=str(self.origin_id),
             after_seq=self.acked,
-            changes=[change_to_proto(c) for c in batch],
+            changes=protos,
             schema_version=self._settings.schema_version,
         )
         stub = sync_pb2_grpc.SyncServiceStub(self._channel)
@@ -231,13 +245,6 @@ class Replicator:
         await tx.set_replication_value(ACKED_KEY, seq, self._clock())
         self.acked = seq
 
-    async def _make_durable(self) -> None:
-        """WAL + synchronous=NORMAL can lose the last commits in a power cut: sync them before central sees them."""
-        if self._store.dialect == "sqlite":
-            async with self._store.engine.connect() as conn:
-                # FULL: copy and fsync everything committed so far (waits briefly for readers).
-                await conn.exec_driver_sql("PRAGMA wal_checkpoint(FULL)")
-
     async def status(self) -> sync_pb2.ReplicationStatus:
         async with self._store.read() as tx:
             backlog, newest, oldest = await tx.local_backlog(self.acked)
@@ -256,6 +263,21 @@ class Replicator:
         if self.last_success is not None:
             msg.last_success_time.FromDatetime(self.last_success)
         return msg
+
+
+def _batch(changes: list[Revision], limit: int) -> list[sync_pb2.Change]:
+    """Up to `limit` changes and MAX_BATCH_BYTES, never ending inside a local transaction (unless one
+    transaction alone exceeds the candidates fetched)."""
+    out: list[sync_pb2.Change] = []
+    size = 0
+    for i, change in enumerate(changes):
+        proto = change_to_proto(change)
+        full = len(out) >= limit or (out and size + proto.ByteSize() > MAX_BATCH_BYTES)
+        if full and change.tx_id != changes[i - 1].tx_id:
+            break
+        out.append(proto)
+        size += proto.ByteSize()
+    return out
 
 
 def _gap_watermark(err: grpc.aio.AioRpcError) -> int | None:

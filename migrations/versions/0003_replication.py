@@ -66,6 +66,7 @@ def upgrade() -> None:
         sa.Column("origin_id", sa.Uuid(), nullable=False),
         sa.Column("last_seq", sa.BigInteger(), nullable=False),
         sa.Column("schema_version", sa.String(length=32), nullable=False),
+        sa.Column("owner_id", sa.Uuid(), nullable=True),
         sa.Column("updated_at", server.store.tables.UtcDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("origin_id", name=op.f("pk_sync_origins")),
     )

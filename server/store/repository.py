@@ -454,12 +454,20 @@ class Transaction:
         stmt = sa.select(sync_origins.c.last_seq).where(sync_origins.c.origin_id == origin_id)
         return int((await self._execute(stmt)).scalar() or 0)
 
-    async def set_sync_watermark(self, origin_id: uuid.UUID, seq: int, schema_version: str, at: datetime) -> None:
+    async def set_sync_watermark(
+        self, origin_id: uuid.UUID, seq: int, schema_version: str, at: datetime, owner_id: uuid.UUID | None = None
+    ) -> None:
         table = sync_origins
         values = {"last_seq": seq, "schema_version": schema_version, "updated_at": at}
         updated = await self._execute(table.update().where(table.c.origin_id == origin_id).values(values))
         if updated.rowcount == 0:
-            await self._execute(table.insert().values(origin_id=origin_id, **values))
+            await self._execute(table.insert().values(origin_id=origin_id, owner_id=owner_id, **values))
+
+    async def sync_origin_owner(self, origin_id: uuid.UUID) -> tuple[bool, uuid.UUID | None]:
+        """(known, owner) of an origin."""
+        stmt = sa.select(sync_origins.c.owner_id).where(sync_origins.c.origin_id == origin_id)
+        row = (await self._execute(stmt)).first()
+        return (row is not None, row[0] if row is not None else None)
 
     async def insert_conflict(self, row: dict[str, Any]) -> None:
         await self._execute(sync_conflicts.insert().values(row))
@@ -524,6 +532,13 @@ def _row(obj: Any) -> dict[str, Any]:
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
 
 
+async def _sqlite_pragma(conn: AsyncConnection, pragma: str) -> None:
+    """Run a pragma outside any transaction (SQLAlchemy would begin one first; some pragmas refuse that)."""
+    raw = await conn.get_raw_connection()
+    cursor = await raw.driver_connection.execute(pragma)  # type: ignore[union-attr]
+    await cursor.close()
+
+
 class Store:
     """Owns the engine. `async with Store(url) as store:` opens it; leaving disposes every connection."""
 
@@ -562,8 +577,12 @@ class Store:
             raise _map_db_error(exc) from exc
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[Transaction]:
-        """One atomic unit of work: everything written inside commits together or not at all."""
+    async def write(self, *, durable: bool = False) -> AsyncIterator[Transaction]:
+        """One atomic unit of work: everything written inside commits together or not at all.
+
+        `durable`: on SQLite, this commit is fsynced (synchronous=FULL), and with it every earlier commit in the
+        WAL — what the replicator does before central may see a sequence.
+        """
         sqlite = is_sqlite(self.engine)
         if sqlite:
             await self._write_lock.acquire()
@@ -571,12 +590,18 @@ class Store:
             async with self.engine.connect() as conn:
                 if sqlite:
                     conn = await conn.execution_options(**{WRITE_OPTION: True})
-                async with conn.begin():
-                    if not sqlite:
-                        # One writer at a time, as on SQLite: every write appends to the audit chain anyway, and
-                        # this keeps `changes.seq` in commit order (the replication outbox) and rules out deadlocks.
-                        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE_LOCK})
-                    yield Transaction(conn)
+                    if durable:
+                        await _sqlite_pragma(conn, "PRAGMA synchronous=FULL")
+                try:
+                    async with conn.begin():
+                        if not sqlite:
+                            # One writer at a time, as on SQLite: every write appends to the audit chain anyway,
+                            # and this keeps `changes.seq` in commit order (the replication outbox), no deadlocks.
+                            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE_LOCK})
+                        yield Transaction(conn)
+                finally:
+                    if sqlite and durable:
+                        await _sqlite_pragma(conn, "PRAGMA synchronous=NORMAL")
         except (sa_exc.StatementError, OSError, TimeoutError) as exc:
             raise _map_db_error(exc) from exc
         finally:

@@ -330,6 +330,8 @@ sync_origins = sa.Table(
     sa.Column("origin_id", sa.Uuid(), primary_key=True),
     sa.Column("last_seq", sa.BigInteger(), nullable=False),
     sa.Column("schema_version", sa.String(32), nullable=False),
+    # The user whose sync key first pushed for this origin: no other key may act for it.
+    sa.Column("owner_id", sa.Uuid()),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
 )
 

@@ -19,11 +19,13 @@ from typing import Any
 from server.domain import failpoints
 from server.domain.entities import ChangeOperation, Revision, Versioned
 from server.domain.errors import (
+    Aborted,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     PermissionDenied,
     SmoothError,
+    Unavailable,
 )
 from server.domain.identity import AuditEntry, Principal, Scope
 from server.domain.registry import KINDS, EntityKind
@@ -101,6 +103,7 @@ class SyncApplier:
             )
         now = self._clock()
         async with self.store.write() as tx:
+            await _check_origin_owner(tx, origin_id, principal)
             watermark = await tx.sync_watermark(origin_id)
             if after_seq > watermark:
                 raise FailedPrecondition(
@@ -115,7 +118,9 @@ class SyncApplier:
                 failpoints.hit("central-mid-apply")  # applied, not committed
             if fresh:
                 watermark = fresh[-1].sequence
-                await tx.set_sync_watermark(origin_id, watermark, schema_version, now)
+                await tx.set_sync_watermark(
+                    origin_id, watermark, schema_version, now, principal.user_id if principal else None
+                )
                 await audit.append(
                     tx,
                     AuditEntry(
@@ -205,6 +210,8 @@ async def apply_changes(
         try:
             async with tx.savepoint():
                 await _apply(tx, origin_id, change, now, arbiter=arbiter)
+        except (Unavailable, Aborted):
+            raise  # transient: the whole batch fails and is sent again, nothing is recorded as rejected
         except (SmoothError, ValueError, KeyError, TypeError) as exc:
             reason = exc.message if isinstance(exc, SmoothError) else f"{type(exc).__name__}: {exc}"
             rejected.append(Rejected(change.sequence, change.entity_type, change.entity_id, reason[:1000]))
@@ -250,6 +257,9 @@ async def _apply(tx: Transaction, origin_id: uuid.UUID, change: Revision, now: d
         raise InvalidArgument("the snapshot's id differs from the change's entity_id")
     existing = await tx.get(kind, entity.id)
     origin = (origin_id, change.sequence)
+    if arbiter and kind.name == "user" and (existing is not None or change.operation == ChangeOperation.DELETE):
+        # Edges bring their users to central (owners of what they made) but never change central's accounts.
+        raise PermissionDenied("an edge cannot change or delete a user that central already has")
     if change.operation == ChangeOperation.DELETE:
         if existing is None:
             return  # already gone
@@ -390,6 +400,18 @@ async def _check_unique(tx: Transaction, kind: EntityKind, entity: Versioned) ->
         for other in await tx.find_by(kind, name, getattr(entity, name)):
             if other.id != entity.id:
                 raise FailedPrecondition(f"{name} {getattr(entity, name)!r} belongs to another {kind.label} on central")
+
+
+async def _check_origin_owner(tx: Transaction, origin_id: uuid.UUID, principal: Principal | None) -> None:
+    """An origin belongs to the user whose sync key first pushed for it; other keys may not act for it."""
+    if principal is None:
+        return
+    known, owner = await tx.sync_origin_owner(origin_id)
+    if known and owner is not None and owner != principal.user_id:
+        raise PermissionDenied(
+            f"origin {origin_id} replicates with another sync key; each edge uses its own key",
+            reason="ORIGIN_OF_ANOTHER_KEY",
+        )
 
 
 def _require_sync(principal: Principal | None) -> None:

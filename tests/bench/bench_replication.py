@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, timedelta
 from pathlib import Path
@@ -49,11 +49,11 @@ from server.store import migrate
 from server.store.repository import Store
 from server.usecases.app import build
 from server.usecases.entities import Caller, utc_now
+from server.usecases.sync import MAX_BATCH
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 EDGE_CHILD = "_edge"  # hidden first argument: run `smooth-edge` with a replicator batch size (see edge_child)
 DEFAULT_BATCH = next(f.default for f in dataclasses.fields(ReplicatorSettings) if f.name == "batch_size")
-MAX_BATCH = 5_000  # central refuses larger batches (server/usecases/sync.py)
 TEMPLATE_ITEMS = 3  # backlog items made through the use cases, to check the bulk rows' shape against
 SQLITE_CHUNK = 20_000
 POLL_S = 0.2
@@ -593,7 +593,9 @@ class Cluster:
                 tail = log_tail(self.workdir / log)
                 raise BenchError(f"{self.label} {name} exited with {proc.returncode}; its log ends:\n{tail}")
 
-    async def edge_status_until(self, done: Any, what: str, timeout_s: float = STARTUP_TIMEOUT_S) -> Any:
+    async def edge_status_until(
+        self, done: Callable[[Any], bool], what: str, timeout_s: float = STARTUP_TIMEOUT_S
+    ) -> Any:
         """Poll the edge's ReplicationService.GetReplicationStatus until `done(status)`."""
         deadline = time.monotonic() + timeout_s
         async with authorized_channel(f"127.0.0.1:{self.edge_port}", self.edge_key) as channel:
