@@ -59,3 +59,19 @@ def test_every_problem_is_reported() -> None:
     ):
         assert expected in text, expected
     assert len(err.value.problems) >= 9
+
+
+def test_tracker_caps_program_names_and_keeps_stays_apart() -> None:
+    from datetime import UTC, datetime
+
+    from agent.collector.tracker import Tracker
+
+    t = Tracker("M")
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    t.program("P" * 500, at)
+    first = t.tool(1, at)
+    assert len(t.state.program) == 200 and first
+    # A second stay of the same tool at the same (coarse) instant gets its own id.
+    t.tool(0, at)
+    second = t.tool(1, at)
+    assert first[0].usage_id != second[0].usage_id  # type: ignore[union-attr]

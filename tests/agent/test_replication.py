@@ -387,3 +387,29 @@ async def test_a_cursor_older_than_central_keeps_leads_to_a_full_resync(edge: Ed
     assert {i.name for i in later} <= names, "new central items did not arrive"
     assert first[0].name not in names, "an item deleted on central survived the resync"
     assert {first[1].name, first[2].name, mine.name} <= names, "the resync lost something"
+
+
+async def test_an_origin_belongs_to_its_sync_key_and_edges_cannot_change_central_users(
+    edge: Edge, central: Edge
+) -> None:
+    await edge.make.item()
+    async with edge.store.read() as tx:
+        log = await tx.local_changes(0, 1000)
+    origin = uuid.uuid4()
+    owner_key, other_key = await sync_key(central), await sync_key(central)
+    await _push(central, owner_key, origin, 0, log[:1])
+    err = await expect_failure(_push(central, other_key, origin, log[0].sequence, log[1:]))
+    assert err.code == grpc.StatusCode.PERMISSION_DENIED and err.reason == "ORIGIN_OF_ANOTHER_KEY"
+    # A pushed change to a user central already has (its admin) is rejected, never applied.
+    admin = (await central.use_cases.users.list(page_size=1, page_token="", filter_text="", order_by="")).items[0]
+    demoted = replace(
+        log[0],
+        sequence=log[-1].sequence + 1,
+        entity_type="user",
+        entity_id=admin.id,
+        snapshot={**to_json(admin), "role": "VIEWER", "is_active": False, "version": admin.version + 5},
+    )
+    response = await _push(central, owner_key, origin, log[0].sequence, [*log[1:], demoted])
+    assert [r.seq for r in response.rejected] == [demoted.sequence]
+    still = await central.use_cases.users.get(admin.id)
+    assert still.role == UserRole.ADMIN and still.is_active  # type: ignore[attr-defined]
