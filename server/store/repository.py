@@ -20,6 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.domain.entities import ChangeOperation, Revision, Versioned
@@ -483,12 +485,14 @@ class Transaction:
         await self._execute(sync_rejections.insert().values(row))
 
     async def upsert(self, kind: EntityKind, entity: Versioned) -> None:
-        """Write an entity exactly as given (replication applies another store's state)."""
+        """Write an entity exactly as given (replication applies another store's state), in one statement."""
         table = ENTITY_TABLES[kind.name]
         values = {c: getattr(entity, c) for c in _columns(kind)}
-        updated = await self._execute(table.update().where(table.c.id == entity.id).values(values))
-        if updated.rowcount == 0:
-            await self._execute(table.insert().values(values))
+        insert = pg_insert(table) if self._dialect == "postgresql" else sqlite_insert(table)
+        statement = insert.values(values).on_conflict_do_update(
+            index_elements=[table.c.id], set_={c: insert.excluded[c] for c in values if c != "id"}
+        )
+        await self._execute(statement)
         await self._write_members(kind, entity, replace=True)
 
     async def delete_row(self, kind: EntityKind, entity_id: uuid.UUID) -> None:

@@ -205,6 +205,18 @@ async def apply_changes(
     `arbiter` is central: it decides conflicts. An edge skips a change older than its own version (central
     decides, and its decision arrives with a newer version).
     """
+    if not batch:
+        return []
+    try:
+        # Fast path: the whole batch under one savepoint (two round trips instead of two per change).
+        async with tx.savepoint():
+            for change in batch:
+                await _apply(tx, origin_id, change, now, arbiter=arbiter)
+        return []
+    except (Unavailable, Aborted):
+        raise
+    except (SmoothError, ValueError, KeyError, TypeError):
+        pass  # something in the batch cannot apply: redo it change by change to set only that one aside
     rejected: list[Rejected] = []
     for change in batch:
         try:
