@@ -40,17 +40,26 @@ class Signals:
     last_usage: dict[int, Node] = field(default_factory=dict)
 
 
-async def _child(parent: Node, name: str, what: str) -> Node:
-    """The child whose browse name is `name`, in whatever namespace the server put it."""
+async def _child(parent: Node, name: str, what: str, ns: int | None = None) -> Node:
+    """The child whose browse name is `name`, in whatever namespace the server put it.
+
+    With `ns`, one TranslateBrowsePath call is tried first (scanning every sibling's browse name is quadratic
+    for a controller with hundreds of channels).
+    """
+    if ns is not None:
+        try:
+            return await parent.get_child(f"{ns}:{name}")
+        except UaError:
+            pass
     for child in await parent.get_children():
         if (await child.read_browse_name()).Name == name:
             return child
     raise ProfileError(f"{what}: no child named {name!r}")
 
 
-async def _first_child(parent: Node, name: str, what: str) -> Node:
+async def _first_child(parent: Node, name: str, what: str, ns: int | None = None) -> Node:
     if name:
-        return await _child(parent, name, what)
+        return await _child(parent, name, what, ns)
     children = await parent.get_children()
     if not children:
         raise ProfileError(f"{what}: empty")
@@ -78,15 +87,17 @@ async def resolve(client: Client, config: MachineConfig) -> Signals:
 
 
 async def _cnc(client: Client, config: MachineConfig) -> Signals:
-    await _namespace(client, CNC_NS)
-    root = await _child(client.nodes.objects, "CncInterface", "Objects")
-    channel = await _first_child(await _child(root, "CncChannelList", "CncInterface"), config.channel, "CncChannelList")
-    spindle = await _first_child(await _child(root, "CncSpindleList", "CncInterface"), config.spindle, "CncSpindleList")
+    ns = await _namespace(client, CNC_NS)
+    root = await _child(client.nodes.objects, "CncInterface", "Objects", ns)
+    channels = await _child(root, "CncChannelList", "CncInterface", ns)
+    spindles = await _child(root, "CncSpindleList", "CncInterface", ns)
+    channel = await _first_child(channels, config.channel, "CncChannelList", ns)
+    spindle = await _first_child(spindles, config.spindle, "CncSpindleList", ns)
     return Signals(
         nodes={
-            "tool": await _child(channel, "ToolId", "channel"),
-            "program": await _child(channel, "ActMainProgramName", "channel"),
-            "speed": await _child(spindle, "ActSpeed", "spindle"),
+            "tool": await _child(channel, "ToolId", "channel", ns),
+            "program": await _child(channel, "ActMainProgramName", "channel", ns),
+            "speed": await _child(spindle, "ActSpeed", "spindle", ns),
         }
     )
 
