@@ -99,7 +99,7 @@ async def test_key_is_shown_once_and_stored_only_hashed(edge: Edge) -> None:
     listed = await keys.ListApiKeys(api_key_pb2.ListApiKeysRequest(user_id=str(user_id)))
     assert created.api_key.id in [k.id for k in listed.api_keys]
     assert secret not in str(listed)
-    secret_part = secret.rsplit("_", 1)[1]
+    secret_part = secret.split("_", 2)[2]  # "sek_<key_id>_<secret>": the secret itself may contain "_"
     async with edge.store.read() as tx:
         rows = (await tx._conn.execute(sa.select(api_keys))).all() + (
             await tx._conn.execute(sa.select(audit_log))
