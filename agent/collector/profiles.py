@@ -37,7 +37,8 @@ class Signals:
     """Resolved nodes: signal name -> node; umati adds one LastUsage node per tool (T number -> node)."""
 
     nodes: dict[str, Node] = field(default_factory=dict)
-    last_usage: dict[int, Node] = field(default_factory=dict)
+    # umati: one entry per tool object (sister tools may share a T number): (T number, its LastUsage node).
+    last_usage: list[tuple[int, Node]] = field(default_factory=list)
 
 
 async def _child(parent: Node, name: str, what: str, ns: int | None = None) -> Node:
@@ -123,12 +124,12 @@ async def _umati(client: Client, config: MachineConfig) -> Signals:
         except ProfileError:
             continue
     tools = await _path(machine, ["Equipment", "Tools"], "machine")
-    last_usage: dict[int, Node] = {}
+    last_usage: list[tuple[int, Node]] = []
     for tool in await tools.get_children():
         names: dict[str, Node] = {str((await c.read_browse_name()).Name): c for c in await tool.get_children()}
         if "ControlIdentifier1" in names and "LastUsage" in names:
             number = int(await names["ControlIdentifier1"].read_value())
-            last_usage[number] = names["LastUsage"]
+            last_usage.append((number, names["LastUsage"]))
     if not last_usage:
         raise ProfileError("Equipment/Tools has no tool with ControlIdentifier1 and LastUsage")
     return Signals(nodes=nodes, last_usage=last_usage)

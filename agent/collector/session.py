@@ -74,7 +74,7 @@ class MachineSession:
         self._recorder = recorder
         self._clock = clock
         self._tracker = Tracker(config.machine_id)
-        self._last_usage: dict[int, datetime] = {}
+        self._last_usage: dict[int, tuple[int, datetime]] = {}  # tool index -> (T number, LastUsage)
         self.status = MachineStatus(config.machine_id, endpoint=config.endpoint, profile=config.profile)
         self._committed = TrackerState()
         self._saved_at = 0.0
@@ -127,12 +127,12 @@ class MachineSession:
             signals = await profiles.resolve(client, cfg)
             queue: asyncio.Queue[_Change | Exception] = asyncio.Queue()
             names = {node.nodeid: name for name, node in signals.nodes.items()}
-            names.update({node.nodeid: f"last_usage:{t}" for t, node in signals.last_usage.items()})
+            names.update({node.nodeid: f"last_usage:{i}:{t}" for i, (t, node) in enumerate(signals.last_usage)})
             subscription = await client.create_subscription(cfg.publishing_interval_ms, _Handler(queue, names))
             # The tracker runs on the controller's clock (its SourceTimestamps), never on ours.
             subscribed_at = await self._server_time(client)
             await self._reconcile(signals, subscribed_at)
-            monitored = list(signals.nodes.values()) + list(signals.last_usage.values())
+            monitored = list(signals.nodes.values()) + [node for _, node in signals.last_usage]
             await subscription.subscribe_data_change(monitored, queuesize=QUEUE_SIZE)
             self.status = replace(
                 self.status, connected=True, last_error="", last_data_at=subscribed_at, failed_attempts=0
@@ -156,7 +156,7 @@ class MachineSession:
     async def _reconcile(self, signals: profiles.Signals, at: datetime) -> None:
         """The current values are state, not transitions: close what ended unseen, open what is in now."""
         values = {name: await node.read_value() for name, node in signals.nodes.items()}
-        self._last_usage = {t: await n.read_value() for t, n in signals.last_usage.items()}
+        self._last_usage = {i: (t, await n.read_value()) for i, (t, n) in enumerate(signals.last_usage)}
         tool = int(values["tool"] or 0) if "tool" in values else self._active_umati_tool()
         speed = abs(profiles.to_number(values["speed"])) if "speed" in values else None
         rotating = bool(values["rotating"]) if "rotating" in values else (speed or 0) > 0
@@ -175,8 +175,8 @@ class MachineSession:
 
     def _active_umati_tool(self) -> int:
         """umati has no active-tool variable: the active tool is the one used last (DOMAIN.md §1.2)."""
-        known = {t: ts for t, ts in self._last_usage.items() if isinstance(ts, datetime) and ts.year > 2000}
-        return max(known, key=lambda t: known[t]) if known else 0
+        known = [(ts, t) for t, ts in self._last_usage.values() if isinstance(ts, datetime) and ts.year > 2000]
+        return max(known)[1] if known else 0
 
     async def _consume(self, client: Client, queue: asyncio.Queue[_Change | Exception]) -> None:
         watchdog = self.config.watchdog_s
@@ -221,9 +221,9 @@ class MachineSession:
         elif change.signal == "parts":
             t.parts(int(change.value or 0), change.at)
         elif change.signal.startswith("last_usage:"):
-            number = int(change.signal.split(":", 1)[1])
+            _, index, number = change.signal.split(":")
             if isinstance(change.value, datetime):
-                self._last_usage[number] = change.value
+                self._last_usage[int(index)] = (int(number), change.value)
                 return t.tool(self._active_umati_tool(), change.at)
         return []
 

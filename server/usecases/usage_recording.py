@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from server.domain.collector import MachineStatus, UnmatchedTool, UsageClosed, UsageEvent, UsageOpened
@@ -22,6 +22,9 @@ from server.store.repository import Store, Transaction
 from server.usecases.entities import Caller, EntityService
 
 MAX_PROGRAMS = 100
+# Stays older than this are not attached automatically to a newly written preset: the T number may have
+# meant another tool back then. They stay visible as unmatched.
+ATTACH_WINDOW = timedelta(days=7)
 
 
 def tool_number_of(preset: ToolPreset) -> int | None:
@@ -154,9 +157,12 @@ class UsageRecorder:
         if number is None or preset.tool_instance_id is None:
             return 0
         attached = 0
+        oldest = self._clock() - ATTACH_WINDOW
         for row in await tx.unmatched(machine_id=preset.machine_id, tool_number=number):
             if row["end_time"] is None:
                 continue  # still in the spindle: the close will find the preset
+            if row["end_time"] < oldest:
+                continue  # too old to be this tool for sure: it stays listed as unmatched for an operator
             await tx.delete_unmatched(row["id"])
             await self._create_closed(tx, {**row, "late": True}, preset.tool_instance_id, "", caller)
             attached += 1
