@@ -471,6 +471,39 @@ class Transaction:
         row = (await self._execute(stmt)).first()
         return (row is not None, row[0] if row is not None else None)
 
+    # --- bulk (replication fast path) -----------------------------------------------------------------
+
+    async def versions_of(self, kind: EntityKind, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        table = ENTITY_TABLES[kind.name]
+        stmt = sa.select(table.c.id, table.c.version).where(table.c.id.in_(list(ids)))
+        return {r["id"]: int(r["version"]) for r in (await self._execute(stmt)).mappings().all()}
+
+    async def ids_with_history(self, kind: EntityKind, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        stmt = (
+            sa.select(changes.c.entity_id)
+            .where(changes.c.entity_type == kind.name, changes.c.entity_id.in_(list(ids)))
+            .distinct()
+        )
+        return {r[0] for r in (await self._execute(stmt)).all()}
+
+    async def owners_of_values(self, kind: EntityKind, field: str, values: Sequence[Any]) -> dict[Any, uuid.UUID]:
+        table = ENTITY_TABLES[kind.name]
+        stmt = sa.select(table.c[field].label("value"), table.c.id).where(table.c[field].in_(list(values)))
+        return {r["value"]: r["id"] for r in (await self._execute(stmt)).mappings().all()}
+
+    async def bulk_upsert(self, kind: EntityKind, entities: Sequence[Versioned]) -> None:
+        """Many entities in one executemany (the kind has no member lists)."""
+        table = ENTITY_TABLES[kind.name]
+        rows = [{c: getattr(e, c) for c in _columns(kind)} for e in entities]
+        insert = pg_insert(table) if self._dialect == "postgresql" else sqlite_insert(table)
+        statement = insert.on_conflict_do_update(
+            index_elements=[table.c.id], set_={c: insert.excluded[c] for c in rows[0] if c != "id"}
+        )
+        await self._execute(statement, rows)
+
+    async def bulk_append_changes(self, rows: Sequence[dict[str, Any]]) -> None:
+        await self._execute(changes.insert(), [{"tx_id": self.tx_id, **r} for r in rows])
+
     async def insert_conflict(self, row: dict[str, Any]) -> None:
         await self._execute(sync_conflicts.insert().values(row))
 
