@@ -36,7 +36,17 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(url, pool_size=8, max_overflow=0, **kwargs)
         _configure_sqlite(engine)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, **kwargs)
+    # Custom plans for every execution: a generic plan cached while a table was small (a fresh central) keeps
+    # scanning it sequentially after it has grown, until an ANALYZE that may come much later.
+    server_settings = {"plan_cache_mode": "force_custom_plan"}
+    return create_async_engine(
+        url,
+        pool_size=10,
+        max_overflow=10,
+        pool_pre_ping=True,
+        connect_args={"server_settings": server_settings},
+        **kwargs,
+    )
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
