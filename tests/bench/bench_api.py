@@ -16,9 +16,7 @@ import os
 import platform
 import random
 import selectors
-import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -34,6 +32,7 @@ from unittest import mock
 
 import grpc
 import sqlalchemy as sa
+from benchkit import Processes, free_port, log_tail, smooth_edge_command
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from smooth.core.v1 import tool_item_pb2 as item_pb
@@ -85,82 +84,6 @@ class BenchError(Exception):
 
 
 # --------------------------------------------------------------------------------------------- processes
-
-
-class Processes:
-    """Child processes, stopped in reverse start order on exit: SIGTERM, then SIGKILL after a grace period."""
-
-    def __init__(self, grace_s: float = STOP_GRACE_S) -> None:
-        self._grace_s = grace_s
-        self._children: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(self, name: str, argv: Sequence[str], log: Path, *, stdin: int, stdout: int) -> subprocess.Popen[bytes]:
-        with log.open("ab") as log_file:  # the child keeps its own copy of the descriptor
-            # A new session keeps the terminal's Ctrl-C away from the children: the bench stops them itself,
-            # in order, instead of racing their own SIGINT handling.
-            proc = subprocess.Popen(
-                list(argv), stdin=stdin, stdout=stdout, stderr=log_file, start_new_session=True, cwd=Path.cwd()
-            )
-        self._children.append((name, proc))
-        return proc
-
-    def __enter__(self) -> Processes:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for name, proc in reversed(self._children):
-            self._stop(name, proc)
-        self._children.clear()
-
-    def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        """Stop one child now (the others keep running)."""
-        for name, child in self._children:
-            if child is proc:
-                self._stop(name, child)
-        self._children = [(name, child) for name, child in self._children if child is not proc]
-
-    def _stop(self, name: str, proc: subprocess.Popen[bytes]) -> None:
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()  # closing stdin also tells the echo server to exit
-        if proc.poll() is not None:
-            return
-        progress(f"stopping {name} (pid {proc.pid})")
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            proc.wait(self._grace_s)
-        except subprocess.TimeoutExpired:
-            progress(f"{name} ignored SIGTERM for {self._grace_s:g}s; killing it")
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait()
-
-
-def log_tail(log: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def free_port() -> int:
-    # smooth-edge does not report a port it picked itself at --log-level WARNING, so choose one here; the
-    # window between close() and the server's bind is tiny on a bench machine.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def smooth_edge_command() -> list[str]:
-    # Prefer the console script of the interpreter running the bench (the project venv); fall back to the module.
-    script = Path(sys.executable).parent / "smooth-edge"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("smooth-edge")
-    return [found] if found else [sys.executable, "-m", "agent.cli"]
 
 
 def start_echo(procs: Processes, workdir: Path) -> int:
@@ -1022,7 +945,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with (
             sigterm_as_exit(),
             tempfile.TemporaryDirectory(prefix="smooth-bench-") as tmp,
-            Processes() as procs,
+            Processes(STOP_GRACE_S, progress) as procs,
         ):
             workdir = Path(tmp)
             progress(f"work dir {workdir}")

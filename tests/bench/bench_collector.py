@@ -16,9 +16,7 @@ import os
 import platform
 import random
 import select
-import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -30,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from benchkit import Processes, free_port, log_tail, smooth_edge_command
 
 STARTUP_TIMEOUT_S = 60.0
 # Each session resolves its channel by reading the browse name of every sibling, so connecting N machines to
@@ -150,85 +150,6 @@ async def _simulate(args: argparse.Namespace) -> None:
 
 
 # ================================================================================================ processes
-
-
-class Processes:
-    """Child processes, stopped in reverse start order on exit: SIGTERM, then SIGKILL after a grace period."""
-
-    def __init__(self) -> None:
-        self._children: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(self, name: str, argv: Sequence[str], log: Path, *, stdin: int | None = None) -> subprocess.Popen[bytes]:
-        with log.open("ab") as log_file:  # the child keeps its own copy of the descriptor
-            # A new session keeps the terminal's Ctrl-C away from the children: the bench stops them itself, in
-            # order (agent first, so it never sees its controllers vanish), instead of racing their SIGINT.
-            proc = subprocess.Popen(
-                list(argv),
-                stdin=stdin,
-                stdout=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stderr=log_file,
-                start_new_session=True,
-                cwd=Path.cwd(),
-            )
-        self._children.append((name, proc))
-        return proc
-
-    def __enter__(self) -> Processes:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for name, proc in reversed(self._children):
-            self._stop(name, proc)
-        self._children.clear()
-
-    def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        for name, child in self._children:
-            if child is proc:
-                self._stop(name, child)
-        self._children = [(name, child) for name, child in self._children if child is not proc]
-
-    @staticmethod
-    def _stop(name: str, proc: subprocess.Popen[bytes]) -> None:
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()  # closing stdin also tells a simulator to exit
-        if proc.poll() is not None:
-            return
-        progress(f"stopping {name} (pid {proc.pid})")
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            proc.wait(STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            progress(f"{name} ignored SIGTERM for {STOP_GRACE_S:g}s; killing it")
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait()
-
-
-def log_tail(log: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def free_port() -> int:
-    # Neither child reports the port it bound, so choose one here; the window before its bind is tiny.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def smooth_edge_command() -> list[str]:
-    # The console script of the interpreter running the bench (the project venv) is the agent as deployed.
-    script = Path(sys.executable).parent / "smooth-edge"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("smooth-edge")
-    return [found] if found else [sys.executable, "-m", "agent.cli"]
 
 
 def read_line(proc: subprocess.Popen[bytes], name: str, log: Path, timeout_s: float) -> str:
@@ -440,7 +361,7 @@ def start_simulators(procs: Processes, workdir: Path, n: int, settings: Settings
             "--rate", str(settings.rate), "--tool-every", str(settings.tool_every),
             "--seconds", str(settings.warmup + settings.seconds), "--out", str(out),
         ]  # fmt: skip
-        proc = procs.start(name, argv, log, stdin=subprocess.PIPE)
+        proc = procs.start(name, argv, log, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         sims.append(SimProcess(proc, port, first, machines, out, log, name))
         first += machines
     for sim in sims:
@@ -545,7 +466,7 @@ def sample_cpu(agent: subprocess.Popen[bytes], sims: Sequence[SimProcess]) -> Cp
 def run_one(n: int, settings: Settings, workdir: Path, seeded: Path) -> RunResult:
     db = workdir / f"agent-{n}.db"
     copy_database(seeded, db)
-    with Processes() as procs:
+    with Processes(STOP_GRACE_S, progress) as procs:
         progress(f"{n} machines: starting the simulator(s)")
         sims = start_simulators(procs, workdir, n, settings)
         config = workdir / f"machines-{n}.toml"

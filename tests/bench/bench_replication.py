@@ -16,7 +16,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -34,6 +33,7 @@ from typing import Any
 import asyncpg
 import grpc
 import sqlalchemy as sa
+from benchkit import Processes, free_port, log_tail, smooth_edge_command
 from smooth.core.v1 import sync_pb2, sync_pb2_grpc
 from sqlalchemy.engine import make_url
 
@@ -186,81 +186,6 @@ class ProfileResult:
 
 
 # ================================================================================================ processes
-
-
-class Processes:
-    """Child processes, stopped in reverse start order on exit: SIGTERM, then SIGKILL after a grace period."""
-
-    def __init__(self) -> None:
-        self._children: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(self, name: str, argv: Sequence[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        with log.open("ab") as log_file:  # the child keeps its own copy of the descriptor
-            # A new session keeps the terminal's Ctrl-C away from the children: the bench stops them itself, edge
-            # before central, instead of racing their SIGINT.
-            proc = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log_file,
-                env=env,
-                start_new_session=True,
-                cwd=Path.cwd(),
-            )
-        self._children.append((name, proc))
-        return proc
-
-    def __enter__(self) -> Processes:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for name, proc in reversed(self._children):
-            self._stop(name, proc)
-        self._children.clear()
-
-    def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        for name, child in self._children:
-            if child is proc:
-                self._stop(name, child)
-        self._children = [(name, child) for name, child in self._children if child is not proc]
-
-    @staticmethod
-    def _stop(name: str, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            proc.wait(STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            progress(f"{name} ignored SIGTERM for {STOP_GRACE_S:g}s; killing it")
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait()
-
-
-def log_tail(log: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def free_port() -> int:
-    # Neither child reports the port it bound, so choose one here; the window before its bind is tiny.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def smooth_edge_command() -> list[str]:
-    # The console script of the interpreter running the bench (the project venv) is the agent as deployed.
-    script = Path(sys.executable).parent / "smooth-edge"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("smooth-edge")
-    return [found] if found else [sys.executable, "-m", "agent.cli"]
 
 
 def edge_child(argv: Sequence[str]) -> int:
@@ -534,7 +459,7 @@ class Cluster:
             )
         argv = [*smooth_edge_command(), "--log-level", "WARNING", "central"]
         argv += ["--db", self.scratch.app_url(self.db_name), "--listen", self.central_address]
-        self.central = self.procs.start(f"{self.label} central", argv, self.workdir / "central.log", _env())
+        self.central = self.procs.start(f"{self.label} central", argv, self.workdir / "central.log", env=_env())
         await self._wait_for_central()
         async with Store(str(self.edge_db)) as store:
             await migrate.upgrade(store.engine)
@@ -570,7 +495,7 @@ class Cluster:
             argv = [sys.executable, str(Path(__file__).resolve()), EDGE_CHILD, str(self.batch), *args]
         env = {**_env(), "SMOOTH_EDGE_SYNC_KEY": self.replicator_key}
         started = time.perf_counter()
-        self.edge = self.procs.start(f"{self.label} edge", argv, self.workdir / "edge.log", env)
+        self.edge = self.procs.start(f"{self.label} edge", argv, self.workdir / "edge.log", env=env)
         return started
 
     def stop_edge(self) -> None:
@@ -1337,7 +1262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with (
             sigterm_as_exit(),
             tempfile.TemporaryDirectory(prefix="smooth-bench-replication-") as tmp,
-            Processes() as procs,
+            Processes(STOP_GRACE_S, progress) as procs,
         ):
             text = asyncio.run(run(settings, Path(tmp), procs, scratch))
     except KeyboardInterrupt:
