@@ -25,7 +25,8 @@ from asyncua.ua.uaerrors import UaStatusCodeError
 from agent.collector import profiles
 from agent.collector.tracker import Tracker, TrackerState
 from agent.config import MachineConfig
-from server.domain.collector import MachineStatus, UsageEvent
+from server.domain.collector import MachineStatus, UsageClosed, UsageEvent
+from server.domain.entities import Versioned
 from server.usecases.usage_recording import UsageRecorder
 
 log = structlog.get_logger("smooth_edge.collector")
@@ -239,27 +240,32 @@ class MachineSession:
 
     async def _record(self, events: list[UsageEvent]) -> None:
         state = self._tracker.state
+
+        def committed(written: list[Versioned]) -> None:
+            self._committed = state
+            self._saved_at = time.monotonic()
+            self.status = replace(
+                self.status, open_tool_number=state.tool, open_usage_id=state.usage_id, open_since=state.tool_since
+            )
+            recorded = {w.id for w in written}
+            for event in events:
+                log.info(
+                    "collector.usage_" + ("closed" if isinstance(event, UsageClosed) else "opened"),
+                    machine_id=self.config.machine_id,
+                    tool_number=event.tool_number,
+                    usage_id=str(event.usage_id),
+                    recorded=event.usage_id in recorded,
+                )
+
         try:
-            written = await self._recorder.apply(
-                self.config.machine_id, events, state.to_json(), operator=self.config.operator
+            await self._recorder.apply(
+                self.config.machine_id, events, state.to_json(), operator=self.config.operator, on_commit=committed
             )
         except BaseException:
-            # Not committed: forget these transitions; the reconnect reconciles with the machine's real state.
-            self._tracker.state = self._committed
+            if self._committed is not state:
+                # Not committed: forget these transitions; the reconnect reconciles with the machine's real state.
+                self._tracker.state = self._committed
             raise
-        self._committed = state
-        self._saved_at = time.monotonic()
-        self.status = replace(
-            self.status, open_tool_number=state.tool, open_usage_id=state.usage_id, open_since=state.tool_since
-        )
-        for event in events:
-            log.info(
-                "collector.usage_" + ("closed" if hasattr(event, "end") else "opened"),
-                machine_id=self.config.machine_id,
-                tool_number=event.tool_number,
-                usage_id=str(event.usage_id),
-                recorded=any(w.id == event.usage_id for w in written),
-            )
 
 
 def _describe(exc: BaseException) -> str:

@@ -332,6 +332,16 @@ class Transaction:
         if moved.rowcount == 0:
             await self._execute(audit_head.insert().values(id=1, seq=entry.seq, hash=entry.hash))
 
+    async def insert_audit_many(self, entries: Sequence[AuditEntry]) -> None:
+        """Insert sealed entries (in sequence order) and move the head to the last one."""
+        await self._execute(audit_log.insert(), [_row(e) for e in entries])
+        last = entries[-1]
+        moved = await self._execute(
+            audit_head.update().where(audit_head.c.id == 1).values(seq=last.seq, hash=last.hash)
+        )
+        if moved.rowcount == 0:
+            await self._execute(audit_head.insert().values(id=1, seq=last.seq, hash=last.hash))
+
     async def audit_entries(self, flt: AuditFilter, after_seq: int, limit: int) -> list[AuditEntry]:
         conditions = []
         if flt.actor_id is not None:
@@ -364,6 +374,19 @@ class Transaction:
         if updated.rowcount == 0:
             await self._execute(collector_state.insert().values(machine_id=machine_id, state=state, updated_at=at))
 
+    async def save_collector_states(self, states: dict[str, dict[str, Any]], at: datetime) -> None:
+        """Many machines' tracker states in one executemany upsert."""
+        table = collector_state
+        insert = pg_insert(table) if self._dialect == "postgresql" else sqlite_insert(table)
+        statement = insert.on_conflict_do_update(
+            index_elements=[table.c.machine_id], set_={"state": insert.excluded.state, "updated_at": at}
+        )
+        await self._execute(statement, [{"machine_id": m, "state": s, "updated_at": at} for m, s in states.items()])
+
+    async def presets_on_machines(self, machine_ids: Sequence[str]) -> list[Versioned]:
+        table = ENTITY_TABLES["tool_preset"]
+        return await self._load(KINDS["tool_preset"], table.c.machine_id.in_(list(machine_ids)))
+
     async def presets_on_machine(self, machine_id: str) -> list[Versioned]:
         return await self._load(KINDS["tool_preset"], ENTITY_TABLES["tool_preset"].c.machine_id == machine_id)
 
@@ -386,6 +409,17 @@ class Transaction:
         updated = await self._execute(table.update().where(table.c.id == row["id"]).values(row))
         if updated.rowcount == 0:
             await self._execute(table.insert().values(row))
+
+    async def upsert_unmatched_many(self, rows: Sequence[dict[str, Any]]) -> None:
+        table = collector_unmatched
+        insert = pg_insert(table) if self._dialect == "postgresql" else sqlite_insert(table)
+        statement = insert.on_conflict_do_update(
+            index_elements=[table.c.id], set_={c: insert.excluded[c] for c in rows[0] if c not in ("id", "created_at")}
+        )
+        await self._execute(statement, list(rows))
+
+    async def delete_unmatched_many(self, row_ids: Sequence[uuid.UUID]) -> None:
+        await self._execute(collector_unmatched.delete().where(collector_unmatched.c.id.in_(list(row_ids))))
 
     async def delete_unmatched(self, row_id: uuid.UUID) -> None:
         await self._execute(collector_unmatched.delete().where(collector_unmatched.c.id == row_id))
@@ -500,6 +534,27 @@ class Transaction:
             index_elements=[table.c.id], set_={c: insert.excluded[c] for c in rows[0] if c != "id"}
         )
         await self._execute(statement, rows)
+
+    async def bulk_insert(self, kind: EntityKind, entities: Sequence[Versioned]) -> None:
+        """New entities in one executemany (the kind has no member lists)."""
+        table = ENTITY_TABLES[kind.name]
+        await self._execute(table.insert(), [{c: getattr(e, c) for c in _columns(kind)} for e in entities])
+
+    async def bulk_update(self, kind: EntityKind, updates: Sequence[tuple[Versioned, int]]) -> bool:
+        """(entity, expected version) pairs in one executemany; False when a row no longer had its version."""
+        table = ENTITY_TABLES[kind.name]
+        names = [c for c in _columns(kind) if c not in ("id", "created_at", "owner_id")]
+        statement = (
+            table.update()
+            .where(table.c.id == sa.bindparam("_id"), table.c.version == sa.bindparam("_expected"))
+            .values({c: sa.bindparam(c) for c in names})
+        )
+        rows = [{"_id": e.id, "_expected": v, **{c: getattr(e, c) for c in names}} for e, v in updates]
+        result = await self._execute(statement, rows)
+        if self._conn.dialect.supports_sane_multi_rowcount:
+            return result.rowcount == len(rows)
+        found = await self.versions_of(kind, [e.id for e, _ in updates])
+        return all(found.get(e.id) == e.version for e, _ in updates)
 
     async def bulk_append_changes(self, rows: Sequence[dict[str, Any]]) -> None:
         await self._execute(changes.insert(), [{"tx_id": self.tx_id, **r} for r in rows])

@@ -12,7 +12,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -68,6 +68,20 @@ async def append(tx: Transaction, entry: AuditEntry) -> None:
     seq, prev = await tx.audit_head()
     entry = dataclasses.replace(entry, seq=seq + 1, prev_hash=prev)
     await tx.insert_audit(dataclasses.replace(entry, hash=entry_hash(entry, prev)))
+
+
+async def append_many(tx: Transaction, entries: Sequence[AuditEntry]) -> None:
+    """Seal several entries onto the chain, in order, with one read of the head and one insert."""
+    if not entries:
+        return
+    seq, prev = await tx.audit_head()
+    sealed = []
+    for entry in entries:
+        seq += 1
+        entry = dataclasses.replace(entry, seq=seq, prev_hash=prev)
+        prev = entry_hash(entry, prev)
+        sealed.append(dataclasses.replace(entry, hash=prev))
+    await tx.insert_audit_many(sealed)
 
 
 @dataclass(frozen=True, slots=True)

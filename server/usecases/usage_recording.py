@@ -8,18 +8,25 @@ no such preset is kept in `collector_unmatched` and attached as soon as a matchi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from server.domain.collector import MachineStatus, UnmatchedTool, UsageClosed, UsageEvent, UsageOpened
+import structlog
+
+from server.domain.collector import MachineStatus, UnmatchedTool, UsageEvent, UsageOpened
 from server.domain.entities import ToolPreset, ToolUsage, Versioned
-from server.domain.errors import AlreadyExists, FieldViolation
+from server.domain.errors import AlreadyExists, FieldViolation, SmoothError
 from server.domain.registry import EntityKind
 from server.store.repository import Store, Transaction
-from server.usecases.entities import Caller, EntityService
+from server.usecases.entities import BatchWrite, Caller, EntityService
+
+log = structlog.get_logger("smooth_edge.collector")
 
 MAX_PROGRAMS = 100
 # Stays older than this are not attached automatically to a newly written preset: the T number may have
@@ -32,13 +39,6 @@ def tool_number_of(preset: ToolPreset) -> int | None:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-async def instance_for(tx: Transaction, machine_id: str, tool_number: int) -> uuid.UUID | None:
-    for preset in await tx.presets_on_machine(machine_id):
-        if isinstance(preset, ToolPreset) and tool_number_of(preset) == tool_number:
-            return preset.tool_instance_id
-    return None
-
-
 def _metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     out = dict(metrics)
     if len(out.get("programs", [])) > MAX_PROGRAMS:
@@ -46,127 +46,166 @@ def _metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@dataclass(eq=False)
+class _Request:
+    """One machine's events and tracker state, waiting to be written."""
+
+    machine_id: str
+    events: list[UsageEvent]
+    state: dict[str, Any]
+    operator: str
+    on_commit: Callable[[list[Versioned]], None] | None
+    future: asyncio.Future[list[Versioned]]
+    taken: bool = False  # the writer has it: it will be committed or fail, whatever the caller does
+
+
 class UsageRecorder:
-    """Applies a machine's usage events and saves its tracker state, atomically."""
+    """Applies machines' usage events and saves their tracker states, atomically.
+
+    Group commit: every machine's `apply` joins a queue; one writer takes whatever has queued up (at most
+    MAX_BATCH requests) and writes it in one transaction with a few statements for all of them (the same use
+    case rules as one write: EntityService.write_many_in). A batch that fails is retried request by request, so
+    one machine's bad data fails only that machine's request. Under load, batches grow and the cost per tool
+    change falls; when quiet, a request is written alone at once.
+    """
+
+    MAX_BATCH = 500
 
     def __init__(self, store: Store, usages: EntityService, clock: Callable[[], datetime]) -> None:
         self.store = store
         self.usages = usages
         self._clock = clock
+        self._queue: deque[_Request] = deque()
+        self._writer: asyncio.Task[None] | None = None
 
     async def load_state(self, machine_id: str) -> dict[str, Any] | None:
         async with self.store.read() as tx:
             return await tx.collector_state(machine_id)
 
     async def apply(
-        self, machine_id: str, events: Sequence[UsageEvent], state: dict[str, Any], *, operator: str = ""
+        self,
+        machine_id: str,
+        events: Sequence[UsageEvent],
+        state: dict[str, Any],
+        *,
+        operator: str = "",
+        on_commit: Callable[[list[Versioned]], None] | None = None,
     ) -> list[Versioned]:
-        """Write the events' usages and the new tracker state in one transaction; returns the usages written."""
-        caller = Caller(peer=f"collector:{machine_id}")
-        written: list[Versioned] = []
-        async with self.store.write() as tx:
-            for event in events:
-                if isinstance(event, UsageOpened):
-                    usage = await self._open(tx, machine_id, event, operator, caller)
-                else:
-                    usage = await self._close(tx, machine_id, event, operator, caller)
-                if usage is not None:
-                    written.append(usage)
-            await tx.save_collector_state(machine_id, state, self._clock())
-        return written
+        """Write the events' usages and the new tracker state in one transaction; returns the usages written.
 
-    async def _open(
-        self, tx: Transaction, machine_id: str, event: UsageOpened, operator: str, caller: Caller
-    ) -> Versioned | None:
-        if await tx.get(self.usages.kind, event.usage_id) is not None:
-            return None  # already recorded (a replay after a crash)
-        metrics: dict[str, Any] = {"source": "COLLECTOR", "tool_number": event.tool_number}
-        if event.interrupted:
-            metrics["interrupted"] = True
-        instance_id = await instance_for(tx, machine_id, event.tool_number)
-        if instance_id is None:
-            await tx.upsert_unmatched(
-                {
-                    "id": event.usage_id,
-                    "machine_id": machine_id,
-                    "tool_number": event.tool_number,
-                    "start_time": event.start,
-                    "end_time": None,
-                    "program_name": event.program[:200],
-                    "usage_metrics": metrics,
-                    "created_at": self._clock(),
-                }
-            )
-            return None
-        values = {
-            "tool_instance_id": instance_id,
-            "start_time": event.start,
-            "machine_id": machine_id,
-            "program_name": event.program[:200],
-            "operator": operator[:200],
-            "usage_metrics": metrics,
-        }
-        return await self.usages.create_in(tx, values, entity_id=event.usage_id, caller=caller)
+        `on_commit` runs right after the commit, before this returns. If the caller is cancelled after the
+        writer took its request, this waits for the outcome (on_commit tells whether it committed), then
+        re-raises the cancellation; a request not yet taken is withdrawn and never written.
+        """
+        request = _Request(
+            machine_id, list(events), state, operator, on_commit, asyncio.get_running_loop().create_future()
+        )
+        self._queue.append(request)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain(), name="usage-writer")
+        try:
+            return await asyncio.shield(request.future)
+        except asyncio.CancelledError:
+            if not request.taken:
+                self._queue.remove(request)
+                raise
+            while not request.future.done():
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(request.future)
+            raise
 
-    async def _close(
-        self, tx: Transaction, machine_id: str, event: UsageClosed, operator: str, caller: Caller
-    ) -> Versioned | None:
-        metrics = _metrics(event.metrics)
-        usage = await tx.get(self.usages.kind, event.usage_id)
-        if isinstance(usage, ToolUsage):
-            if usage.end_time is not None:
-                return None  # already closed (a replay after a crash)
-            values = {"end_time": event.end, "usage_metrics": {**usage.usage_metrics, **metrics}}
-            return await self.usages.update_in(tx, usage.id, 0, values, caller=caller)
-        row = {
-            "id": event.usage_id,
-            "machine_id": machine_id,
-            "tool_number": event.tool_number,
-            "start_time": event.start,
-            "end_time": event.end,
-            "program_name": event.program[:200],
-            "usage_metrics": metrics,
-            "created_at": self._clock(),
-        }
-        instance_id = await instance_for(tx, machine_id, event.tool_number)
-        if instance_id is None:
-            await tx.upsert_unmatched(row)
-            return None
-        await tx.delete_unmatched(event.usage_id)
-        return await self._create_closed(tx, row, instance_id, operator, caller)
+    async def _drain(self) -> None:
+        while self._queue:
+            batch: list[_Request] = []
+            while self._queue and len(batch) < self.MAX_BATCH:
+                request = self._queue.popleft()
+                request.taken = True
+                batch.append(request)
+            try:
+                await self._write(batch)
+            except BaseException as exc:  # cancelled (the loop is closing): nobody is left to write them
+                for request in batch + list(self._queue):
+                    if not request.future.done():
+                        request.future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+                self._queue.clear()
+                raise
 
-    async def _create_closed(
-        self, tx: Transaction, row: dict[str, Any], instance_id: uuid.UUID, operator: str, caller: Caller
-    ) -> Versioned:
-        values = {
-            "tool_instance_id": instance_id,
-            "start_time": row["start_time"],
-            "end_time": row["end_time"],
-            "machine_id": row["machine_id"],
-            "program_name": row["program_name"],
-            "operator": operator[:200],
-            "usage_metrics": {**row["usage_metrics"], "x-attached_late": True}
-            if row.get("late")
-            else row["usage_metrics"],
-        }
-        return await self.usages.create_in(tx, values, entity_id=row["id"], caller=caller)
+    async def _write(self, batch: list[_Request]) -> None:
+        try:
+            async with self.store.write() as tx:
+                results = await self._write_batch(tx, batch)
+        except SmoothError as exc:
+            if len(batch) > 1:
+                log.warning("collector.batch_retried_one_by_one", requests=len(batch), error=str(exc))
+                for request in batch:
+                    await self._write([request])
+                return
+            batch[0].future.set_exception(exc)
+            return
+        except Exception as exc:
+            for request in batch:
+                request.future.set_exception(exc)
+            return
+        for request, written in zip(batch, results, strict=True):
+            if request.on_commit is not None:
+                request.on_commit(written)
+            request.future.set_result(written)
+
+    async def _write_batch(self, tx: Transaction, batch: Sequence[_Request]) -> list[list[Versioned]]:
+        """Plan every request's writes against one read of the usages and presets involved, then write them."""
+        kind = self.usages.kind
+        ids = list({e.usage_id for r in batch for e in r.events})
+        known = await tx.get_many(kind, ids) if ids else {}
+        machines = sorted({r.machine_id for r in batch if r.events})
+        instances: dict[tuple[str, int], uuid.UUID] = {}
+        for preset in await tx.presets_on_machines(machines) if machines else []:
+            assert isinstance(preset, ToolPreset)
+            number = tool_number_of(preset)
+            if number is not None and preset.tool_instance_id is not None:
+                instances[(preset.machine_id, number)] = preset.tool_instance_id
+        plan = _Plan(known)
+        owners: list[int] = []  # request index of each write
+        for index, request in enumerate(batch):
+            caller = Caller(peer=f"collector:{request.machine_id}")
+            for event in request.events:
+                instance = instances.get((request.machine_id, event.tool_number))
+                if plan.add(request.machine_id, event, instance, request.operator, caller, self._clock()):
+                    owners.append(index)
+        written = await self.usages.write_many_in(tx, plan.writes)
+        if plan.unmatched:
+            await tx.upsert_unmatched_many(list(plan.unmatched.values()))
+        if plan.matched:
+            await tx.delete_unmatched_many(sorted(plan.matched))
+        await tx.save_collector_states({r.machine_id: r.state for r in batch}, self._clock())
+        results: list[list[Versioned]] = [[] for _ in batch]
+        for index, usage in zip(owners, written, strict=True):
+            results[index].append(usage)
+        return results
 
     async def attach_unmatched(self, tx: Transaction, preset: ToolPreset, caller: Caller) -> int:
         """A preset was written: turn the finished stays of its T number on its machine into usages."""
         number = tool_number_of(preset)
         if number is None or preset.tool_instance_id is None:
             return 0
-        attached = 0
         oldest = self._clock() - ATTACH_WINDOW
-        for row in await tx.unmatched(machine_id=preset.machine_id, tool_number=number):
-            if row["end_time"] is None:
-                continue  # still in the spindle: the close will find the preset
-            if row["end_time"] < oldest:
-                continue  # too old to be this tool for sure: it stays listed as unmatched for an operator
-            await tx.delete_unmatched(row["id"])
-            await self._create_closed(tx, {**row, "late": True}, preset.tool_instance_id, "", caller)
-            attached += 1
-        return attached
+        rows = [
+            row
+            for row in await tx.unmatched(machine_id=preset.machine_id, tool_number=number)
+            # Still in the spindle: the close will find the preset. Too old to be this tool for sure: it stays
+            # listed as unmatched for an operator.
+            if row["end_time"] is not None and row["end_time"] >= oldest
+        ]
+        if not rows:
+            return 0
+        await tx.delete_unmatched_many([row["id"] for row in rows])
+        await self.usages.write_many_in(
+            tx,
+            [
+                BatchWrite(None, row["id"], _usage_values(row, preset.tool_instance_id, "", late=True), caller)
+                for row in rows
+            ],
+        )
+        return len(rows)
 
     async def statuses(self, live: dict[str, MachineStatus]) -> list[MachineStatus]:
         """Every machine the collector knows (live or from saved state), with its unmatched T numbers."""
@@ -189,6 +228,90 @@ class UsageRecorder:
             ]
             out.append(replace(status, unmatched=tools))
         return out
+
+
+def _usage_values(row: dict[str, Any], instance_id: uuid.UUID, operator: str, *, late: bool) -> dict[str, Any]:
+    return {
+        "tool_instance_id": instance_id,
+        "start_time": row["start_time"],
+        "end_time": row["end_time"],
+        "machine_id": row["machine_id"],
+        "program_name": row["program_name"],
+        "operator": operator[:200],
+        "usage_metrics": {**row["usage_metrics"], "x-attached_late": True} if late else row["usage_metrics"],
+    }
+
+
+class _Plan:
+    """The writes of a batch of events, planned against what the store holds and what the batch did so far.
+
+    Replays (a usage already opened, or already closed) write nothing: a crash between the commit and the
+    tracker learning of it is harmless.
+    """
+
+    def __init__(self, known: dict[uuid.UUID, Versioned]) -> None:
+        self.writes: list[BatchWrite] = []
+        self.unmatched: dict[uuid.UUID, dict[str, Any]] = {}  # rows to upsert into collector_unmatched
+        self.matched: set[uuid.UUID] = set()  # collector_unmatched rows that became usages
+        self._usages: dict[uuid.UUID, ToolUsage] = {i: u for i, u in known.items() if isinstance(u, ToolUsage)}
+        self._opened: dict[uuid.UUID, dict[str, Any]] = {}  # usage id -> metrics, for usages created here
+        self._closed: set[uuid.UUID] = set()
+
+    def add(
+        self,
+        machine_id: str,
+        event: UsageEvent,
+        instance: uuid.UUID | None,
+        operator: str,
+        caller: Caller,
+        now: datetime,
+    ) -> bool:
+        """Plan one event; True when it adds a usage write."""
+        usage_id = event.usage_id
+        row: dict[str, Any] = {
+            "id": usage_id,
+            "machine_id": machine_id,
+            "tool_number": event.tool_number,
+            "start_time": event.start,
+            "end_time": None,
+            "program_name": event.program[:200],
+            "usage_metrics": {},
+            "created_at": now,
+        }
+        if isinstance(event, UsageOpened):
+            if usage_id in self._usages or usage_id in self._opened:
+                return False  # already recorded (a replay after a crash)
+            metrics: dict[str, Any] = {"source": "COLLECTOR", "tool_number": event.tool_number}
+            if event.interrupted:
+                metrics["interrupted"] = True
+            row["usage_metrics"] = metrics
+            if instance is None:
+                self.unmatched[usage_id] = row
+                return False
+            self._opened[usage_id] = metrics
+            values = _usage_values(row, instance, operator, late=False)
+            del values["end_time"]
+            self.writes.append(BatchWrite(None, usage_id, values, caller))
+            return True
+        metrics = _metrics(event.metrics)
+        existing = self._usages.get(usage_id)
+        if existing is not None or usage_id in self._opened:
+            if usage_id in self._closed or (existing is not None and existing.end_time is not None):
+                return False  # already closed (a replay after a crash)
+            before = existing.usage_metrics if existing is not None else self._opened[usage_id]
+            self._closed.add(usage_id)
+            values = {"end_time": event.end, "usage_metrics": {**before, **metrics}}
+            self.writes.append(BatchWrite(existing, usage_id, values, caller))
+            return True
+        row.update(end_time=event.end, usage_metrics=metrics)
+        if instance is None:
+            self.unmatched[usage_id] = row
+            return False
+        self.unmatched.pop(usage_id, None)
+        self.matched.add(usage_id)
+        self._closed.add(usage_id)
+        self.writes.append(BatchWrite(None, usage_id, _usage_values(row, instance, operator, late=False), caller))
+        return True
 
 
 class PresetService(EntityService):
