@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +227,21 @@ async def _simulate(args: argparse.Namespace) -> None:
         await asyncio.Event().wait()
 
 
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """The long-running commands run on uvloop (libuv): the collector's OPC UA sessions spend most of their
+    time in the event loop's socket and callback machinery, which uvloop does in C. SMOOTH_EDGE_LOOP=asyncio
+    falls back to the standard loop."""
+    if os.environ.get("SMOOTH_EDGE_LOOP", "uvloop") == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # not built for this platform (Windows)
+            pass
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(args.log_level, json_lines=args.log_format == "json")
@@ -238,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("serve", "central"):
             from agent.runtime import serve
 
-            asyncio.run(serve(_serve_options(args)))
+            _run(serve(_serve_options(args)))
         elif args.command == "migrate":
             asyncio.run(_migrate(args.db))
         elif args.command == "user":
@@ -246,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "audit":
             return asyncio.run(_audit_verify(args.db))
         elif args.command == "simulate-cnc":
-            asyncio.run(_simulate(args))
+            _run(_simulate(args))
         elif args.command == "usage":
             from agent.usage_tail import run_tail
 

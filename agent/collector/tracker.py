@@ -15,7 +15,7 @@ Rules (README "Usage recording"):
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -56,7 +56,7 @@ class TrackerState:
     stays: int = 0  # how many stays this machine has had (part of each usage id)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}  # asdict() deep-copies: slow
         for key in ("usage_id",):
             data[key] = str(data[key]) if data[key] is not None else None
         for key in ("tool_since", "rotating_since", "last_seen"):

@@ -383,9 +383,21 @@ class Transaction:
         )
         await self._execute(statement, [{"machine_id": m, "state": s, "updated_at": at} for m, s in states.items()])
 
-    async def presets_on_machines(self, machine_ids: Sequence[str]) -> list[Versioned]:
+    async def preset_instances(
+        self, machine_ids: Sequence[str], tool_numbers: Sequence[int]
+    ) -> list[tuple[str, Any, uuid.UUID | None]]:
+        """(machine_id, tool number, tool_instance_id) of the presets on these machines with these T numbers.
+
+        The T number is `parameters.tool_number` as stored; the caller applies its own reading of it.
+        """
         table = ENTITY_TABLES["tool_preset"]
-        return await self._load(KINDS["tool_preset"], table.c.machine_id.in_(list(machine_ids)))
+        number = table.c.parameters["tool_number"]
+        stmt = sa.select(table.c.machine_id, number.label("number"), table.c.tool_instance_id).where(
+            # as_float: the schema's "integer" admits 3.0, which PostgreSQL will not cast to an integer
+            table.c.machine_id.in_(list(machine_ids)),
+            number.as_float().in_([float(n) for n in tool_numbers]),
+        )
+        return [(r["machine_id"], r["number"], r["tool_instance_id"]) for r in (await self._execute(stmt)).mappings()]
 
     async def presets_on_machine(self, machine_id: str) -> list[Versioned]:
         return await self._load(KINDS["tool_preset"], ENTITY_TABLES["tool_preset"].c.machine_id == machine_id)

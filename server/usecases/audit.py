@@ -36,7 +36,7 @@ MAX_REFUSALS_PER_SECOND = 20
 
 def entry_hash(entry: AuditEntry, prev_hash: str) -> str:
     """SHA-256 over the entry's canonical JSON (sequence and prev_hash included, `hash` excluded)."""
-    payload = {f.name: getattr(entry, f.name) for f in dataclasses.fields(entry) if f.name != "hash"}
+    payload = {f.name: getattr(entry, f.name) for f in _ENTRY_FIELDS if f.name != "hash"}
     payload["prev_hash"] = prev_hash
     canonical = json.dumps(
         _canonical_numbers(payload), sort_keys=True, separators=(",", ":"), default=_json_default, ensure_ascii=False
@@ -44,8 +44,16 @@ def entry_hash(entry: AuditEntry, prev_hash: str) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+_ENTRY_FIELDS = dataclasses.fields(AuditEntry)
+
+
 def _canonical_numbers(value: Any) -> Any:
     """Integral floats as integers: PostgreSQL's jsonb gives 1e20 back as 100000000000000000000."""
+    kind = type(value)
+    if kind is dict:
+        return {k: v if type(v) in _PLAIN else _canonical_numbers(v) for k, v in value.items()}
+    if kind is list:
+        return [v if type(v) in _PLAIN else _canonical_numbers(v) for v in value]
     if isinstance(value, float) and value.is_integer():
         return int(Decimal(repr(value)))  # the decimal the JSON text says, as jsonb keeps it
     if isinstance(value, dict):
@@ -53,6 +61,10 @@ def _canonical_numbers(value: Any) -> Any:
     if isinstance(value, list):
         return [_canonical_numbers(v) for v in value]
     return value
+
+
+# Values that need no walk (exact types: a subclass takes the careful path).
+_PLAIN = frozenset({str, int, bool, type(None), uuid.UUID, datetime})
 
 
 def _json_default(value: Any) -> Any:

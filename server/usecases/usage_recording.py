@@ -35,7 +35,10 @@ ATTACH_WINDOW = timedelta(days=7)
 
 
 def tool_number_of(preset: ToolPreset) -> int | None:
-    value = preset.parameters.get("tool_number")
+    return _tool_number(preset.parameters.get("tool_number"))
+
+
+def _tool_number(value: object) -> int | None:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
@@ -157,12 +160,12 @@ class UsageRecorder:
         ids = list({e.usage_id for r in batch for e in r.events})
         known = await tx.get_many(kind, ids) if ids else {}
         machines = sorted({r.machine_id for r in batch if r.events})
+        numbers = sorted({e.tool_number for r in batch for e in r.events})
         instances: dict[tuple[str, int], uuid.UUID] = {}
-        for preset in await tx.presets_on_machines(machines) if machines else []:
-            assert isinstance(preset, ToolPreset)
-            number = tool_number_of(preset)
-            if number is not None and preset.tool_instance_id is not None:
-                instances[(preset.machine_id, number)] = preset.tool_instance_id
+        for machine_id, value, instance_id in await tx.preset_instances(machines, numbers) if machines else []:
+            number = _tool_number(value)
+            if number is not None and instance_id is not None:
+                instances[(machine_id, number)] = instance_id
         plan = _Plan(known)
         owners: list[int] = []  # request index of each write
         for index, request in enumerate(batch):
