@@ -1,0 +1,204 @@
+"""The collector's group commit (UsageRecorder): many machines' events written in one transaction with the same
+rules as one write, a bad request failing alone, and cancellation never leaving a machine's saved state behind
+what was committed. Real SQLite files and a real PostgreSQL database."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from conftest import fresh_pg_database
+
+from agent.collector.tracker import Tracker
+from server.domain.collector import UsageClosed
+from server.domain.entities import ToolInstanceStatus, ToolType, ToolUsage
+from server.domain.errors import InvalidArgument
+from server.store import migrate
+from server.store.repository import Store
+from server.store.tables import changes
+from server.usecases.app import UseCases, build
+from server.usecases.entities import Caller
+
+SYSTEM = Caller(peer="test")
+T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+
+
+@asynccontextmanager
+async def recorder_store(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path, machines: list[str]
+) -> AsyncIterator[tuple[Store, UseCases]]:
+    """A migrated store with presets T1 and T2 on every machine in `machines`."""
+    if backend == "postgres":
+        async with fresh_pg_database(request.getfixturevalue("pg_url")) as url, Store(url) as store:
+            yield await _seed(store, machines)
+    else:
+        async with Store(str(tmp_path / "edge.db")) as store:
+            yield await _seed(store, machines)
+
+
+async def _seed(store: Store, machines: list[str]) -> tuple[Store, UseCases]:
+    await migrate.upgrade(store.engine)
+    uc = build(store)
+    item = await uc.entities["tool_item"].create(
+        {"name": "mill", "tool_type": ToolType.END_MILL, "geometry": {"DC": 10, "NOF": 4, "OAL": 70}},
+        entity_id=None,
+        caller=SYSTEM,
+    )
+    for machine_id in machines:
+        for number in (1, 2):
+            instance = await uc.entities["tool_instance"].create(
+                {
+                    "tool_item_id": item.id,
+                    "serial_number": f"{machine_id}-T{number}",
+                    "status": ToolInstanceStatus.AVAILABLE,
+                },
+                entity_id=None,
+                caller=SYSTEM,
+            )
+            await uc.entities["tool_preset"].create(
+                {
+                    "name": f"T{number}",
+                    "tool_instance_id": instance.id,
+                    "machine_id": machine_id,
+                    "parameters": {"tool_number": number},
+                },
+                entity_id=None,
+                caller=SYSTEM,
+            )
+    return store, uc
+
+
+async def _usages(uc: UseCases) -> list[ToolUsage]:
+    page = await uc.entities["tool_usage"].list(page_size=1000, page_token="", filter_text="", order_by="start_time")
+    return [u for u in page.items if isinstance(u, ToolUsage)]
+
+
+async def _write_tx_ids(store: Store) -> set[uuid.UUID]:
+    async with store.read() as tx:
+        rows = await tx._execute(sa.select(changes.c.tx_id).where(changes.c.entity_type == "tool_usage").distinct())
+        return {r[0] for r in rows.all()}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_many_machines_are_written_in_one_transaction_with_every_rule(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path
+) -> None:
+    machines = [f"M{i:02d}" for i in range(20)]
+    async with recorder_store(request, backend, tmp_path, machines) as (store, uc):
+        trackers = [*machines, "NOPRESET"]
+
+        async def submit(tracker: Tracker, steps: list[int], at: datetime) -> list[Any]:
+            events = []
+            for offset, number in enumerate(steps):
+                events += tracker.tool(number, at + timedelta(seconds=offset))
+            return await uc.recorder.apply(tracker.machine_id, events, tracker.state.to_json())
+
+        opened = {m: Tracker(m) for m in trackers}
+        await asyncio.gather(
+            *(uc.recorder.apply(m, t.reconnected(1, True, 5000.0, T0), t.state.to_json()) for m, t in opened.items())
+        )
+        # Then T1 -> T2 -> T1 -> T2 in one request per machine (a usage opened and closed within one batch), all
+        # machines at once.
+        before = await _write_tx_ids(store)
+        results = await asyncio.gather(*(submit(t, [2, 1, 2], T0 + timedelta(minutes=1)) for t in opened.values()))
+        after = await _write_tx_ids(store)
+        assert len(after - before) == 1, "every machine's writes went into one transaction"
+
+        for machine_id, written in zip(opened, results, strict=True):
+            # close T1, open+close T2, open+close T1, open T2: 6 writes per machine with presets, none without
+            assert len(written) == (0 if machine_id == "NOPRESET" else 6)
+        usages = await _usages(uc)
+        by_machine: dict[str, list[ToolUsage]] = {}
+        for usage in usages:
+            by_machine.setdefault(usage.machine_id, []).append(usage)
+        assert sorted(by_machine) == machines
+        for machine_id in machines:
+            stays = sorted(by_machine[machine_id], key=lambda u: u.start_time)
+            assert [u.usage_metrics["tool_number"] for u in stays] == [1, 2, 1, 2]
+            assert [u.end_time is not None for u in stays] == [True, True, True, False]
+            assert [u.version for u in stays] == [2, 2, 2, 1]
+            assert stays[1].usage_metrics["time_in_spindle_s"] == 1.0
+        # The T number without a preset is kept, not lost.
+        async with store.read() as tx:
+            unmatched = await tx.unmatched(machine_id="NOPRESET")
+        assert [(r["tool_number"], r["end_time"] is not None) for r in unmatched] == [
+            (1, True),
+            (2, True),
+            (1, True),
+            (2, False),
+        ]
+        # Saved state is each machine's newest, and the audit chain is whole.
+        for machine_id, tracker in opened.items():
+            saved = await uc.recorder.load_state(machine_id)
+            assert saved == tracker.state.to_json()
+        assert (await uc.audit.verify()).ok
+        # Replaying the same requests (a crash before the tracker learnt of the commit) writes nothing new.
+        count = len(usages)
+        replay = Tracker("M00")
+        replay.reconnected(1, True, 5000.0, T0)
+        await submit(replay, [2, 1, 2], T0 + timedelta(minutes=1))
+        assert len(await _usages(uc)) == count
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_bad_request_fails_alone(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> None:
+    machines = ["A", "B", "C"]
+    async with recorder_store(request, backend, tmp_path, machines) as (_store, uc):
+        trackers = {m: Tracker(m) for m in machines}
+        opening = {m: t.reconnected(1, False, 0.0, T0) for m, t in trackers.items()}
+        await asyncio.gather(*(uc.recorder.apply(m, opening[m], trackers[m].state.to_json()) for m in machines))
+        closes = {m: trackers[m].tool(0, T0 + timedelta(seconds=30)) for m in machines}
+        bad = closes["B"][0]
+        assert isinstance(bad, UsageClosed)
+        closes["B"] = [UsageClosed(bad.usage_id, bad.tool_number, bad.start, bad.end, bad.program, {"parts": -1})]
+        results = await asyncio.gather(
+            *(uc.recorder.apply(m, closes[m], trackers[m].state.to_json()) for m in machines), return_exceptions=True
+        )
+        assert isinstance(results[1], InvalidArgument)
+        assert "usage_metrics.parts" in {v.field for v in results[1].violations}
+        assert [len(r) for r in results if isinstance(r, list)] == [1, 1]
+        closed = {u.machine_id: u.end_time is not None for u in await _usages(uc)}
+        assert closed == {"A": True, "B": False, "C": True}
+        # B's state was not saved: its saved state still has the usage open.
+        saved = await uc.recorder.load_state("B")
+        assert saved is not None and saved["tool"] == 1
+
+
+async def test_cancellation_withdraws_what_was_not_taken_and_reports_what_was_committed(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    async with recorder_store(request, "sqlite", tmp_path, ["A", "B"]) as (_store, uc):
+        a, b = Tracker("A"), Tracker("B")
+        blocker = sqlite3.connect(tmp_path / "edge.db", timeout=30)
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database: the recorder's batch waits
+        committed: list[list[Any]] = []
+        try:
+            task_a = asyncio.create_task(
+                uc.recorder.apply("A", a.reconnected(1, False, 0.0, T0), a.state.to_json(), on_commit=committed.append)
+            )
+            await asyncio.sleep(0.3)  # the writer took A and waits for the database
+            task_b = asyncio.create_task(uc.recorder.apply("B", b.reconnected(1, False, 0.0, T0), b.state.to_json()))
+            await asyncio.sleep(0.1)
+            task_b.cancel()  # not taken yet: withdrawn, never written
+            task_a.cancel()  # taken: waits for the outcome, then re-raises
+            await asyncio.sleep(0.1)
+            assert not task_a.done()
+        finally:
+            blocker.rollback()
+            blocker.close()
+        with pytest.raises(asyncio.CancelledError):
+            await task_a
+        with pytest.raises(asyncio.CancelledError):
+            await task_b
+        assert len(committed) == 1 and len(committed[0]) == 1  # A's usage was written and A was told so
+        assert {u.machine_id for u in await _usages(uc)} == {"A"}
+        assert await uc.recorder.load_state("B") is None
+        assert await uc.recorder.load_state("A") == a.state.to_json()
