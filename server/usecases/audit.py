@@ -34,10 +34,13 @@ VERIFY_BATCH = 5_000
 MAX_REFUSALS_PER_SECOND = 20
 
 
-def entry_hash(entry: AuditEntry, prev_hash: str) -> str:
-    """SHA-256 over the entry's canonical JSON (sequence and prev_hash included, `hash` excluded)."""
+def entry_hash(entry: AuditEntry, prev_hash: str, *, seq: int | None = None) -> str:
+    """SHA-256 over the entry's canonical JSON (sequence and prev_hash included, `hash` excluded); `seq` stands
+    for the entry's own sequence when given."""
     payload = {f.name: getattr(entry, f.name) for f in _ENTRY_FIELDS if f.name != "hash"}
     payload["prev_hash"] = prev_hash
+    if seq is not None:
+        payload["seq"] = seq
     canonical = json.dumps(
         _canonical_numbers(payload), sort_keys=True, separators=(",", ":"), default=_json_default, ensure_ascii=False
     )
@@ -90,9 +93,9 @@ async def append_many(tx: Transaction, entries: Sequence[AuditEntry]) -> None:
     sealed = []
     for entry in entries:
         seq += 1
-        entry = dataclasses.replace(entry, seq=seq, prev_hash=prev)
-        prev = entry_hash(entry, prev)
-        sealed.append(dataclasses.replace(entry, hash=prev))
+        digest = entry_hash(entry, prev, seq=seq)
+        sealed.append(dataclasses.replace(entry, seq=seq, prev_hash=prev, hash=digest))
+        prev = digest
     await tx.insert_audit_many(sealed)
 
 

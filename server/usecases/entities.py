@@ -245,6 +245,14 @@ class EntityService:
         updated = [(latest[i], v) for i, v in start_versions.items()]
         if updated and not await tx.bulk_update(self.kind, updated):
             raise Aborted(f"{self.kind.label}s changed while being written; retry", reason="WRITE_CONFLICT")
+        snapshots: dict[int, dict[str, Any]] = {}  # id(entity) -> to_json(entity): each one is encoded once
+
+        def snapshot(entity: Versioned) -> dict[str, Any]:
+            found = snapshots.get(id(entity))
+            if found is None:
+                found = snapshots[id(entity)] = to_json(entity)
+            return found
+
         await tx.bulk_append_changes(
             [
                 {
@@ -252,7 +260,7 @@ class EntityService:
                     "entity_id": after.id,
                     "version": after.version,
                     "operation": ChangeOperation.CREATE if before is None else ChangeOperation.UPDATE,
-                    "data": to_json(after),
+                    "data": snapshot(after),
                     "actor_id": caller.actor_id,
                     "request_id": "",
                     "change_time": now,
@@ -263,7 +271,9 @@ class EntityService:
         await audit.append_many(
             tx,
             [
-                self._audit_entry(before, after, caller, now, "create" if before is None else "update")
+                self._audit_entry(
+                    before, after, caller, now, "create" if before is None else "update", snapshot=snapshot
+                )
                 for before, after, caller in steps
             ],
         )
@@ -387,7 +397,14 @@ class EntityService:
             )
 
     def _audit_entry(
-        self, before: Versioned | None, after: Versioned | None, caller: Caller, now: datetime, method: str
+        self,
+        before: Versioned | None,
+        after: Versioned | None,
+        caller: Caller,
+        now: datetime,
+        method: str,
+        *,
+        snapshot: Callable[[Versioned], dict[str, Any]] = to_json,
     ) -> AuditEntry:
         entity = after or before
         assert entity is not None
@@ -399,8 +416,8 @@ class EntityService:
             entity_type=self.kind.name,
             entity_id=str(entity.id),
             entity_version=entity.version,
-            before=to_json(before) if before is not None else None,
-            after=to_json(after) if after is not None else None,
+            before=snapshot(before) if before is not None else None,
+            after=snapshot(after) if after is not None else None,
             request_id=caller.request_id,
             peer=caller.peer[:200],
         )

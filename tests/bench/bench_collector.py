@@ -90,7 +90,11 @@ def simulator_main(argv: Sequence[str]) -> int:
     from agent.logs import configure_logging
 
     configure_logging("WARNING")
-    asyncio.run(_simulate(args))
+    # The controllers are other machines on a real floor: here they share the agent's cores, so they run on the
+    # same event loop as `smooth-edge simulate-cnc` (uvloop) to take as little from the agent as they can.
+    import uvloop
+
+    uvloop.run(_simulate(args))
     return 0
 
 
