@@ -6,8 +6,8 @@ frozen objects, validated as a whole so every mistake is reported at start, not 
 machine_id = "MILL-01"              # as used in ToolPresets and ToolUsages
 endpoint = "opc.tcp://10.0.0.21:4840"
 profile = "cnc"                     # cnc | umati | sinumerik | custom
-channel = "Channel1"                # cnc/sinumerik: channel (browse name / number); default: the first
-spindle = "Spindle1"                # cnc/umati: spindle browse name; default: the first
+channel = "Channel1"                # cnc: channel browse name; sinumerik: channel number; default: the first
+spindle = "Spindle1"                # cnc/umati: spindle browse name; sinumerik: spindle number; default: the first
 machine = "MILL-01"                 # umati: the machine's browse name under Objects/Machines; default: the only one
 publishing_interval_ms = 250
 watchdog_s = 10                     # no data and no answer for this long -> a new connection
@@ -146,6 +146,12 @@ def parse_collector_config(
         problems += [
             f"{where}: nodes: unknown signal {k!r}; use {', '.join(SIGNALS)}" for k in set(nodes) - set(SIGNALS)
         ]
+        if profile == "sinumerik":
+            problems += [
+                f"{where}: {key} must be a number >= 1 for the sinumerik profile (the u<channel>,<spindle> suffix)"
+                for key in ("channel", "spindle")
+                if str(raw.get(key, "")) and not (str(raw[key]).isdigit() and int(str(raw[key])) >= 1)
+            ]
         if profile == "custom" and "tool" not in nodes:
             problems.append(f"{where}: the custom profile needs at least nodes.tool")
         numbers: dict[str, float] = {}

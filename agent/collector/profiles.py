@@ -7,7 +7,8 @@ their URIs, never hard-coded):
   rotating = Monitoring/<sp>/IsRotating, program = Production/ActiveProgram/Name,
   parts = Monitoring/MachineTool/(OperationCounters/)PartsProducedInLifetime;
 - sinumerik: /Channel/State/actTNumber, /Channel/Spindle/actSpeed, /Channel/ProgramInfo/progName,
-  /Channel/State/actParts (suffix [u<channel>,1] when a channel is configured);
+  /Channel/State/actParts, with the suffix [u<channel>,1] ([u<channel>,<spindle>] for the speed) when a channel
+  or spindle number is configured;
 - custom: the NodeIds the configuration names.
 """
 
@@ -135,20 +136,23 @@ async def _umati(client: Client, config: MachineConfig) -> Signals:
     return Signals(nodes=nodes, last_usage=last_usage)
 
 
-def _sinumerik_id(index: int, path: str, channel: str) -> str:
-    suffix = f"[u{channel},1]" if channel else ""
+def _sinumerik_id(index: int, path: str, channel: str, item: str = "") -> str:
+    """`[u<channel>,<index>]` selects the channel and, for spindle variables, the spindle; none = the defaults."""
+    suffix = f"[u{channel or 1},{item or 1}]" if channel or item else ""
     return f"ns={index};s={path}{suffix}"
 
 
 async def _sinumerik(client: Client, config: MachineConfig) -> Signals:
     index = await _namespace(client, config.namespace or SINUMERIK_NS)
     paths = {
-        "tool": "/Channel/State/actTNumber",
-        "speed": "/Channel/Spindle/actSpeed",
-        "program": "/Channel/ProgramInfo/progName",
-        "parts": "/Channel/State/actParts",
+        "tool": ("/Channel/State/actTNumber", ""),
+        "speed": ("/Channel/Spindle/actSpeed", config.spindle),
+        "program": ("/Channel/ProgramInfo/progName", ""),
+        "parts": ("/Channel/State/actParts", ""),
     }
-    nodes = {name: client.get_node(_sinumerik_id(index, path, config.channel)) for name, path in paths.items()}
+    nodes = {
+        name: client.get_node(_sinumerik_id(index, path, config.channel, item)) for name, (path, item) in paths.items()
+    }
     await _check_readable(nodes)
     return Signals(nodes=nodes)
 

@@ -290,7 +290,8 @@ async def _apply_umati(h: _Handles, step: Step, now: datetime) -> None:
 
 
 async def _build_sinumerik(objects: Node, ns: int, channel: int) -> _Handles:
-    """SINUMERIK-style variables: string NodeIds `/Channel/...[u<channel>,1]` in the vendor namespace."""
+    """SINUMERIK-style variables: string NodeIds `/Channel/...[u<channel>,1]` in the vendor namespace, and
+    `/Channel/Spindle/actSpeed[u<channel>,2]`, a counter-spindle at half the main spindle's speed."""
     V = ua.VariantType
     folder = await objects.add_folder(ns, f"Sinumerik{channel}")
     h = _Handles()
@@ -302,6 +303,9 @@ async def _build_sinumerik(objects: Node, ns: int, channel: int) -> _Handles:
     ):
         node_id = ua.NodeId(f"{path}[u{channel},1]", ns)  # type: ignore[arg-type]
         h.values[key] = await folder.add_variable(node_id, path.rsplit("/", 1)[1], ua.Variant(value, vtype))
+    # A counter-spindle (spindle 2 of the channel) that turns at half the main spindle's speed.
+    node_id = ua.NodeId(f"/Channel/Spindle/actSpeed[u{channel},2]", ns)  # type: ignore[arg-type]
+    h.values["speed2"] = await folder.add_variable(node_id, "actSpeed2", ua.Variant(0.0, V.Double))
     return h
 
 
@@ -313,6 +317,7 @@ async def _apply_sinumerik(h: _Handles, step: Step, now: datetime) -> None:
         await _write(h.values["tool"], step.tool, V.Int32, now)
     if step.speed_rpm is not None:
         await _write(h.values["speed"], step.speed_rpm, V.Double, now)
+        await _write(h.values["speed2"], step.speed_rpm / 2, V.Double, now)
     if step.parts:
         h.parts += step.parts
         await _write(h.values["parts"], h.parts, V.Int32, now)

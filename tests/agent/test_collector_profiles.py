@@ -188,6 +188,22 @@ async def test_sinumerik_profile(plain_sim: CncSimulator, tmp_path: Path) -> Non
     assert 0.4 <= usage.usage_metrics["spindle_runtime_s"] <= 0.7
 
 
+async def test_sinumerik_spindle_selection(plain_sim: CncSimulator, tmp_path: Path) -> None:
+    # Spindle 2 of the channel (the simulator's counter-spindle turns at half speed): [u1,2] is followed.
+    config = MachineConfig(
+        machine_id="N1",
+        endpoint=plain_sim.endpoint,
+        profile="sinumerik",
+        channel="1",
+        spindle="2",
+        publishing_interval_ms=50,
+        watchdog_s=2,
+        reconnect_max_s=0.5,
+    )
+    usage = await _one_usage(plain_sim, config, tmp_path, "N1")
+    assert usage.usage_metrics["tool_number"] == 7 and usage.usage_metrics["max_speed_rpm"] == 1500
+
+
 async def test_custom_profile_with_namespace_uris(plain_sim: CncSimulator, tmp_path: Path) -> None:
     # Find the simulator's numeric NodeIds the way an integrator would, then name them by namespace URI.
     async with Client(plain_sim.endpoint) as client:

@@ -41,6 +41,7 @@ def test_every_problem_is_reported() -> None:
                     {"machine_id": "A", "endpoint": "http://x", "profile": "fanuc", "colour": "red"},
                     {"machine_id": "A", "endpoint": "opc.tcp://x", "profile": "custom", "watchdog_s": 0},
                     {"endpoint": "opc.tcp://x", "profile": "cnc", "security": {"mode": "Sign", "password_env": "NOPE"}},
+                    {"machine_id": "S", "endpoint": "opc.tcp://y", "profile": "sinumerik", "spindle": "Spindle1"},
                 ]
             },
             environ={},
@@ -56,9 +57,10 @@ def test_every_problem_is_reported() -> None:
         "machine_id is required",
         "needs certificate and private_key",
         "NOPE, which is not set",
+        "spindle must be a number >= 1 for the sinumerik profile",
     ):
         assert expected in text, expected
-    assert len(err.value.problems) >= 9
+    assert len(err.value.problems) >= 10
 
 
 def test_tracker_caps_program_names_and_keeps_stays_apart() -> None:
