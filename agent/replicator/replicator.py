@@ -107,8 +107,7 @@ class Replicator:
 
     async def flush(self) -> None:
         """Push until nothing local is left unacknowledged (raises if central cannot be reached)."""
-        while await self._push_once():
-            pass
+        await self._push_all()
 
     async def _run(self) -> None:
         backoff = self._settings.interval_s
@@ -118,8 +117,7 @@ class Replicator:
                 if not checked:
                     await self._check_watermark()
                     checked = True
-                while await self._push_once():
-                    pass
+                await self._push_all()
                 while await self._pull_once():
                     pass
                 self.connected, self.last_error = True, ""
@@ -148,18 +146,44 @@ class Replicator:
             if mark.last_seq > self.acked:
                 await self._save_ack(tx, mark.last_seq)
 
-    async def _push_once(self) -> bool:
-        """Send one batch; True if something was sent (there may be more)."""
-        assert self._channel is not None and self.origin_id is not None
+    async def _push_all(self) -> None:
+        """Push until nothing is left. Pipelined: the next batch is read, encoded and made durable while the
+        current one is in flight (central still applies batches one after another, in order)."""
+        batch = await self._prepare(self.acked)
+        while batch:
+            following = asyncio.create_task(self._prepare(batch[-1].seq))
+            try:
+                moved = await self._push(batch)
+            except BaseException:
+                following.cancel()
+                with contextlib.suppress(BaseException):
+                    await following
+                raise
+            if moved:  # central's position differs from ours: what was read ahead does not follow it
+                following.cancel()
+                with contextlib.suppress(BaseException):
+                    await following
+                batch = await self._prepare(self.acked)
+            else:
+                batch = await following
+
+    async def _prepare(self, after: int) -> list[sync_pb2.Change]:
+        """The batch after `after`, encoded, with the "sent" marker made durable (empty: nothing to send)."""
         async with self._store.read() as tx:
-            candidates = await tx.local_changes(self.acked, self._settings.batch_size + 200)
+            candidates = await tx.local_changes(after, self._settings.batch_size + 200)
         if not candidates:
-            return False
+            return []
         protos = _batch(candidates, self._settings.batch_size)
         # Durable first: this fsyncs the WAL, so every change we are about to send survives a power cut.
-        async with self._store.write(durable=True) as tx:
-            await tx.set_replication_value(SENT_KEY, max(protos[-1].seq, self.sent), self._clock())
-        self.sent = max(protos[-1].seq, self.sent)
+        if protos[-1].seq > self.sent:
+            async with self._store.write(durable=True) as tx:
+                await tx.set_replication_value(SENT_KEY, protos[-1].seq, self._clock())
+            self.sent = max(protos[-1].seq, self.sent)
+        return protos
+
+    async def _push(self, protos: list[sync_pb2.Change]) -> bool:
+        """Send one batch and save central's answer; True when central's position is not where ours was."""
+        assert self._channel is not None and self.origin_id is not None
         request = sync_pb2.PushChangesRequest(
             origin_id=str(self.origin_id),
             after_seq=self.acked,
@@ -191,7 +215,7 @@ class Replicator:
             await self._save_ack(tx, response.acked_seq)
         self.last_success = self._clock()
         self.connected = True
-        return True
+        return bool(response.acked_seq != protos[-1].seq)
 
     async def _pull_once(self) -> bool:
         """Apply one page of central's changes (not our own) with the cursor; True if there may be more."""

@@ -272,8 +272,10 @@ async def _apply_bulk(tx: Transaction, origin_id: uuid.UUID, batch: Sequence[Rev
     for kind, entity, _ in parsed:
         by_kind.setdefault(kind.name, {})[entity.id] = entity  # the last state of each entity wins
     present: dict[str, set[uuid.UUID]] = {}
+    existing: dict[str, set[uuid.UUID]] = {}
     for name, entities in by_kind.items():
         versions = await tx.versions_of(KINDS[name], list(entities))
+        existing[name] = set(versions)
         present[name] = set(versions) | set(entities)
         newest: dict[uuid.UUID, int] = dict(versions)
         for kind, entity, _ in parsed:
@@ -303,7 +305,11 @@ async def _apply_bulk(tx: Transaction, origin_id: uuid.UUID, batch: Sequence[Rev
                 return False
     for name in BULK_ORDER:
         if name in by_kind:
-            await tx.bulk_upsert(KINDS[name], list(by_kind[name].values()))
+            new = [e for i, e in by_kind[name].items() if i not in existing[name]]
+            updated = [e for i, e in by_kind[name].items() if i in existing[name]]
+            await tx.bulk_insert(KINDS[name], new)  # COPY on PostgreSQL
+            if updated:
+                await tx.bulk_upsert(KINDS[name], updated)
     await tx.bulk_append_changes(
         [
             {

@@ -83,7 +83,7 @@ _VALIDATORS = {
 # Keywords whose meaning is the same in JSON Schema draft-07 (what fastjsonschema compiles) and 2020-12.
 _FAST_KEYWORDS = frozenset(
     {
-        "$comment", "$defs", "$id", "$ref", "$schema", "additionalProperties", "anyOf", "description", "enum",
+        "$comment", "$defs", "$id", "$ref", "$schema", "additionalProperties", "allOf", "anyOf", "description", "enum",
         "exclusiveMinimum", "format", "items", "maxItems", "maxLength", "maximum", "minLength", "minimum",
         "patternProperties", "properties", "required", "title", "type",
     }
@@ -126,7 +126,7 @@ def _compile_fast(name: str) -> Callable[[object], object] | None:
 
 _FAST = {field: _compile_fast(name) for field, name in SCHEMA_FILES.items()}
 _REQUIRED_SYMBOLS: Mapping[str, tuple[str, ...]] = {
-    tool_type: tuple(_SCHEMAS["geometry.json"]["$defs"][tool_type]["required"]) for tool_type in TOOL_TYPES
+    tool_type: tuple(_SCHEMAS["geometry.json"]["$defs"][tool_type]["allOf"][1]["required"]) for tool_type in TOOL_TYPES
 }
 
 
@@ -240,8 +240,15 @@ def _validate(field: str, value: object) -> tuple[dict[str, Any] | None, list[Fi
     return data, list(dict.fromkeys(violations))  # "required" reports each missing key once per error
 
 
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
 def _plain(value: object) -> object:
     """Copies Struct-like containers into the dicts and lists jsonschema's types expect."""
+    if type(value) is dict and all(
+        type(k) is str and (type(v) in _SCALARS or (type(v) is float and math.isfinite(v))) for k, v in value.items()
+    ):
+        return value  # a flat dict of JSON scalars (geometry, usage metrics, parameters): nothing to copy
     if isinstance(value, Mapping):
         return {str(key): _plain(item) for key, item in value.items()}
     if isinstance(value, str | bytes):

@@ -62,8 +62,10 @@ def _check_field(f: FieldInfo, value: Any, entity: Versioned, tool_type: str | N
         if len(set(value)) != len(value):
             out.append(FieldViolation(f.name, "lists a member twice"))
     elif f.kind == "json":
-        size = len(json.dumps(value, separators=(",", ":")))
-        if _has_nul(value):
+        text = json.dumps(value, separators=(",", ":"))
+        size = len(text)
+        # json.dumps escapes U+0000 as \u0000 (and a literal backslash before "u0000" too): walk only then
+        if "\\u0000" in text and _has_nul(value):
             # PostgreSQL's jsonb cannot store U+0000; refuse it on every engine alike.
             out.append(FieldViolation(f.name, "must not contain NUL characters in keys or strings"))
         elif size > JSON_MAX_BYTES:
