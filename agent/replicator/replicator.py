@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import json
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import grpc
 import structlog
@@ -34,6 +36,7 @@ ACKED_KEY = "acked_seq"
 SENT_KEY = "sent_seq"  # the highest sequence ever offered to central, written durably before it is sent
 MAX_BATCH_BYTES = 4 * 1024 * 1024  # well under central's 16 MiB message limit
 REJECTED_KEY = "rejected_count"
+IN_FLIGHT = 2  # pushes on the wire at once (central applies them one after another, in order)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +44,7 @@ class ReplicatorSettings:
     central: str  # host:port of central's gRPC
     key: str  # an API key with the sync scope
     credentials: grpc.ChannelCredentials | None = None  # TLS to central
-    batch_size: int = 500
+    batch_size: int = 2000
     interval_s: float = 1.0
     max_backoff_s: float = 30.0
     flush_timeout_s: float = 10.0
@@ -147,25 +150,34 @@ class Replicator:
                 await self._save_ack(tx, mark.last_seq)
 
     async def _push_all(self) -> None:
-        """Push until nothing is left. Pipelined: the next batch is read, encoded and made durable while the
-        current one is in flight (central still applies batches one after another, in order)."""
-        batch = await self._prepare(self.acked)
-        while batch:
-            following = asyncio.create_task(self._prepare(batch[-1].seq))
-            try:
-                moved = await self._push(batch)
-            except BaseException:
-                following.cancel()
-                with contextlib.suppress(BaseException):
-                    await following
-                raise
-            if moved:  # central's position differs from ours: what was read ahead does not follow it
-                following.cancel()
-                with contextlib.suppress(BaseException):
-                    await following
-                batch = await self._prepare(self.acked)
-            else:
-                batch = await following
+        """Push until nothing is left, with up to IN_FLIGHT batches on the wire: while central applies one, the
+        next is already read, encoded, made durable and sent (central applies them strictly in order, each after
+        its predecessor's commit). Answers are taken in order; the acknowledged position only follows them."""
+        after = self.acked
+        inflight: deque[tuple[asyncio.Task[Any], list[sync_pb2.Change]]] = deque()
+        try:
+            while True:
+                while len(inflight) < IN_FLIGHT:
+                    batch = await self._prepare(after)
+                    if not batch:
+                        break
+                    failpoints.hit("edge-before-push")
+                    inflight.append((asyncio.create_task(self._send(batch, after)), batch))
+                    after = batch[-1].seq
+                if not inflight:
+                    return
+                task, batch = inflight.popleft()
+                if await self._receive(task, batch):
+                    # Central's position is not where ours was: drop what is in flight, go on from its position.
+                    for other, _ in inflight:
+                        other.cancel()
+                    await asyncio.gather(*(other for other, _ in inflight), return_exceptions=True)
+                    inflight.clear()
+                    after = self.acked
+        finally:
+            for other, _ in inflight:
+                other.cancel()
+            await asyncio.gather(*(other for other, _ in inflight), return_exceptions=True)
 
     async def _prepare(self, after: int) -> list[sync_pb2.Change]:
         """The batch after `after`, encoded, with the "sent" marker made durable (empty: nothing to send)."""
@@ -181,19 +193,20 @@ class Replicator:
             self.sent = max(protos[-1].seq, self.sent)
         return protos
 
-    async def _push(self, protos: list[sync_pb2.Change]) -> bool:
-        """Send one batch and save central's answer; True when central's position is not where ours was."""
+    async def _send(self, protos: list[sync_pb2.Change], after: int) -> Any:
         assert self._channel is not None and self.origin_id is not None
         request = sync_pb2.PushChangesRequest(
             origin_id=str(self.origin_id),
-            after_seq=self.acked,
+            after_seq=after,
             changes=protos,
             schema_version=self._settings.schema_version,
         )
-        stub = sync_pb2_grpc.SyncServiceStub(self._channel)
-        failpoints.hit("edge-before-push")
+        return await sync_pb2_grpc.SyncServiceStub(self._channel).PushChanges(request, timeout=60)
+
+    async def _receive(self, call: asyncio.Task[Any], protos: list[sync_pb2.Change]) -> bool:
+        """Central's answer to one batch, saved; True when central's position is not where ours was."""
         try:
-            response = await stub.PushChanges(request, timeout=60)
+            response = await call
         except grpc.aio.AioRpcError as err:
             watermark = _gap_watermark(err)
             if watermark is None:

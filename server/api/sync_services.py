@@ -58,6 +58,7 @@ def change_from_proto(msg: sync_pb2.Change, index: int) -> Revision:
             request_id=msg.request_id,
             snapshot=data,
             tx_id=uuid.UUID(msg.tx_id) if msg.tx_id else None,
+            snapshot_json=msg.data_json,
         )
     except (ValueError, KeyError) as exc:
         raise InvalidArgument.of([FieldViolation(field, f"malformed change: {exc}")]) from None

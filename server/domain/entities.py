@@ -173,3 +173,4 @@ class Revision:
     snapshot: JsonObject
     tx_id: uuid.UUID | None = None  # changes of one local transaction share it
     origin_id: uuid.UUID | None = None  # the store the change was made in, when it was replicated here
+    snapshot_json: str = ""  # the snapshot as JSON text, when it arrived as such (replication)

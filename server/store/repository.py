@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -50,6 +51,12 @@ from server.store.tables import (
 )
 
 log = structlog.get_logger("smooth_edge.store")
+
+
+class JsonText(str):
+    """A JSON column's value already encoded (`insert_rows` passes it through instead of encoding it again)."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -559,13 +566,18 @@ class Transaction:
         if not rows:
             return
         if self._dialect != "postgresql":
-            await self._execute(table.insert(), list(rows))
+            plain = [{k: json.loads(v) if type(v) is JsonText else v for k, v in row.items()} for row in rows]
+            await self._execute(table.insert(), plain)
             return
         columns = list(rows[0])
         dialect = self._conn.dialect
         processors = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
         records = [
-            tuple(row[c] if p is None else p(row[c]) for c, p in zip(columns, processors, strict=True)) for row in rows
+            tuple(
+                row[c] if p is None or type(row[c]) is JsonText else p(row[c])
+                for c, p in zip(columns, processors, strict=True)
+            )
+            for row in rows
         ]
         raw = await self._conn.get_raw_connection()
         try:

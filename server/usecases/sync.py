@@ -8,6 +8,8 @@ central that names the origin, so central keeps the full history of every edge.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import itertools
 import uuid
@@ -30,13 +32,15 @@ from server.domain.errors import (
 from server.domain.identity import AuditEntry, Principal, Scope
 from server.domain.registry import KINDS, EntityKind
 from server.domain.schema import fields_of, from_json, to_json
-from server.store.repository import Store, Transaction
+from server.store.repository import JsonText, Store, Transaction
 from server.usecases import audit
 from server.usecases.listing import build_query, encode_token, page_size_of
 from server.usecases.tokens import decode_position, encode_position
 from server.validation.rules import check_entity
 
 MAX_BATCH = 5_000
+TURN_WAIT_S = 10.0  # how long a push that arrived before its predecessor waits for it to be applied
+ORPHAN_WAIT_S = 0.5  # ... and for it to arrive at all
 PULL_LIMIT = 1_000
 STORE_ID_KEY = "origin_id"
 
@@ -62,6 +66,11 @@ class SyncApplier:
         self._clock = clock
         self.schema_version = schema_version
         self.central = central
+        # Per origin, the watermark the last push through this process committed (pushes wait their turn on it).
+        self._positions: dict[uuid.UUID, int] = {}
+        self._ended: dict[uuid.UUID, int] = {}  # per origin, pushes that ended without moving it
+        self._active: dict[uuid.UUID, int] = {}  # per origin, pushes being applied now
+        self._turns = asyncio.Condition()
 
     def _require_central(self) -> None:
         if not self.central:
@@ -89,6 +98,18 @@ class SyncApplier:
         """Apply the changes after central's watermark; returns the new watermark and what was rejected."""
         _require_sync(principal)
         self._require_central()
+        watermark: int | None = None
+        await self._announce(origin_id, None, starting=True)
+        try:
+            self._check_batch(after_seq, batch, schema_version)
+            parsed = parse_bulk(batch)  # CPU work before the write lock: it overlaps the previous push's writes
+            await self._wait_turn(origin_id, after_seq)
+            watermark, rejected = await self._push(origin_id, after_seq, batch, parsed, schema_version, principal, peer)
+        finally:
+            await self._announce(origin_id, watermark)
+        return watermark, rejected
+
+    def _check_batch(self, after_seq: int, batch: Sequence[Revision], schema_version: str) -> None:
         if len(batch) > MAX_BATCH:
             raise InvalidArgument.of([FieldViolation("changes", f"at most {MAX_BATCH} changes per batch")])
         seqs = [c.sequence for c in batch]
@@ -101,6 +122,51 @@ class SyncApplier:
                 reason="SCHEMA_AHEAD",
                 metadata={"central_schema": self.schema_version},
             )
+
+    async def _wait_turn(self, origin_id: uuid.UUID, after_seq: int) -> None:
+        """A push that arrives before its predecessor (an edge keeps two in flight) waits for it to commit
+        rather than being refused as a gap. It waits up to TURN_WAIT_S while another push of that origin is
+        being applied, up to ORPHAN_WAIT_S while none is (a real gap is refused quickly), and stops as soon as a
+        push of that origin ends without moving it (the predecessor failed: the gap is real)."""
+        known = self._positions.get(origin_id)
+        if known is None or after_seq <= known:
+            return
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        ended = self._ended.get(origin_id, 0)
+        async with self._turns:
+            while self._positions.get(origin_id, 0) < after_seq and self._ended.get(origin_id, 0) == ended:
+                others = self._active.get(origin_id, 0) - 1
+                remaining = start + (TURN_WAIT_S if others > 0 else ORPHAN_WAIT_S) - loop.time()
+                if remaining <= 0:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._turns.wait(), remaining)
+
+    async def _announce(self, origin_id: uuid.UUID, watermark: int | None, *, starting: bool = False) -> None:
+        async with self._turns:
+            if starting:
+                self._active[origin_id] = self._active.get(origin_id, 0) + 1
+            else:
+                self._active[origin_id] = self._active.get(origin_id, 1) - 1
+                if not self._active[origin_id]:
+                    del self._active[origin_id]
+                if watermark is None:
+                    self._ended[origin_id] = self._ended.get(origin_id, 0) + 1
+                else:
+                    self._positions[origin_id] = max(watermark, self._positions.get(origin_id, 0))
+            self._turns.notify_all()
+
+    async def _push(
+        self,
+        origin_id: uuid.UUID,
+        after_seq: int,
+        batch: Sequence[Revision],
+        parsed: Parsed | None,
+        schema_version: str,
+        principal: Principal | None,
+        peer: str,
+    ) -> tuple[int, list[Rejected]]:
         now = self._clock()
         async with self.store.write() as tx:
             await _check_origin_owner(tx, origin_id, principal)
@@ -113,7 +179,9 @@ class SyncApplier:
                     metadata={"watermark": str(watermark)},
                 )
             fresh = [c for c in batch if c.sequence > watermark]
-            rejected = await apply_changes(tx, origin_id, fresh, now, arbiter=True)
+            if parsed is not None:
+                parsed = [p for p in parsed if p[2].sequence > watermark]
+            rejected = await apply_changes(tx, origin_id, fresh, now, arbiter=True, parsed=parsed)
             if fresh:
                 failpoints.hit("central-mid-apply")  # applied, not committed
             if fresh:
@@ -198,7 +266,13 @@ async def store_id(tx: Transaction, now: datetime) -> uuid.UUID:
 
 
 async def apply_changes(
-    tx: Transaction, origin_id: uuid.UUID, batch: Sequence[Revision], now: datetime, *, arbiter: bool = False
+    tx: Transaction,
+    origin_id: uuid.UUID,
+    batch: Sequence[Revision],
+    now: datetime,
+    *,
+    arbiter: bool = False,
+    parsed: Parsed | None = None,
 ) -> list[Rejected]:
     """Apply another store's changes in order; each that cannot apply is recorded as rejected, never blocking.
 
@@ -208,10 +282,13 @@ async def apply_changes(
     if not batch:
         return []
     if arbiter:
+        if parsed is None:
+            parsed = parse_bulk(batch)
         try:
-            async with tx.savepoint():
-                if await _apply_bulk(tx, origin_id, batch, now):
-                    return []
+            if parsed is not None:
+                async with tx.savepoint():
+                    if await _apply_bulk(tx, origin_id, parsed, now):
+                        return []
         except (Unavailable, Aborted):
             raise
         except (SmoothError, ValueError, KeyError, TypeError):
@@ -255,19 +332,38 @@ BULK_KINDS = frozenset({"tool_item", "tool_assembly", "tool_instance", "tool_pre
 BULK_ORDER = ("tool_item", "tool_assembly", "tool_instance", "tool_preset", "tool_usage")
 
 
-async def _apply_bulk(tx: Transaction, origin_id: uuid.UUID, batch: Sequence[Revision], now: datetime) -> bool:
-    """The common case in a handful of statements: only creates and updates that are newer than what this store
-    has, valid, with their references present. Returns False (having written nothing) for anything else, and
-    the caller takes the change-by-change path, which handles conflicts, deletes and rejections."""
-    parsed: list[tuple[EntityKind, Versioned, Revision]] = []
+Parsed = list[tuple[EntityKind, Versioned, Revision]]
+
+
+def _snapshot(entity: Versioned, change: Revision) -> dict[str, Any] | JsonText:
+    """The change record's data: the entity as this store encodes it; the JSON text as it arrived when that is
+    the same object (it is, unless the sender wrote extra keys or other spellings), which saves encoding it."""
+    data = to_json(entity)
+    return JsonText(change.snapshot_json) if change.snapshot_json and data == change.snapshot else data
+
+
+def parse_bulk(batch: Sequence[Revision]) -> Parsed | None:
+    """The bulk path's entities, decoded and validated (CPU only: done before the write transaction); None when
+    some change needs the careful path (a delete, a tool set or user, an invalid or odd snapshot)."""
+    parsed: Parsed = []
     for change in batch:
         kind = KINDS.get(change.entity_type)
         if kind is None or kind.name not in BULK_KINDS or change.operation == ChangeOperation.DELETE:
-            return False
-        entity = from_json(kind.cls, change.snapshot)
+            return None
+        try:
+            entity = from_json(kind.cls, change.snapshot)
+        except (ValueError, KeyError, TypeError):
+            return None
         if entity.id != change.entity_id or check_entity(entity):
-            return False
+            return None
         parsed.append((kind, entity, change))
+    return parsed
+
+
+async def _apply_bulk(tx: Transaction, origin_id: uuid.UUID, parsed: Parsed, now: datetime) -> bool:
+    """The common case in a handful of statements: only creates and updates that are newer than what this store
+    has, valid, with their references present. Returns False (having written nothing) for anything else, and
+    the caller takes the change-by-change path, which handles conflicts, deletes and rejections."""
     by_kind: dict[str, dict[uuid.UUID, Versioned]] = {}
     for kind, entity, _ in parsed:
         by_kind.setdefault(kind.name, {})[entity.id] = entity  # the last state of each entity wins
@@ -317,7 +413,7 @@ async def _apply_bulk(tx: Transaction, origin_id: uuid.UUID, batch: Sequence[Rev
                 "entity_id": entity.id,
                 "version": entity.version,
                 "operation": change.operation,
-                "data": to_json(entity),
+                "data": _snapshot(entity, change),
                 "actor_id": change.actor_id,
                 "request_id": change.request_id,
                 "change_time": now,

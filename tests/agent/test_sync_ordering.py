@@ -1,0 +1,101 @@
+"""Central applies an origin's pushes strictly in order even when two are in flight: a push that arrives before
+its predecessor waits for it (instead of being refused as a gap), a real gap is still refused, quickly, and a
+failed predecessor releases the push waiting behind it. Real PostgreSQL, through the use cases."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from conftest import fresh_pg_database
+
+from server.domain.entities import ChangeOperation, Revision, ToolItem, ToolType
+from server.domain.errors import FailedPrecondition, InvalidArgument
+from server.domain.schema import to_json
+from server.store import migrate
+from server.store.repository import Store
+from server.usecases.app import UseCases, build
+from server.usecases.entities import utc_now
+from server.usecases.sync import ORPHAN_WAIT_S
+
+
+@pytest.fixture
+async def central(pg_url: str) -> AsyncIterator[UseCases]:
+    async with fresh_pg_database(pg_url) as url, Store(url) as store:
+        await migrate.upgrade(store.engine)
+        yield build(store, central=True, schema_version=migrate.head_revision())
+
+
+def changes(first: int, count: int) -> list[Revision]:
+    """`count` tool-item creations with edge sequences first..first+count-1."""
+    now = utc_now()
+    out = []
+    for seq in range(first, first + count):
+        at = now + timedelta(microseconds=seq)
+        item = ToolItem(
+            id=uuid.uuid4(), name=f"item {seq}", tool_type=ToolType.OTHER, created_at=at, updated_at=at, version=1
+        )
+        out.append(
+            Revision(
+                sequence=seq,
+                entity_type="tool_item",
+                entity_id=item.id,
+                version=1,
+                operation=ChangeOperation.CREATE,
+                change_time=at,
+                actor_id=None,
+                request_id="",
+                snapshot=to_json(item),
+                tx_id=uuid.uuid4(),
+            )
+        )
+    return out
+
+
+async def push(uc: UseCases, origin: uuid.UUID, after: int, batch: list[Revision], schema: str = "") -> int:
+    watermark, rejected = await uc.sync.push(
+        origin, after, batch, schema or migrate.head_revision(), principal=PRINCIPAL
+    )
+    assert not rejected
+    return watermark
+
+
+PRINCIPAL = None  # a trusted in-process caller (the gRPC layer's sync-key checks are tested elsewhere)
+
+
+async def test_a_push_ahead_of_its_predecessor_waits_for_it(central: UseCases) -> None:
+    origin = uuid.uuid4()
+    assert await push(central, origin, 0, changes(1, 5)) == 5  # central now knows this origin's position
+    second = asyncio.create_task(push(central, origin, 205, changes(206, 200)))
+    await asyncio.sleep(0.05)  # the second arrives first and waits
+    assert not second.done()
+    assert await push(central, origin, 5, changes(6, 200)) == 205
+    assert await second == 405
+    assert await central.sync.watermark(origin, PRINCIPAL) == 405
+
+
+async def test_a_real_gap_is_refused_quickly(central: UseCases) -> None:
+    origin = uuid.uuid4()
+    await push(central, origin, 0, changes(1, 3))
+    began = time.monotonic()
+    with pytest.raises(FailedPrecondition) as err:
+        await push(central, origin, 10, changes(11, 3))
+    assert err.value.reason == "SEQUENCE_GAP" and err.value.metadata["watermark"] == "3"
+    assert time.monotonic() - began < ORPHAN_WAIT_S + 2
+
+
+async def test_a_failed_predecessor_releases_the_push_behind_it(central: UseCases) -> None:
+    origin = uuid.uuid4()
+    await push(central, origin, 0, changes(1, 3))
+    second = asyncio.create_task(push(central, origin, 6, changes(7, 3)))
+    await asyncio.sleep(0.05)
+    with pytest.raises(InvalidArgument):  # the predecessor is malformed (sequences out of order)
+        await push(central, origin, 3, list(reversed(changes(4, 3))))
+    with pytest.raises(FailedPrecondition) as err:
+        await second
+    assert err.value.reason == "SEQUENCE_GAP"
+    assert await central.sync.watermark(origin, PRINCIPAL) == 3
