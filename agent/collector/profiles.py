@@ -40,6 +40,8 @@ class Signals:
     nodes: dict[str, Node] = field(default_factory=dict)
     # umati: one entry per tool object (sister tools may share a T number): (T number, its LastUsage node).
     last_usage: list[tuple[int, Node]] = field(default_factory=list)
+    tools_folder: Node | None = None  # umati: Equipment/Tools, browsed again for tools loaded later
+    tool_objects: set[Any] = field(default_factory=set)  # umati: the tool objects followed so far
 
 
 async def _child(parent: Node, name: str, what: str, ns: int | None = None) -> Node:
@@ -125,15 +127,29 @@ async def _umati(client: Client, config: MachineConfig) -> Signals:
         except ProfileError:
             continue
     tools = await _path(machine, ["Equipment", "Tools"], "machine")
-    last_usage: list[tuple[int, Node]] = []
+    found = await umati_tools(tools, set())
+    if not found:
+        raise ProfileError("Equipment/Tools has no tool with ControlIdentifier1 and LastUsage")
+    # Browsed again while connected (tools_folder): tools loaded into the magazine later are followed too.
+    return Signals(
+        nodes=nodes,
+        last_usage=[(number, node) for _, number, node in found],
+        tools_folder=tools,
+        tool_objects={tool for tool, _, _ in found},
+    )
+
+
+async def umati_tools(tools: Node, known: set[Any]) -> list[tuple[Any, int, Node]]:
+    """(tool object's NodeId, T number, LastUsage node) of the tools under Equipment/Tools not in `known`."""
+    found: list[tuple[Any, int, Node]] = []
     for tool in await tools.get_children():
+        if tool.nodeid in known:
+            continue
         names: dict[str, Node] = {str((await c.read_browse_name()).Name): c for c in await tool.get_children()}
         if "ControlIdentifier1" in names and "LastUsage" in names:
             number = int(await names["ControlIdentifier1"].read_value())
-            last_usage.append((number, names["LastUsage"]))
-    if not last_usage:
-        raise ProfileError("Equipment/Tools has no tool with ControlIdentifier1 and LastUsage")
-    return Signals(nodes=nodes, last_usage=last_usage)
+            found.append((tool.nodeid, number, names["LastUsage"]))
+    return found
 
 
 def _sinumerik_id(index: int, path: str, channel: str, item: str = "") -> str:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +42,7 @@ for noisy in (
 
 HEARTBEAT_S = 5.0  # how often the tracker's "last seen" is saved while nothing changes
 QUEUE_SIZE = 10  # per monitored item: T1 -> T2 -> T1 within one publish cycle is not collapsed
+TOOL_BROWSE_S = 5.0  # umati: how often Equipment/Tools is browsed for tools loaded while connected
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +140,19 @@ class MachineSession:
                 self.status, connected=True, last_error="", last_data_at=subscribed_at, failed_attempts=0
             )
             log.info("collector.connected", machine_id=cfg.machine_id, endpoint=cfg.endpoint, profile=cfg.profile)
-            await self._consume(client, queue)
+
+            async def follow_new_tools() -> None:
+                """umati: subscribe to the LastUsage of tools loaded into the magazine since the last browse."""
+                if signals.tools_folder is None:
+                    return
+                for tool, number, node in await profiles.umati_tools(signals.tools_folder, signals.tool_objects):
+                    signals.tool_objects.add(tool)
+                    names[node.nodeid] = f"last_usage:{len(signals.last_usage)}:{number}"
+                    signals.last_usage.append((number, node))
+                    await subscription.subscribe_data_change([node], queuesize=QUEUE_SIZE)
+                    log.info("collector.tool_added", machine_id=cfg.machine_id, tool_number=number)
+
+            await self._consume(client, queue, follow_new_tools)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.disconnect(), timeout=2)
@@ -179,9 +192,18 @@ class MachineSession:
         known = [(ts, t) for t, ts in self._last_usage.values() if isinstance(ts, datetime) and ts.year > 2000]
         return max(known)[1] if known else 0
 
-    async def _consume(self, client: Client, queue: asyncio.Queue[_Change | Exception]) -> None:
+    async def _consume(
+        self,
+        client: Client,
+        queue: asyncio.Queue[_Change | Exception],
+        follow_new_tools: Callable[[], Awaitable[None]],
+    ) -> None:
         watchdog = self.config.watchdog_s
+        browsed = time.monotonic()
         while True:
+            if time.monotonic() - browsed >= TOOL_BROWSE_S:
+                await asyncio.wait_for(follow_new_tools(), timeout=watchdog)
+                browsed = time.monotonic()
             try:
                 first = await asyncio.wait_for(queue.get(), timeout=min(watchdog, HEARTBEAT_S))
             except TimeoutError:

@@ -172,6 +172,18 @@ class CncSimulator:
                 await asyncio.sleep(delay)
             await self.apply(machine.name, step)
 
+    async def add_tool(self, machine_name: str, number: int) -> None:
+        """umati: load one more tool (T `number`) into the machine's magazine while the server runs."""
+        h = self._handles[machine_name]
+        tools, ns = h.values["Tools"], h.values["Tools"].nodeid.NamespaceIndex
+        V = ua.VariantType
+        tool = await tools.add_object(ns, f"Tool{number}")
+        h.tools[number] = {
+            "ControlIdentifier1": await _var(tool, ns, "ControlIdentifier1", number, V.UInt32),
+            "LastUsage": await _var(tool, ns, "LastUsage", datetime(2000, 1, 1, tzinfo=UTC), V.DateTime),
+            "Name": await _var(tool, ns, "Name", f"T{number}", V.String),
+        }
+
     async def apply(self, machine_name: str, step: Step) -> None:
         """Set the machine's signals now (tests drive machines directly with this too)."""
         machine = next(m for m in self.machines if m.name == machine_name)
@@ -250,6 +262,7 @@ async def _build_umati(machines: Node, ns: int, machine: SimMachine) -> _Handles
     equipment = await root.add_object(ns, "Equipment")
     tools = await equipment.add_object(ns, "Tools")
     h = _Handles()
+    h.values["Tools"] = tools
     h.values["IsRotating"] = await _var(spindle, ns, "IsRotating", False, V.Boolean)
     h.values["Override"] = await _var(spindle, ns, "Override", 100.0, V.Double)
     h.values["ChannelState"] = await _var(channel, ns, "ChannelState", 2, V.Int32)

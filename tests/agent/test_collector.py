@@ -258,6 +258,34 @@ async def test_umati_profile(sim: CncSimulator, tmp_path: Path) -> None:
         await store.__aexit__(None, None, None)
 
 
+async def test_umati_tool_loaded_while_connected_is_followed(
+    sim: CncSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.collector import session
+
+    monkeypatch.setattr(session, "TOOL_BROWSE_S", 0.2)
+    store, uc, _ = await store_with_presets(tmp_path / "d.db", "U1", [3, 11])
+    try:
+        async with Collector(CollectorConfig((machine(sim, "U1"),)), uc.recorder, utc_now) as collector:
+            await connected(collector, "U1")
+            await sim.apply("U1", Step(0, tool=3))
+            await asyncio.sleep(0.3)
+            await sim.add_tool("U1", 11)  # loaded into the magazine after the agent connected
+            await asyncio.sleep(0.8)  # a browse finds it
+            await sim.apply("U1", Step(0, tool=11))
+
+            async def t11_open() -> list[ToolUsage] | None:
+                found = [u for u in await usages(store, "U1") if u.usage_metrics.get("tool_number") == 11]
+                return found or None
+
+            t11 = (await eventually(t11_open, what="T11 recorded"))[-1]
+            assert t11.end_time is None and not t11.usage_metrics.get("interrupted")
+            t3 = [u for u in await usages(store, "U1") if u.usage_metrics.get("tool_number") == 3][-1]
+            assert t3.end_time is not None
+    finally:
+        await store.__aexit__(None, None, None)
+
+
 def _start_sim_process(port: int, script: dict[str, list[dict[str, Any]]], tmp: Path) -> subprocess.Popen[str]:
     path = tmp / f"script-{os.urandom(3).hex()}.json"
     path.write_text(json.dumps(script))
