@@ -2,9 +2,11 @@
 
 A profile resolves, at every (re)connect, the nodes for the signals the tracker needs (namespace indices from
 their URIs, never hard-coded):
-- cnc: tool = CncChannelList/<ch>/ToolId, speed = CncSpindleList/<sp>/ActSpeed, program = ActMainProgramName;
+- cnc: tool = CncChannelList/<ch>/ToolId, speed = CncSpindleList/<sp>/ActSpeed, program = ActMainProgramName,
+  and where present spindle ActStatus (rotation), ActProgramStatus (cycles) and ActOperationMode;
 - umati: tool = the Equipment/Tools/<t> whose LastUsage changed last (ControlIdentifier1 is its T number),
-  rotating = Monitoring/<sp>/IsRotating, program = Production/ActiveProgram/Name,
+  rotating = Monitoring/<sp>/IsRotating, program = Production/ActiveProgram/Name (and State/CurrentState),
+  operation mode and OperationCounters/OperationDuration under Monitoring/MachineTool,
   parts = Monitoring/MachineTool/(OperationCounters/)PartsProducedInLifetime;
 - sinumerik: /Channel/State/actTNumber, /Channel/Spindle/actSpeed, /Channel/ProgramInfo/progName,
   /Channel/State/actParts, with the suffix [u<channel>,1] ([u<channel>,<spindle>] for the speed) when a channel
@@ -97,13 +99,22 @@ async def _cnc(client: Client, config: MachineConfig) -> Signals:
     spindles = await _child(root, "CncSpindleList", "CncInterface", ns)
     channel = await _first_child(channels, config.channel, "CncChannelList", ns)
     spindle = await _first_child(spindles, config.spindle, "CncSpindleList", ns)
-    return Signals(
-        nodes={
-            "tool": await _child(channel, "ToolId", "channel", ns),
-            "program": await _child(channel, "ActMainProgramName", "channel", ns),
-            "speed": await _child(spindle, "ActSpeed", "spindle", ns),
-        }
-    )
+    nodes = {
+        "tool": await _child(channel, "ToolId", "channel", ns),
+        "program": await _child(channel, "ActMainProgramName", "channel", ns),
+        "speed": await _child(spindle, "ActSpeed", "spindle", ns),
+    }
+    # Optional in practice (a controller may leave them out): followed when present.
+    for signal, parent, name in (
+        ("spindle_status", spindle, "ActStatus"),
+        ("program_status", channel, "ActProgramStatus"),
+        ("operation_mode", channel, "ActOperationMode"),
+    ):
+        try:
+            nodes[signal] = await _child(parent, name, signal, ns)
+        except ProfileError:
+            pass
+    return Signals(nodes=nodes)
 
 
 async def _umati(client: Client, config: MachineConfig) -> Signals:
@@ -113,10 +124,16 @@ async def _umati(client: Client, config: MachineConfig) -> Signals:
     monitoring = await _child(machine, "Monitoring", "machine")
     spindle = await _first_child(monitoring, config.spindle or "Spindle1", "Monitoring")
     nodes = {"rotating": await _child(spindle, "IsRotating", "spindle")}
-    try:
-        nodes["program"] = await _path(machine, ["Production", "ActiveProgram", "Name"], "machine")
-    except ProfileError:
-        pass  # optional in the spec
+    for signal, path in (
+        ("program", ["Production", "ActiveProgram", "Name"]),
+        ("program_status", ["Production", "ActiveProgram", "State", "CurrentState"]),
+        ("operation_mode", ["Monitoring", "MachineTool", "OperationMode"]),
+        ("operation_counter", ["Monitoring", "MachineTool", "OperationCounters", "OperationDuration"]),
+    ):
+        try:
+            nodes[signal] = await _path(machine, path, "machine")
+        except ProfileError:
+            pass  # optional in the spec
     for path in (
         ["Monitoring", "MachineTool", "OperationCounters", "PartsProducedInLifetime"],
         ["Monitoring", "MachineTool", "PartsProducedInLifetime"],
@@ -193,6 +210,40 @@ async def _check_readable(nodes: dict[str, Node]) -> None:
             await node.read_data_value()
         except UaStatusCodeError as exc:
             raise ProfileError(f"{signal}: {node.nodeid.to_string()} cannot be read ({exc})") from exc
+
+
+# Operation modes by profile (DOMAIN.md §1.1 ActOperationMode, §1.2 OperationMode), as usage metrics name them.
+_MODES = {
+    "cnc": {0: "MANUAL", 1: "MDA", 2: "AUTOMATIC"},
+    "umati": {0: "MANUAL", 1: "AUTOMATIC", 2: "SETUP"},
+}
+CNC_SPINDLE_TURNING = frozenset({1, 2, 3})  # InTargetArea, Accelerating, Decelerating (Stopped=0, Parked=4)
+CNC_PROGRAM_RUNNING = 1
+
+
+def operation_mode(profile: str, value: Any) -> str:
+    try:
+        return _MODES.get(profile, {}).get(int(value), "OTHER")
+    except (TypeError, ValueError):
+        return "OTHER"
+
+
+def program_running(value: Any) -> bool:
+    """cnc ActProgramStatus (Running=1) or umati CurrentState (LocalizedText "Running")."""
+    text = getattr(value, "Text", value)
+    if isinstance(text, str):
+        return text.strip().lower() == "running"
+    try:
+        return int(value) == CNC_PROGRAM_RUNNING
+    except (TypeError, ValueError):
+        return False
+
+
+def spindle_turning(value: Any) -> bool:
+    try:
+        return int(value) in CNC_SPINDLE_TURNING
+    except (TypeError, ValueError):
+        return False
 
 
 def to_number(value: Any) -> float:

@@ -80,6 +80,7 @@ class MachineSession:
         self.status = MachineStatus(config.machine_id, endpoint=config.endpoint, profile=config.profile)
         self._committed = TrackerState()
         self._saved_at = 0.0
+        self._status_drives_rotation = False  # cnc: the spindle's ActStatus, not its speed, says it turns
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -173,8 +174,13 @@ class MachineSession:
         self._last_usage = {i: (t, await n.read_value()) for i, (t, n) in enumerate(signals.last_usage)}
         tool = int(values["tool"] or 0) if "tool" in values else self._active_umati_tool()
         speed = abs(profiles.to_number(values["speed"])) if "speed" in values else None
-        rotating = bool(values["rotating"]) if "rotating" in values else (speed or 0) > 0
+        if "spindle_status" in values:
+            rotating = profiles.spindle_turning(values["spindle_status"])
+        else:
+            rotating = bool(values["rotating"]) if "rotating" in values else (speed or 0) > 0
+        self._status_drives_rotation = "spindle_status" in values
         first_time = self._tracker.state.last_seen is None
+        profile = self.config.profile
         events = self._tracker.reconnected(
             tool,
             rotating,
@@ -182,6 +188,11 @@ class MachineSession:
             at,
             program=str(values["program"] or "") if "program" in values else None,
             parts=int(values["parts"] or 0) if "parts" in values else None,
+            program_running=profiles.program_running(values["program_status"]) if "program_status" in values else None,
+            mode=profiles.operation_mode(profile, values["operation_mode"]) if "operation_mode" in values else None,
+            operation_s=profiles.to_number(values["operation_counter"]) / 1000
+            if "operation_counter" in values
+            else None,
         )
         if first_time:
             log.info("collector.first_contact", machine_id=self.config.machine_id, tool=tool)
@@ -236,9 +247,18 @@ class MachineSession:
             return t.tool(int(change.value or 0), change.at)
         if change.signal == "speed":
             speed = abs(profiles.to_number(change.value))  # some controllers sign the speed by direction
-            t.spindle(speed > 0, speed, change.at)
+            # With the spindle's own status at hand, it says whether the spindle turns; the speed gives the max.
+            t.spindle(t.state.rotating if self._status_drives_rotation else speed > 0, speed, change.at)
+        elif change.signal == "spindle_status":
+            t.spindle(profiles.spindle_turning(change.value), None, change.at)
         elif change.signal == "rotating":
             t.spindle(bool(change.value), None, change.at)
+        elif change.signal == "program_status":
+            t.program_status(profiles.program_running(change.value), change.at)
+        elif change.signal == "operation_mode":
+            t.operation_mode(profiles.operation_mode(self.config.profile, change.value), change.at)
+        elif change.signal == "operation_counter":
+            t.operation_counter(profiles.to_number(change.value) / 1000, change.at)  # ms -> s
         elif change.signal == "program":
             t.program(str(change.value or ""), change.at)
         elif change.signal == "parts":

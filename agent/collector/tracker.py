@@ -8,6 +8,8 @@ Rules (README "Usage recording"):
 - spindle running time counts while the spindle rotates (speed > 0 or IsRotating) with that tool in;
 - parts are the difference of the machine's part counter between open and close; programs are every program
   name seen while the tool was in; max_speed_rpm is the highest speed seen;
+- cycles are the program starts (status becoming Running) while the tool was in; operation_modes every mode
+  seen while it was in; operation_s the difference of the machine's operating-time counter (umati);
 - what was not observed (an outage, an agent restart, the tool already in at the first connect) is never
   invented: the usage is marked `interrupted` and its times are bounded by what was seen.
 """
@@ -54,6 +56,12 @@ class TrackerState:
     outage_s: float = 0.0
     last_seen: datetime | None = None
     stays: int = 0  # how many stays this machine has had (part of each usage id)
+    program_running: bool | None = None  # None: the machine reports no program status
+    cycles: int = 0  # program starts seen while the tool was in
+    mode: str = ""  # the operation mode now (MANUAL, MDA, AUTOMATIC, SETUP, OTHER); "" = not reported
+    modes: tuple[str, ...] = ()  # every operation mode seen while the tool was in
+    operation_s: float | None = None  # the machine's operating-time counter now (umati OperationDuration)
+    operation_at_start: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}  # asdict() deep-copies: slow
@@ -62,6 +70,7 @@ class TrackerState:
         for key in ("tool_since", "rotating_since", "last_seen"):
             data[key] = data[key].isoformat() if data[key] is not None else None
         data["programs"] = list(self.programs)
+        data["modes"] = list(self.modes)
         return data
 
     @classmethod
@@ -71,6 +80,7 @@ class TrackerState:
         for key in ("tool_since", "rotating_since", "last_seen"):
             values[key] = datetime.fromisoformat(values[key]) if values.get(key) else None
         values["programs"] = tuple(values.get("programs", ()))
+        values["modes"] = tuple(values.get("modes", ()))
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -117,6 +127,23 @@ class Tracker:
         self._clamp(at)
         self.state = replace(self.state, parts_counter=counter)
 
+    def program_status(self, running: bool, at: datetime) -> None:
+        """A program start (not running -> running) with a tool in counts as one cycle of that tool."""
+        self._clamp(at)
+        s = self.state
+        started = running and s.program_running is False and bool(s.tool)
+        self.state = replace(s, program_running=running, cycles=s.cycles + 1 if started else s.cycles)
+
+    def operation_mode(self, mode: str, at: datetime) -> None:
+        self._clamp(at)
+        s = self.state
+        modes = s.modes if (not mode or mode in s.modes or not s.tool) else (*s.modes, mode)
+        self.state = replace(s, mode=mode, modes=modes)
+
+    def operation_counter(self, seconds: float, at: datetime) -> None:
+        self._clamp(at)
+        self.state = replace(self.state, operation_s=seconds)
+
     def seen(self, at: datetime) -> None:
         """Data or a keep-alive arrived: the machine was observed up to `at`."""
         self._clamp(at)
@@ -132,6 +159,9 @@ class Tracker:
         *,
         program: str | None = None,
         parts: int | None = None,
+        program_running: bool | None = None,
+        mode: str | None = None,
+        operation_s: float | None = None,
     ) -> list[Event]:
         """After an outage or a restart: the machine's current state, read at `at` (not a transition).
 
@@ -149,6 +179,14 @@ class Tracker:
             s = self.state
         if parts is not None:
             s = self.state = replace(s, parts_counter=parts)
+        # State, not transitions: a program found running counts no cycle, a mode found is one seen.
+        if program_running is not None:
+            s = self.state = replace(s, program_running=program_running)
+        if operation_s is not None:
+            s = self.state = replace(s, operation_s=operation_s)
+        if mode is not None:
+            modes = s.modes if (not mode or mode in s.modes or not s.tool or s.tool != tool) else (*s.modes, mode)
+            s = self.state = replace(s, mode=mode, modes=modes)
         if program is not None:
             program = program[:PROGRAM_MAX_LEN]
             # A program seen now belongs to a usage that goes on; a new usage starts with it.
@@ -204,6 +242,9 @@ class Tracker:
             max_speed_rpm=0.0,
             programs=(s.program,) if s.program else (),
             parts_at_start=s.parts_counter,
+            cycles=0,
+            modes=(s.mode,) if s.mode else (),
+            operation_at_start=s.operation_s,
             interrupted=interrupted,
             outage_s=0.0,
         )
@@ -223,6 +264,12 @@ class Tracker:
         }
         if s.parts_counter is not None and s.parts_at_start is not None:
             metrics["parts"] = max(0, s.parts_counter - s.parts_at_start)
+        if s.program_running is not None:
+            metrics["cycles"] = s.cycles
+        if s.modes:
+            metrics["operation_modes"] = list(s.modes)
+        if s.operation_s is not None and s.operation_at_start is not None:
+            metrics["operation_s"] = round(max(0.0, s.operation_s - s.operation_at_start), 3)
         if s.interrupted or interrupted:
             metrics["interrupted"] = True
         if s.outage_s:
@@ -237,6 +284,9 @@ class Tracker:
             max_speed_rpm=0.0,
             programs=(),
             parts_at_start=None,
+            cycles=0,
+            modes=(),
+            operation_at_start=None,
             interrupted=False,
             outage_s=0.0,
             rotating_since=at if s.rotating else None,

@@ -61,7 +61,8 @@ class _Handles:
     values: dict[str, Node] = field(default_factory=dict)
     tools: dict[int, dict[str, Node]] = field(default_factory=dict)  # umati: T number -> its nodes
     parts: int = 0
-    run_ms: float = 0.0
+    run_ms: float = 0.0  # umati OperationDuration: time with a program running
+    running_since: float | None = None  # monotonic time the program started running
 
 
 @dataclass(frozen=True)
@@ -237,6 +238,8 @@ async def _apply_cnc(h: _Handles, step: Step, now: datetime) -> None:
             h.values["ActProgramStatus"], PROGRAM_RUNNING if step.program_running else PROGRAM_STOPPED, V.Int32, now
         )
         await _write(h.values["ActStatus"], 0 if step.program_running else 2, V.Int32, now)
+    if step.operation_mode is not None:
+        await _write(h.values["ActOperationMode"], step.operation_mode, V.Int32, now)
     if step.tool is not None:
         await _write(h.values["ToolId"], step.tool, V.UInt32, now)
     if step.speed_rpm is not None:
@@ -285,6 +288,16 @@ async def _build_umati(machines: Node, ns: int, machine: SimMachine) -> _Handles
 
 async def _apply_umati(h: _Handles, step: Step, now: datetime) -> None:
     V = ua.VariantType
+    # OperationDuration (ms, never reset) counts time with a program running; it is written at every step.
+    clock = time.monotonic()
+    if h.running_since is not None:
+        h.run_ms += (clock - h.running_since) * 1000
+        h.running_since = clock
+    if step.program_running is not None:
+        h.running_since = clock if step.program_running else None
+    await _write(h.values["OperationDuration"], h.run_ms, V.Double, now)
+    if step.operation_mode is not None:
+        await _write(h.values["OperationMode"], step.operation_mode, V.Int32, now)
     if step.program is not None:
         await _write(h.values["ProgramName"], step.program, V.String, now)
     if step.program_running is not None:

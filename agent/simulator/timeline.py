@@ -21,6 +21,7 @@ class Step:
     program: str | None = None
     program_running: bool | None = None
     parts: int = 0  # parts finished at this moment (added to the counter)
+    operation_mode: int | None = None  # the profile's own code (cnc: MANUAL=0, MDA=1, AUTOMATIC=2)
 
 
 def scripted(steps: list[Step]) -> list[Step]:

@@ -175,6 +175,41 @@ async def test_cnc_timeline_gives_exact_usages(sim: CncSimulator, tmp_path: Path
         await store.__aexit__(None, None, None)
 
 
+async def test_cnc_program_cycles_operation_modes_and_spindle_status(sim: CncSimulator, tmp_path: Path) -> None:
+    await reset(sim, "M1")
+    await sim.apply("M1", Step(0, operation_mode=2))  # AUTOMATIC
+    store, uc, _ = await store_with_presets(tmp_path / "c.db", "M1", [1, 2])
+    try:
+        async with Collector(CollectorConfig((machine(sim, "M1"),)), uc.recorder, utc_now) as collector:
+            await connected(collector, "M1")
+            steps = [
+                Step(0, tool=1),
+                Step(0, program="O1", program_running=True),  # cycle 1
+                Step(0, program_running=False),
+                Step(0, operation_mode=1),  # MDA
+                Step(0, program_running=True),  # cycle 2
+                Step(0, speed_rpm=5000.0),  # the spindle's ActStatus turns InTargetArea with it
+                Step(0, speed_rpm=0.0),
+                Step(0, tool=2),  # the program is still running: no start, no cycle for T2
+                Step(0, tool=0),
+            ]
+            for step in steps:
+                await sim.apply("M1", step)
+                await asyncio.sleep(0.5 if step.speed_rpm else 0.25)
+
+            async def two_closed() -> list[ToolUsage] | None:
+                found = await usages(store, "M1")
+                return found if len(found) == 2 and all(u.end_time for u in found) else None
+
+            first, second = await eventually(two_closed, what="two closed usages")
+        assert first.usage_metrics["cycles"] == 2
+        assert first.usage_metrics["operation_modes"] == ["AUTOMATIC", "MDA"]
+        assert 0.4 <= first.usage_metrics["spindle_runtime_s"] <= 0.65
+        assert second.usage_metrics["cycles"] == 0 and second.usage_metrics["operation_modes"] == ["MDA"]
+    finally:
+        await store.__aexit__(None, None, None)
+
+
 async def test_quick_t1_t2_t1_is_not_collapsed(sim: CncSimulator, tmp_path: Path) -> None:
     await reset(sim, "M2")
     store, uc, _ = await store_with_presets(tmp_path / "b.db", "M2", [1, 2])
@@ -251,6 +286,9 @@ async def test_umati_profile(sim: CncSimulator, tmp_path: Path) -> None:
 
             t3 = (await eventually(closed_t3, what="T3 closed"))[-1]
         assert t3.usage_metrics["parts"] == 2 and t3.usage_metrics["programs"] == ["PART-A"]
+        # OperationDuration (ms) is written at every step: the program ran about 1.0-1.2 s while T3 was in
+        assert 0.9 <= t3.usage_metrics["operation_s"] <= 1.35, t3.usage_metrics
+        assert t3.usage_metrics["operation_modes"] == ["AUTOMATIC"]
         assert 0.7 <= t3.usage_metrics["spindle_runtime_s"] <= 1.0
         opened = [u for u in await usages(store, "U1") if u.usage_metrics.get("tool_number") == 5]
         assert len(opened) == 1 and opened[0].end_time is None
