@@ -36,7 +36,7 @@ ACKED_KEY = "acked_seq"
 SENT_KEY = "sent_seq"  # the highest sequence ever offered to central, written durably before it is sent
 MAX_BATCH_BYTES = 4 * 1024 * 1024  # well under central's 16 MiB message limit
 REJECTED_KEY = "rejected_count"
-IN_FLIGHT = 2  # pushes on the wire at once (central applies them one after another, in order)
+IN_FLIGHT = 3  # pushes on the wire at once (central applies them one after another, in order)
 
 
 @dataclass(frozen=True, slots=True)

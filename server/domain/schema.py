@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import operator
 import types
 import typing
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
@@ -107,9 +109,49 @@ def field_map(cls: type[Versioned]) -> dict[str, FieldInfo]:
 def to_json(entity: Versioned) -> dict[str, Any]:
     """A JSON-ready snapshot of an entity (ids as strings, times as RFC 3339, enums by name)."""
     out: dict[str, Any] = {}
-    for f in fields_of(type(entity)):
-        out[f.name] = encode_value(f, getattr(entity, f.name))
+    for name, encode in _codecs(type(entity))[0]:
+        value = getattr(entity, name)
+        out[name] = value if encode is None or value is None else encode(value)
     return out
+
+
+_Codec = tuple[tuple[tuple[str, Callable[[Any], Any] | None], ...], tuple[tuple[str, Callable[[Any], Any] | None], ...]]
+_CODECS: dict[type[Versioned], _Codec] = {}
+
+
+def _codecs(cls: type[Versioned]) -> _Codec:
+    """(encoders, decoders) per field, None where the value is stored as it is: `encode_value`/`decode_value`
+    resolved once per class (snapshots are encoded and decoded for every change)."""
+    cached = _CODECS.get(cls)
+    if cached is None:
+        fields = fields_of(cls)
+        cached = _CODECS[cls] = (
+            tuple((f.name, _encoder(f)) for f in fields),
+            tuple((f.name, _decoder(f)) for f in fields),
+        )
+    return cached
+
+
+def _encoder(f: FieldInfo) -> Callable[[Any], Any] | None:
+    if f.kind == "uuid":
+        return str
+    if f.kind in ("timestamp", "date"):
+        return operator.methodcaller("isoformat")
+    if f.kind == "enum":
+        return operator.attrgetter("value")
+    if f.kind == "members":
+        return lambda value: [str(v) for v in value]
+    return None
+
+
+def _decoder(f: FieldInfo) -> Callable[[Any], Any] | None:
+    if f.kind == "uuid":
+        return uuid.UUID
+    if f.kind == "timestamp":
+        return datetime.fromisoformat
+    if f.kind in ("date", "enum", "members"):
+        return lambda raw: decode_value(f, raw)
+    return None
 
 
 def encode_value(f: FieldInfo, value: Any) -> Any:
@@ -129,11 +171,11 @@ def encode_value(f: FieldInfo, value: Any) -> Any:
 def from_json(cls: type[E], data: typing.Mapping[str, Any]) -> E:
     """The inverse of `to_json`; unknown keys are ignored (older snapshots stay readable)."""
     values: dict[str, Any] = {}
-    for f in fields_of(cls):
-        if f.name not in data:
+    for name, decode in _codecs(cls)[1]:
+        if name not in data:
             continue
-        raw = data[f.name]
-        values[f.name] = decode_value(f, raw)
+        raw = data[name]
+        values[name] = raw if decode is None or raw is None else decode(raw)
     return cls(**values)
 
 

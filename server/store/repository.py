@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -51,6 +52,25 @@ from server.store.tables import (
 )
 
 log = structlog.get_logger("smooth_edge.store")
+
+
+def _encode(
+    dialect: sa.Dialect, table: sa.Table, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> list[tuple[Any, ...]]:
+    """Rows through their columns' own type processing (JSON, enums, UTC times); JsonText passes as it is."""
+    processors = _processors(dialect, table, tuple(columns))
+    return [
+        tuple(
+            row[c] if p is None or type(row[c]) is JsonText else p(row[c])
+            for c, p in zip(columns, processors, strict=True)
+        )
+        for row in rows
+    ]
+
+
+@functools.cache
+def _processors(dialect: sa.Dialect, table: sa.Table, columns: tuple[str, ...]) -> list[Callable[[Any], Any] | None]:
+    return [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
 
 
 class JsonText(str):
@@ -570,15 +590,11 @@ class Transaction:
             await self._execute(table.insert(), plain)
             return
         columns = list(rows[0])
-        dialect = self._conn.dialect
-        processors = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
-        records = [
-            tuple(
-                row[c] if p is None or type(row[c]) is JsonText else p(row[c])
-                for c, p in zip(columns, processors, strict=True)
-            )
-            for row in rows
-        ]
+        await self._copy(table, columns, _encode(self._conn.dialect, table, columns, rows))
+
+    async def _copy(self, table: sa.Table, columns: list[str], records: list[tuple[Any, ...]]) -> None:
+        if not records:
+            return
         raw = await self._conn.get_raw_connection()
         try:
             await raw.driver_connection.copy_records_to_table(table.name, records=records, columns=columns)  # type: ignore[union-attr]

@@ -180,7 +180,7 @@ class SyncApplier:
                 )
             fresh = [c for c in batch if c.sequence > watermark]
             if parsed is not None:
-                parsed = [p for p in parsed if p[2].sequence > watermark]
+                parsed = [p for p in parsed if p.change.sequence > watermark]
             rejected = await apply_changes(tx, origin_id, fresh, now, arbiter=True, parsed=parsed)
             if fresh:
                 failpoints.hit("central-mid-apply")  # applied, not committed
@@ -332,7 +332,17 @@ BULK_KINDS = frozenset({"tool_item", "tool_assembly", "tool_instance", "tool_pre
 BULK_ORDER = ("tool_item", "tool_assembly", "tool_instance", "tool_preset", "tool_usage")
 
 
-Parsed = list[tuple[EntityKind, Versioned, Revision]]
+@dataclass(frozen=True, slots=True)
+class ParsedChange:
+    """A change for the bulk path, decoded, validated and encoded before the write lock."""
+
+    kind: EntityKind
+    entity: Versioned
+    change: Revision
+    data: dict[str, Any] | JsonText  # the change record's data
+
+
+Parsed = list[ParsedChange]
 
 
 def _snapshot(entity: Versioned, change: Revision) -> dict[str, Any] | JsonText:
@@ -343,8 +353,9 @@ def _snapshot(entity: Versioned, change: Revision) -> dict[str, Any] | JsonText:
 
 
 def parse_bulk(batch: Sequence[Revision]) -> Parsed | None:
-    """The bulk path's entities, decoded and validated (CPU only: done before the write transaction); None when
-    some change needs the careful path (a delete, a tool set or user, an invalid or odd snapshot)."""
+    """The bulk path's entities, decoded and validated, and their change records' data: CPU only, done before
+    the write transaction. None when some change needs the careful path (a delete, a tool set or user, an
+    invalid or odd snapshot)."""
     parsed: Parsed = []
     for change in batch:
         kind = KINDS.get(change.entity_type)
@@ -356,7 +367,7 @@ def parse_bulk(batch: Sequence[Revision]) -> Parsed | None:
             return None
         if entity.id != change.entity_id or check_entity(entity):
             return None
-        parsed.append((kind, entity, change))
+        parsed.append(ParsedChange(kind, entity, change, _snapshot(entity, change)))
     return parsed
 
 
@@ -365,8 +376,8 @@ async def _apply_bulk(tx: Transaction, origin_id: uuid.UUID, parsed: Parsed, now
     has, valid, with their references present. Returns False (having written nothing) for anything else, and
     the caller takes the change-by-change path, which handles conflicts, deletes and rejections."""
     by_kind: dict[str, dict[uuid.UUID, Versioned]] = {}
-    for kind, entity, _ in parsed:
-        by_kind.setdefault(kind.name, {})[entity.id] = entity  # the last state of each entity wins
+    for p in parsed:
+        by_kind.setdefault(p.kind.name, {})[p.entity.id] = p.entity  # the last state of each entity wins
     present: dict[str, set[uuid.UUID]] = {}
     existing: dict[str, set[uuid.UUID]] = {}
     for name, entities in by_kind.items():
@@ -374,12 +385,12 @@ async def _apply_bulk(tx: Transaction, origin_id: uuid.UUID, parsed: Parsed, now
         existing[name] = set(versions)
         present[name] = set(versions) | set(entities)
         newest: dict[uuid.UUID, int] = dict(versions)
-        for kind, entity, _ in parsed:
-            if kind.name != name:
+        for p in parsed:
+            if p.kind.name != name:
                 continue
-            if entity.id in newest and entity.version <= newest[entity.id]:
+            if p.entity.id in newest and p.entity.version <= newest[p.entity.id]:
                 return False  # a duplicate or a conflict: the careful path decides
-            newest[entity.id] = entity.version
+            newest[p.entity.id] = p.entity.version
         if await tx.ids_with_history(KINDS[name], [i for i in entities if i not in versions]):
             return False  # deleted here earlier: the careful path decides
     for name, entities in by_kind.items():
@@ -409,18 +420,18 @@ async def _apply_bulk(tx: Transaction, origin_id: uuid.UUID, parsed: Parsed, now
     await tx.bulk_append_changes(
         [
             {
-                "entity_type": kind.name,
-                "entity_id": entity.id,
-                "version": entity.version,
-                "operation": change.operation,
-                "data": _snapshot(entity, change),
-                "actor_id": change.actor_id,
-                "request_id": change.request_id,
+                "entity_type": p.kind.name,
+                "entity_id": p.entity.id,
+                "version": p.entity.version,
+                "operation": p.change.operation,
+                "data": p.data,
+                "actor_id": p.change.actor_id,
+                "request_id": p.change.request_id,
                 "change_time": now,
                 "origin_id": origin_id,
-                "origin_seq": change.sequence,
+                "origin_seq": p.change.sequence,
             }
-            for kind, entity, change in parsed
+            for p in parsed
         ]
     )
     return True
