@@ -150,34 +150,35 @@ class Replicator:
                 await self._save_ack(tx, mark.last_seq)
 
     async def _push_all(self) -> None:
-        """Push until nothing is left, with up to IN_FLIGHT batches on the wire: while central applies one, the
-        next is already read, encoded, made durable and sent (central applies them strictly in order, each after
-        its predecessor's commit). Answers are taken in order; the acknowledged position only follows them."""
+        """Push until nothing is left, with up to IN_FLIGHT batches on the wire and the next one read, encoded
+        and made durable ahead, so it goes out the moment an answer frees a place (central applies them strictly
+        in order, each after its predecessor's commit). Answers are taken in order; the acknowledged position
+        only follows them."""
         after = self.acked
         inflight: deque[tuple[asyncio.Task[Any], list[sync_pb2.Change]]] = deque()
+        ahead: asyncio.Task[list[sync_pb2.Change]] | None = None
         try:
             while True:
                 while len(inflight) < IN_FLIGHT:
-                    batch = await self._prepare(after)
+                    batch = await (ahead if ahead is not None else self._prepare(after))
+                    ahead = None
                     if not batch:
                         break
                     failpoints.hit("edge-before-push")
                     inflight.append((asyncio.create_task(self._send(batch, after)), batch))
                     after = batch[-1].seq
+                    ahead = asyncio.create_task(self._prepare(after))
                 if not inflight:
                     return
                 task, batch = inflight.popleft()
                 if await self._receive(task, batch):
                     # Central's position is not where ours was: drop what is in flight, go on from its position.
-                    for other, _ in inflight:
-                        other.cancel()
-                    await asyncio.gather(*(other for other, _ in inflight), return_exceptions=True)
+                    await _cancel([t for t, _ in inflight] + ([ahead] if ahead is not None else []))
                     inflight.clear()
+                    ahead = None
                     after = self.acked
         finally:
-            for other, _ in inflight:
-                other.cancel()
-            await asyncio.gather(*(other for other, _ in inflight), return_exceptions=True)
+            await _cancel([t for t, _ in inflight] + ([ahead] if ahead is not None else []))
 
     async def _prepare(self, after: int) -> list[sync_pb2.Change]:
         """The batch after `after`, encoded, with the "sent" marker made durable (empty: nothing to send)."""
@@ -315,6 +316,12 @@ def _batch(changes: list[Revision], limit: int) -> list[sync_pb2.Change]:
         out.append(proto)
         size += proto.ByteSize()
     return out
+
+
+async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _gap_watermark(err: grpc.aio.AioRpcError) -> int | None:

@@ -3,6 +3,7 @@ change record, shared with the replicator's client."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Callable
@@ -71,7 +72,11 @@ class SyncServicer(sync_pb2_grpc.SyncServiceServicer):  # type: ignore[misc]
     async def PushChanges(self, request: Any, context: grpc.aio.ServicerContext) -> sync_pb2.PushChangesResponse:
         call = CURRENT_CALL.get()
         origin = mapping.require_id(request.origin_id, "origin_id")
-        batch = [change_from_proto(c, i) for i, c in enumerate(request.changes)]
+        batch: list[Revision] = []
+        for i, c in enumerate(request.changes):
+            if i and i % 500 == 0:
+                await asyncio.sleep(0)  # a large batch: let a push being applied meanwhile go on
+            batch.append(change_from_proto(c, i))
         acked, rejected = await self._applier.push(
             origin, request.after_seq, batch, request.schema_version, principal=call.principal, peer=call.peer
         )

@@ -577,8 +577,19 @@ class Transaction:
 
     async def bulk_insert(self, kind: EntityKind, entities: Sequence[Versioned]) -> None:
         """New entities in one statement (the kind has no member lists)."""
-        columns = _columns(kind)
-        await self.insert_rows(ENTITY_TABLES[kind.name], [{c: getattr(e, c) for c in columns} for e in entities])
+        table, columns = ENTITY_TABLES[kind.name], _columns(kind)
+        if self._dialect == "postgresql" and entities:
+            processors = _processors(self._conn.dialect, table, tuple(columns))
+            records = [
+                tuple(
+                    value if p is None else p(value)
+                    for p, value in zip(processors, [getattr(e, c) for c in columns], strict=True)
+                )
+                for e in entities
+            ]
+            await self._copy(table, columns, records)
+            return
+        await self.insert_rows(table, [{c: getattr(e, c) for c in columns} for e in entities])
 
     async def insert_rows(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
         """Insert many rows (same keys in each): COPY on PostgreSQL (binary, one round trip, no per-row

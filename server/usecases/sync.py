@@ -41,6 +41,7 @@ from server.validation.rules import check_entity
 MAX_BATCH = 5_000
 TURN_WAIT_S = 10.0  # how long a push that arrived before its predecessor waits for it to be applied
 ORPHAN_WAIT_S = 0.5  # ... and for it to arrive at all
+PARSE_SLICE = 250  # changes parsed between two turns of the event loop
 PULL_LIMIT = 1_000
 STORE_ID_KEY = "origin_id"
 
@@ -102,7 +103,8 @@ class SyncApplier:
         await self._announce(origin_id, None, starting=True)
         try:
             self._check_batch(after_seq, batch, schema_version)
-            parsed = parse_bulk(batch)  # CPU work before the write lock: it overlaps the previous push's writes
+            # CPU work before the write lock: it overlaps the previous push's writes
+            parsed = await parse_bulk_yielding(batch)
             await self._wait_turn(origin_id, after_seq)
             watermark, rejected = await self._push(origin_id, after_seq, batch, parsed, schema_version, principal, peer)
         finally:
@@ -350,6 +352,20 @@ def _snapshot(entity: Versioned, change: Revision) -> dict[str, Any] | JsonText:
     the same object (it is, unless the sender wrote extra keys or other spellings), which saves encoding it."""
     data = to_json(entity)
     return JsonText(change.snapshot_json) if change.snapshot_json and data == change.snapshot else data
+
+
+async def parse_bulk_yielding(batch: Sequence[Revision]) -> Parsed | None:
+    """`parse_bulk` in slices, handing the event loop back between them: a push being applied meanwhile gets
+    its database answers handled at once instead of after the whole parse."""
+    parsed: Parsed = []
+    for start in range(0, len(batch), PARSE_SLICE):
+        if start:
+            await asyncio.sleep(0)
+        part = parse_bulk(batch[start : start + PARSE_SLICE])
+        if part is None:
+            return None
+        parsed += part
+    return parsed
 
 
 def parse_bulk(batch: Sequence[Revision]) -> Parsed | None:
