@@ -183,7 +183,7 @@ class Replicator:
     async def _prepare(self, after: int) -> list[sync_pb2.Change]:
         """The batch after `after`, encoded, with the "sent" marker made durable (empty: nothing to send)."""
         async with self._store.read() as tx:
-            candidates = await tx.local_changes(after, self._settings.batch_size + 200)
+            candidates = await tx.local_changes(after, self._settings.batch_size + 200, as_text=True)
         if not candidates:
             return []
         protos = _batch(candidates, self._settings.batch_size)

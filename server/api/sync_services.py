@@ -16,6 +16,7 @@ from server.api import mapping
 from server.api.interceptors import CURRENT_CALL
 from server.domain.entities import ChangeOperation, Revision
 from server.domain.errors import FieldViolation, InvalidArgument
+from server.domain.schema import compact_json
 from server.usecases.sync import SyncApplier
 
 _OPERATIONS = {
@@ -34,7 +35,7 @@ def change_to_proto(change: Revision) -> sync_pb2.Change:
         entity_id=str(change.entity_id),
         version=change.version,
         operation=_OPERATIONS[ChangeOperation(change.operation)],
-        data_json=json.dumps(change.snapshot, separators=(",", ":")),
+        data_json=change.snapshot_json or compact_json(change.snapshot),
         actor_id=str(change.actor_id or ""),
         request_id=change.request_id,
     )
@@ -113,7 +114,7 @@ class SyncServicer(sync_pb2_grpc.SyncServiceServicer):  # type: ignore[misc]
             principal=CURRENT_CALL.get().principal,
         )
         return sync_pb2.GetSnapshotResponse(
-            as_of_seq=as_of, entities_json=[json.dumps(r, separators=(",", ":")) for r in rows], next_page_token=token
+            as_of_seq=as_of, entities_json=[compact_json(r) for r in rows], next_page_token=token
         )
 
     async def ListConflicts(self, request: Any, context: grpc.aio.ServicerContext) -> sync_pb2.ListConflictsResponse:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import operator
 import types
 import typing
@@ -104,6 +105,15 @@ def field_map(cls: type[Versioned]) -> dict[str, FieldInfo]:
     if cached is None:
         cached = _FIELD_MAPS[cls] = {f.name: f for f in fields_of(cls)}
     return cached
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
+def compact_json(value: Any) -> str:
+    """JSON text without spaces. (json.dumps with any argument builds a new encoder per call; this one is made
+    once, which matters where every change of a batch is encoded.)"""
+    return _COMPACT.encode(value)
 
 
 def to_json(entity: Versioned) -> dict[str, Any]:

@@ -476,15 +476,25 @@ class Transaction:
         if updated.rowcount == 0:
             await self._execute(table.insert().values(key=key, value=value, updated_at=at))
 
-    async def local_changes(self, after_seq: int, limit: int) -> list[Revision]:
-        """This store's own changes (not ones replicated into it) after a sequence, oldest first."""
+    async def local_changes(self, after_seq: int, limit: int, *, as_text: bool = False) -> list[Revision]:
+        """This store's own changes (not ones replicated into it) after a sequence, oldest first.
+
+        `as_text`: the snapshots as their stored JSON text (`snapshot_json`, `snapshot` left empty), for a sender
+        that passes them on as they are (the replicator), without decoding and encoding them again.
+        """
+        columns: list[sa.ColumnElement[Any]] = [c for c in changes.c if not (as_text and c.name == "data")]
+        if as_text:
+            columns.append(sa.type_coerce(changes.c.data, sa.Text()).label("data_text"))
         stmt = (
-            sa.select(changes)
+            sa.select(*columns)
             .where(changes.c.seq > after_seq, changes.c.origin_id.is_(None))
             .order_by(changes.c.seq)
             .limit(limit)
         )
-        return [_revision(r) for r in (await self._execute(stmt)).mappings().all()]
+        rows = (await self._execute(stmt)).mappings().all()
+        if as_text:
+            return [dataclasses.replace(_revision({**r, "data": {}}), snapshot_json=r["data_text"]) for r in rows]
+        return [_revision(r) for r in rows]
 
     async def local_backlog(self, after_seq: int) -> tuple[int, int, datetime | None]:
         """(count, newest local seq, time of the oldest) of local changes after `after_seq`."""

@@ -41,9 +41,7 @@ def entry_hash(entry: AuditEntry, prev_hash: str, *, seq: int | None = None) -> 
     payload["prev_hash"] = prev_hash
     if seq is not None:
         payload["seq"] = seq
-    canonical = json.dumps(
-        _canonical_numbers(payload), sort_keys=True, separators=(",", ":"), default=_json_default, ensure_ascii=False
-    )
+    canonical = _CANONICAL.encode(_canonical_numbers(payload))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -97,6 +95,10 @@ async def append_many(tx: Transaction, entries: Sequence[AuditEntry]) -> None:
         sealed.append(dataclasses.replace(entry, seq=seq, prev_hash=prev, hash=digest))
         prev = digest
     await tx.insert_audit_many(sealed)
+
+
+# Made once: json.dumps with arguments would build this encoder for every entry.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_json_default, ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True)

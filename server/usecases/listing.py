@@ -16,7 +16,7 @@ from typing import Any
 from server.domain.errors import FieldViolation, InvalidArgument
 from server.domain.query import ListQuery, OrderKey, Term
 from server.domain.registry import EntityKind
-from server.domain.schema import FieldInfo, decode_value, encode_value, field_map
+from server.domain.schema import FieldInfo, compact_json, decode_value, encode_value, field_map
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -153,7 +153,7 @@ def encode_token(query: ListQuery, filter_text: str, order_text: str, last_value
         "q": _fingerprint(query.kind, filter_text, order_text),
         "v": [encode_value(k.field, v) for k, v in zip(query.order, last_values, strict=True)],
     }
-    raw = json.dumps(payload, separators=(",", ":")).encode()
+    raw = compact_json(payload).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

@@ -126,7 +126,7 @@ class SyncApplier:
             )
 
     async def _wait_turn(self, origin_id: uuid.UUID, after_seq: int) -> None:
-        """A push that arrives before its predecessor (an edge keeps two in flight) waits for it to commit
+        """A push that arrives before its predecessor (an edge keeps several in flight) waits for it to commit
         rather than being refused as a gap. It waits up to TURN_WAIT_S while another push of that origin is
         being applied, up to ORPHAN_WAIT_S while none is (a real gap is refused quickly), and stops as soon as a
         push of that origin ends without moving it (the predecessor failed: the gap is real)."""

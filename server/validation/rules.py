@@ -6,7 +6,6 @@ The length limits live on the entity fields (server/domain/entities.py); the REA
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,7 +20,7 @@ from server.domain.entities import (
     Versioned,
 )
 from server.domain.errors import FieldViolation
-from server.domain.schema import FieldInfo, fields_of
+from server.domain.schema import FieldInfo, compact_json, fields_of
 from server.validation import json_fields
 
 MEMBERS_MAX_COUNT = 1000
@@ -84,7 +83,7 @@ def _check_field(f: FieldInfo, value: Any, entity: Versioned, tool_type: str | N
         if len(set(value)) != len(value):
             out.append(FieldViolation(f.name, "lists a member twice"))
     elif f.kind == "json":
-        text = json.dumps(value, separators=(",", ":"))
+        text = compact_json(value)
         size = len(text)
         # json.dumps escapes U+0000 as \u0000 (and a literal backslash before "u0000" too): walk only then
         if "\\u0000" in text and _has_nul(value):
