@@ -7,6 +7,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -17,7 +18,7 @@ from server.api.interceptors import CURRENT_CALL
 from server.domain.entities import ChangeOperation, Revision
 from server.domain.errors import FieldViolation, InvalidArgument
 from server.domain.schema import compact_json
-from server.usecases.sync import SyncApplier
+from server.usecases.replication.central import SyncApplier
 
 _OPERATIONS = {
     ChangeOperation.CREATE: common_pb2.CHANGE_OPERATION_CREATE,
@@ -25,6 +26,8 @@ _OPERATIONS = {
     ChangeOperation.DELETE: common_pb2.CHANGE_OPERATION_DELETE,
 }
 _FROM_WIRE = {v: k for k, v in _OPERATIONS.items()}
+_NIL = uuid.UUID(int=0)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def change_to_proto(change: Revision) -> sync_pb2.Change:
@@ -43,27 +46,36 @@ def change_to_proto(change: Revision) -> sync_pb2.Change:
     return msg
 
 
-def change_from_proto(msg: sync_pb2.Change, index: int) -> Revision:
-    field = f"changes.{index}"
-    try:
-        data = json.loads(msg.data_json)
-        if not isinstance(data, dict):
-            raise ValueError("data_json must be a JSON object")
-        return Revision(
-            sequence=msg.seq,
-            entity_type=msg.entity_type,
-            entity_id=uuid.UUID(msg.entity_id),
-            version=msg.version,
-            operation=_FROM_WIRE[msg.operation],
-            change_time=mapping.timestamp_to_datetime(msg.change_time),
-            actor_id=uuid.UUID(msg.actor_id) if msg.actor_id else None,
-            request_id=msg.request_id,
-            snapshot=data,
-            tx_id=uuid.UUID(msg.tx_id) if msg.tx_id else None,
-            snapshot_json=msg.data_json,
-        )
-    except (ValueError, KeyError) as exc:
-        raise InvalidArgument.of([FieldViolation(field, f"malformed change: {exc}")]) from None
+def change_from_proto(msg: sync_pb2.Change) -> Revision:
+    """A pushed change. What is malformed about it (ids, operation, time, JSON) is kept as its `defect`, so the
+    apply rejects that change alone and applies the rest of its batch."""
+    defects: list[str] = []
+
+    def parse(what: str, convert: Callable[[], Any], default: Any) -> Any:
+        try:
+            return convert()
+        except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
+            defects.append(f"{what}: {str(exc)[:200] or type(exc).__name__}")
+            return default
+
+    data = parse("data_json", lambda: json.loads(msg.data_json), {})
+    if not isinstance(data, dict):
+        defects.append("data_json: must be a JSON object")
+        data = {}
+    return Revision(
+        sequence=msg.seq,
+        entity_type=msg.entity_type,
+        entity_id=parse("entity_id", lambda: uuid.UUID(msg.entity_id), _NIL),
+        version=msg.version,
+        operation=parse("operation", lambda: _FROM_WIRE[msg.operation], ChangeOperation.UPDATE),
+        change_time=parse("change_time", lambda: mapping.timestamp_to_datetime(msg.change_time), _EPOCH),
+        actor_id=parse("actor_id", lambda: uuid.UUID(msg.actor_id) if msg.actor_id else None, None),
+        request_id=msg.request_id,
+        snapshot=data,
+        tx_id=parse("tx_id", lambda: uuid.UUID(msg.tx_id) if msg.tx_id else None, None),
+        snapshot_json=msg.data_json if not defects else "",
+        defect="; ".join(defects),
+    )
 
 
 class SyncServicer(sync_pb2_grpc.SyncServiceServicer):  # type: ignore[misc]
@@ -77,7 +89,7 @@ class SyncServicer(sync_pb2_grpc.SyncServiceServicer):  # type: ignore[misc]
         for i, c in enumerate(request.changes):
             if i and i % 500 == 0:
                 await asyncio.sleep(0)  # a large batch: let a push being applied meanwhile go on
-            batch.append(change_from_proto(c, i))
+            batch.append(change_from_proto(c))
         acked, rejected = await self._applier.push(
             origin, request.after_seq, batch, request.schema_version, principal=call.principal, peer=call.peer
         )

@@ -174,3 +174,6 @@ class Revision:
     tx_id: uuid.UUID | None = None  # changes of one local transaction share it
     origin_id: uuid.UUID | None = None  # the store the change was made in, when it was replicated here
     snapshot_json: str = ""  # the snapshot as JSON text, when it arrived as such (replication)
+    # Why a replicated change could not even be decoded (bad ids, unknown operation, malformed JSON): such a
+    # change is rejected alone when applied, never refusing the batch around it.
+    defect: str = ""

@@ -36,3 +36,11 @@ class ListQuery:
     after: tuple[Any, ...] | None  # the last row's order values, from the page token
     # Rows private to their owner (tool sets that are not global) are shown only to this user; None: all rows.
     private_viewer: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a list: its entities and, when there may be more rows, the last row's position."""
+
+    items: list[Any]
+    last_position: tuple[Any, ...] | None

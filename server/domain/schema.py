@@ -107,6 +107,12 @@ def field_map(cls: type[Versioned]) -> dict[str, FieldInfo]:
     return cached
 
 
+class JsonText(str):
+    """A JSON value already encoded as text: stores pass it through instead of encoding it again."""
+
+    __slots__ = ()
+
+
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 

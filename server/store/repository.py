@@ -15,7 +15,6 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,9 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from server.domain.entities import ChangeOperation, Revision, Versioned
 from server.domain.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, SmoothError, Unavailable
 from server.domain.identity import ApiKey, AuditEntry, AuditFilter
-from server.domain.query import ListQuery
+from server.domain.query import ListQuery, Page
 from server.domain.registry import KINDS, EntityKind, references_to
-from server.domain.schema import fields_of, to_json
+from server.domain.schema import JsonText, fields_of, to_json
 from server.store import query as q
 from server.store.engine import WRITE_OPTION, create_engine, is_sqlite
 from server.store.tables import (
@@ -71,18 +70,6 @@ def _encode(
 @functools.cache
 def _processors(dialect: sa.Dialect, table: sa.Table, columns: tuple[str, ...]) -> list[Callable[[Any], Any] | None]:
     return [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
-
-
-class JsonText(str):
-    """A JSON column's value already encoded (`insert_rows` passes it through instead of encoding it again)."""
-
-    __slots__ = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    items: list[Any]
-    last_position: tuple[Any, ...] | None  # set when there may be more rows
 
 
 def _columns(kind: EntityKind) -> list[str]:
@@ -147,6 +134,12 @@ class Transaction:
 
     async def find_by(self, kind: EntityKind, field: str, value: Any) -> list[Versioned]:
         return await self._load(kind, ENTITY_TABLES[kind.name].c[field] == value, limit=10)
+
+    async def find_in(self, kind: EntityKind, field: str, values: Sequence[Any]) -> list[Versioned]:
+        """Every entity whose `field` is one of `values` (one query)."""
+        if not values:
+            return []
+        return await self._load(kind, ENTITY_TABLES[kind.name].c[field].in_(list(values)))
 
     async def list_page(self, query: ListQuery) -> Page:
         table = ENTITY_TABLES[query.kind.name]

@@ -7,17 +7,17 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from server.domain.registry import KINDS
-from server.store.repository import Store
 from server.usecases.audit import AuditService
 from server.usecases.entities import EntityService, utc_now
 from server.usecases.identity import ApiKeyService, Authenticator, UserService
-from server.usecases.sync import SyncApplier
+from server.usecases.ports import UnitOfWork
+from server.usecases.replication.central import SyncApplier
 from server.usecases.usage_recording import PresetService, UsageRecorder
 
 
 @dataclass(frozen=True, slots=True)
 class UseCases:
-    store: Store
+    store: UnitOfWork
     entities: dict[str, EntityService]  # by kind name, "user" included (a UserService)
     users: UserService
     api_keys: ApiKeyService
@@ -28,7 +28,7 @@ class UseCases:
 
 
 def build(
-    store: Store, clock: Callable[[], datetime] = utc_now, *, central: bool = False, schema_version: str = ""
+    store: UnitOfWork, clock: Callable[[], datetime] = utc_now, *, central: bool = False, schema_version: str = ""
 ) -> UseCases:
     """Every use case over `store`; `central` accepts replication from edges (SyncService)."""
     authenticator = Authenticator(store, clock)

@@ -22,8 +22,8 @@ import structlog
 
 from server.domain.errors import InvalidArgument, PermissionDenied
 from server.domain.identity import AuditEntry, AuditFilter, Principal
-from server.store.repository import Store, Transaction
 from server.usecases.listing import page_size_of
+from server.usecases.ports import Transaction, UnitOfWork
 from server.usecases.tokens import decode_position, encode_position
 from server.validation.rules import text_violations
 
@@ -113,7 +113,7 @@ class VerifyResult:
 
 
 class AuditService:
-    def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: UnitOfWork, clock: Callable[[], datetime]) -> None:
         self.store = store
         self._clock = clock
         self._hosts: dict[str, tuple[int, int, int]] = {}  # host -> (second, entries in it, suppressed)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from server.domain.entities import ChangeOperation, Revision, ToolAssembly, ToolInstance, ToolType, Versioned
+from server.domain.entities import ChangeOperation, Revision, Versioned
 from server.domain.errors import (
     Aborted,
     AlreadyExists,
@@ -21,17 +21,15 @@ from server.domain.errors import (
     InvalidArgument,
     NotFound,
     VersionConflict,
-    ViolationCollector,
 )
 from server.domain.identity import AuditEntry, Principal
 from server.domain.ids import uuid7
 from server.domain.registry import KINDS, EntityKind
 from server.domain.schema import OUTPUT_ONLY, fields_of, from_json, to_json
-from server.store.repository import Store, Transaction
-from server.usecases import access, audit
+from server.usecases import access, audit, rulebook
 from server.usecases.listing import build_query, encode_token, page_size_of
+from server.usecases.ports import Transaction, UnitOfWork
 from server.usecases.tokens import decode_position, encode_position
-from server.validation.rules import check_entity
 
 REQUEST_ID_MAX_LEN = 100
 
@@ -71,7 +69,7 @@ class ListResult:
 class EntityService:
     """Every standard operation for one entity kind, driven by the kind's row in the registry."""
 
-    def __init__(self, store: Store, kind: EntityKind, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, store: UnitOfWork, kind: EntityKind, clock: Callable[[], datetime] = utc_now) -> None:
         self.store = store
         self.kind = kind
         self._clock = clock
@@ -135,7 +133,7 @@ class EntityService:
             updated_at=now,
             version=1,
         )
-        await self._validate(tx, entity)
+        await rulebook.enforce(tx, entity)
         if await tx.get(self.kind, entity.id) is not None or await tx.has_history(self.kind, entity.id):
             # A deleted entity's id stays taken: its history is kept under it.
             raise AlreadyExists(
@@ -143,7 +141,6 @@ class EntityService:
                 reason="ID_TAKEN",
                 violations=[FieldViolation("id", "already taken")],
             )
-        await self._check_unique(tx, entity)
         await tx.insert(self.kind, entity)
         await self._record(tx, None, entity, ChangeOperation.CREATE, caller, now, "create")
         await self._after_write(tx, None, entity, caller, now)
@@ -175,8 +172,7 @@ class EntityService:
             raise _stale(self.kind, current)
         now = self._clock()
         entity = dataclasses.replace(current, **changes, updated_at=now, version=current.version + 1)
-        await self._validate(tx, entity)
-        await self._check_unique(tx, entity)
+        await rulebook.enforce(tx, entity)
         if not await tx.update(self.kind, entity, version):
             raise _stale(self.kind, await self._require(tx, entity_id))
         await self._record(tx, current, entity, ChangeOperation.UPDATE, caller, now, "update")
@@ -220,15 +216,17 @@ class EntityService:
                 entity = dataclasses.replace(current, **changes, updated_at=now, version=current.version + 1)
                 if entity_id not in created:
                     start_versions.setdefault(entity_id, current.version)
-            errors = ViolationCollector()
-            tool_type = await self._tool_type_of(tx, entity) if isinstance(entity, ToolInstance) else None
-            errors.extend(check_entity(entity, tool_type=tool_type))
-            errors.raise_if_any()
             steps.append((current, entity, caller))
             latest[entity_id] = entity
         if not steps:
             return []
-        await self._check_references_many(tx, [after for _, after, _ in steps])
+        # Every state written is checked: the last of each id, and an earlier one too (its change record stays).
+        broken = await rulebook.check(tx, list(latest.values()))
+        earlier = [after for _, after, _ in steps if after is not latest[after.id]]
+        if earlier and not broken:
+            broken = await rulebook.check(tx, earlier)
+        if broken:
+            raise next(iter(broken.values()))
         if created:
             ids = list(created)
             taken = set(await tx.versions_of(self.kind, ids)) | await tx.ids_with_history(self.kind, ids)
@@ -238,8 +236,6 @@ class EntityService:
                     reason="ID_TAKEN",
                     violations=[FieldViolation("id", "already taken")],
                 )
-        for entity in latest.values():
-            await self._check_unique(tx, entity)
         if created:
             await tx.bulk_insert(self.kind, [latest[i] for i in created])
         updated = [(latest[i], v) for i, v in start_versions.items()]
@@ -422,91 +418,6 @@ class EntityService:
             peer=caller.peer[:200],
         )
 
-    async def _check_references_many(self, tx: Transaction, entities: Sequence[Versioned]) -> None:
-        """Every referenced entity exists: one query per referenced kind for all of `entities`."""
-        wanted: dict[str, set[uuid.UUID]] = {}
-        ref_fields = [f for f in fields_of(self.kind.cls) if f.ref is not None and f.name != "owner_id"]
-        for entity in entities:
-            for f in ref_fields:
-                value = getattr(entity, f.name)
-                if value is not None:
-                    wanted.setdefault(f.name, set()).add(value)
-        missing = ViolationCollector()
-        for f in ref_fields:
-            ids = sorted(wanted.get(f.name, ()))
-            assert f.ref is not None
-            found = await tx.versions_of(KINDS[f.ref], ids) if ids else {}
-            for i in ids:
-                if i not in found:
-                    missing.add(f.name, f"{KINDS[f.ref].label} {i} does not exist")
-        if isinstance(entities[0], ToolAssembly):  # role checks need the items: the careful path does them
-            for entity in entities:
-                await self._validate(tx, entity)
-        if missing.violations:
-            raise FailedPrecondition(
-                "referenced entities are missing or unsuitable: "
-                + "; ".join(f"{v.field}: {v.description}" for v in missing.violations),
-                reason="BAD_REFERENCE",
-                violations=missing.violations,
-            )
-
-    async def _validate(self, tx: Transaction, entity: Versioned) -> None:
-        """Field rules first (cheap, no I/O), then references against the database."""
-        errors = ViolationCollector()
-        tool_type = await self._tool_type_of(tx, entity) if isinstance(entity, ToolInstance) else None
-        errors.extend(check_entity(entity, tool_type=tool_type))
-        errors.raise_if_any()
-        missing = ViolationCollector()
-        for f in fields_of(self.kind.cls):
-            if f.ref is None or f.name == "owner_id":
-                continue
-            target = KINDS[f.ref]
-            value = getattr(entity, f.name)
-            ids = value if f.kind == "members" else ([value] if value is not None else [])
-            found = await tx.get_many(target, ids)
-            for i in ids:
-                if i not in found:
-                    missing.add(f.name, f"{target.label} {i} does not exist")
-            if isinstance(entity, ToolAssembly) and value in found:
-                missing.extend(_assembly_roles(f.name, found[value]))
-        if missing.violations:
-            raise FailedPrecondition(
-                "referenced entities are missing or unsuitable: "
-                + "; ".join(f"{v.field}: {v.description}" for v in missing.violations),
-                reason="BAD_REFERENCE",
-                violations=missing.violations,
-            )
-
-    async def _tool_type_of(self, tx: Transaction, instance: ToolInstance) -> str | None:
-        """The tool type that selects the measurement schema: the item's, else the assembly cutter's."""
-        item_id = instance.tool_item_id
-        if item_id is None and instance.tool_assembly_id is not None:
-            assembly = await tx.get(KINDS["tool_assembly"], instance.tool_assembly_id)
-            item_id = assembly.cutter_id if isinstance(assembly, ToolAssembly) else None
-        item = await tx.get(KINDS["tool_item"], item_id) if item_id is not None else None
-        return getattr(item, "tool_type", None)
-
-    async def _check_unique(self, tx: Transaction, entity: Versioned) -> None:
-        """Unique keys checked up front for a clear error (the database enforces them too)."""
-        if isinstance(entity, ToolInstance):
-            for other in await tx.find_by(self.kind, "serial_number", entity.serial_number):
-                if other.id != entity.id:
-                    raise AlreadyExists(
-                        f"serial number {entity.serial_number!r} is already used by ToolInstance {other.id}",
-                        reason="SERIAL_NUMBER_TAKEN",
-                        violations=[FieldViolation("serial_number", "already used by another ToolInstance")],
-                        metadata={"existing_id": str(other.id)},
-                    )
-
-
-def _assembly_roles(field_name: str, item: Versioned) -> list[FieldViolation]:
-    tool_type = getattr(item, "tool_type", None)
-    if field_name == "holder_id" and tool_type != ToolType.HOLDER:
-        return [FieldViolation("holder_id", f"must be a ToolItem of type HOLDER (this one is {tool_type})")]
-    if field_name == "cutter_id" and tool_type == ToolType.HOLDER:
-        return [FieldViolation("cutter_id", "must be a cutting tool, not a HOLDER")]
-    return []
-
 
 def _stale(kind: EntityKind, current: Versioned) -> VersionConflict:
     return VersionConflict(
@@ -527,7 +438,7 @@ def _request_owner(caller: Caller) -> str:
     return str(caller.actor_id) if caller.actor_id is not None else "system"
 
 
-def services(store: Store, clock: Callable[[], datetime] = utc_now) -> dict[str, EntityService]:
+def services(store: UnitOfWork, clock: Callable[[], datetime] = utc_now) -> dict[str, EntityService]:
     """One EntityService per entity kind."""
     return {name: EntityService(store, kind, clock) for name, kind in KINDS.items()}
 

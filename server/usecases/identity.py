@@ -20,7 +20,6 @@ from typing import Any
 
 from server.domain.entities import User, UserRole, Versioned
 from server.domain.errors import (
-    AlreadyExists,
     FieldViolation,
     InvalidArgument,
     NotFound,
@@ -30,16 +29,16 @@ from server.domain.errors import (
 from server.domain.identity import ROLE_SCOPES, ApiKey, AuditEntry, Principal, Scope
 from server.domain.ids import uuid7
 from server.domain.registry import KINDS
-from server.store.repository import Store, Transaction
+from server.domain.rulebook import EMAIL
 from server.usecases import audit
 from server.usecases.entities import Caller, EntityService, utc_now
 from server.usecases.listing import page_size_of
+from server.usecases.ports import Transaction, UnitOfWork
 from server.validation.rules import text_violations
 
 KEY_PREFIX = "sek"
 KEY_NAME_MAX_LEN = 200
 _KEY_FORMAT = re.compile(r"^sek_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # A verified key is trusted this long before it is read again (revocations in this process act at once).
 AUTH_CACHE_SECONDS = 5.0
 # last_used_at is written at most this often per key, so reads do not turn into writes.
@@ -64,29 +63,21 @@ def effective_scopes(key: ApiKey, role: UserRole) -> frozenset[Scope]:
 class UserService(EntityService):
     """Users through the generic entity operations, plus e-mail rules and deactivation."""
 
-    def __init__(self, store: Store, clock: Callable[[], datetime], on_identity_change: Callable[[], None]) -> None:
+    def __init__(
+        self, store: UnitOfWork, clock: Callable[[], datetime], on_identity_change: Callable[[], None]
+    ) -> None:
         super().__init__(store, KINDS["user"], clock)
         self._on_identity_change = on_identity_change
 
     def _normalize(self, values: dict[str, Any], current: Versioned | None) -> dict[str, Any]:
         if "email" in values:
             email = str(values["email"]).strip().lower()
-            if email and not _EMAIL.match(email):
+            if email and not EMAIL.match(email):
                 raise InvalidArgument.of([FieldViolation("email", "not an e-mail address (name@domain.tld)")])
             values["email"] = email
         if current is None:
             values["is_active"] = True  # new users start active; deactivation is its own call
         return values
-
-    async def _check_unique(self, tx: Transaction, entity: Versioned) -> None:
-        assert isinstance(entity, User)
-        for other in await tx.find_by(self.kind, "email", entity.email):
-            if other.id != entity.id:
-                raise AlreadyExists(
-                    f"e-mail {entity.email!r} is already used by user {other.id}",
-                    reason="EMAIL_TAKEN",
-                    violations=[FieldViolation("email", "already used by another user")],
-                )
 
     async def _after_write(
         self, tx: Transaction, before: Versioned | None, after: Versioned, caller: Caller, now: datetime
@@ -106,8 +97,8 @@ class UserService(EntityService):
         return user
 
     async def deactivate(self, user_id: uuid.UUID, version: int, *, caller: Caller) -> Versioned:
-        current = await self.get(user_id, caller)
-        return await self.update(user_id, version or current.version, {"is_active": False}, caller=caller)
+        """Deactivate with the version last read, like any update (optimistic locking holds here too)."""
+        return await self.update(user_id, version, {"is_active": False}, caller=caller)
 
 
 async def _audit_key(
@@ -141,7 +132,7 @@ def _plain(value: Any) -> Any:
 
 
 class ApiKeyService:
-    def __init__(self, store: Store, clock: Callable[[], datetime], authenticator: Authenticator) -> None:
+    def __init__(self, store: UnitOfWork, clock: Callable[[], datetime], authenticator: Authenticator) -> None:
         self.store = store
         self._clock = clock
         self._auth = authenticator
@@ -271,7 +262,7 @@ class ApiKeyService:
 class Authenticator:
     """Bearer secret -> Principal. Unknown, malformed, revoked or expired keys and inactive users are refused."""
 
-    def __init__(self, store: Store, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, store: UnitOfWork, clock: Callable[[], datetime] = utc_now) -> None:
         self.store = store
         self._clock = clock
         self._cache: dict[str, tuple[float, ApiKey, User]] = {}

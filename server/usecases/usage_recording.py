@@ -21,10 +21,11 @@ import structlog
 
 from server.domain.collector import MachineStatus, UnmatchedTool, UsageEvent, UsageOpened
 from server.domain.entities import ToolPreset, ToolUsage, Versioned
-from server.domain.errors import AlreadyExists, FieldViolation, SmoothError
+from server.domain.errors import SmoothError
 from server.domain.registry import EntityKind
-from server.store.repository import Store, Transaction
+from server.domain.rulebook import tool_number_of
 from server.usecases.entities import BatchWrite, Caller, EntityService
+from server.usecases.ports import Transaction, UnitOfWork
 
 log = structlog.get_logger("smooth_edge.collector")
 
@@ -32,10 +33,6 @@ MAX_PROGRAMS = 100
 # Stays older than this are not attached automatically to a newly written preset: the T number may have
 # meant another tool back then. They stay visible as unmatched.
 ATTACH_WINDOW = timedelta(days=7)
-
-
-def tool_number_of(preset: ToolPreset) -> int | None:
-    return _tool_number(preset.parameters.get("tool_number"))
 
 
 def _tool_number(value: object) -> int | None:
@@ -74,7 +71,7 @@ class UsageRecorder:
 
     MAX_BATCH = 500
 
-    def __init__(self, store: Store, usages: EntityService, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: UnitOfWork, usages: EntityService, clock: Callable[[], datetime]) -> None:
         self.store = store
         self.usages = usages
         self._clock = clock
@@ -320,24 +317,11 @@ class _Plan:
 class PresetService(EntityService):
     """ToolPresets: one T number per machine, and writing a preset attaches the usages waiting for it."""
 
-    def __init__(self, store: Store, kind: EntityKind, clock: Callable[[], datetime], recorder: UsageRecorder) -> None:
+    def __init__(
+        self, store: UnitOfWork, kind: EntityKind, clock: Callable[[], datetime], recorder: UsageRecorder
+    ) -> None:
         super().__init__(store, kind, clock)
         self._recorder = recorder
-
-    async def _check_unique(self, tx: Transaction, entity: Versioned) -> None:
-        assert isinstance(entity, ToolPreset)
-        number = tool_number_of(entity)
-        if number is None:
-            return
-        for other in await tx.presets_on_machine(entity.machine_id):
-            if other.id != entity.id and isinstance(other, ToolPreset) and tool_number_of(other) == number:
-                raise AlreadyExists(
-                    f"T{number} on {entity.machine_id} is already preset {other.id} ({other.name!r}); "
-                    "a machine cannot have two tools under one T number",
-                    reason="TOOL_NUMBER_TAKEN",
-                    violations=[FieldViolation("parameters.tool_number", "already used on this machine")],
-                    metadata={"existing_id": str(other.id)},
-                )
 
     async def _after_write(
         self, tx: Transaction, before: Versioned | None, after: Versioned, caller: Caller, now: datetime

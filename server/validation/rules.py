@@ -22,6 +22,7 @@ from server.domain.entities import (
 from server.domain.errors import FieldViolation
 from server.domain.schema import FieldInfo, compact_json, fields_of
 from server.validation import json_fields
+from server.validation.snapshots import json_value_problem
 
 MEMBERS_MAX_COUNT = 1000
 
@@ -83,6 +84,9 @@ def _check_field(f: FieldInfo, value: Any, entity: Versioned, tool_type: str | N
         if len(set(value)) != len(value):
             out.append(FieldViolation(f.name, "lists a member twice"))
     elif f.kind == "json":
+        problem = json_value_problem(value) if type(value) is dict else "must be a JSON object"
+        if problem:
+            return [FieldViolation(f.name, problem)]
         text = compact_json(value)
         size = len(text)
         # json.dumps escapes U+0000 as \u0000 (and a literal backslash before "u0000" too): walk only then

@@ -145,7 +145,8 @@ async def test_revoked_expired_and_deactivated_keys_are_refused_at_once(edge: Ed
     async with authorized_channel(edge.address, other) as channel:
         await Stubs(channel).items.ListToolItems(item_pb.ListToolItemsRequest(page_size=1))
         mine = await api_key_pb2_grpc.ApiKeyServiceStub(channel).ListApiKeys(api_key_pb2.ListApiKeysRequest())
-        await users.DeactivateUser(user_pb2.DeactivateUserRequest(id=mine.api_keys[0].user_id))
+        target = await users.GetUser(user_pb2.GetUserRequest(id=mine.api_keys[0].user_id))
+        await users.DeactivateUser(user_pb2.DeactivateUserRequest(id=target.id, version=target.version))
         err = await expect_failure(Stubs(channel).items.ListToolItems(item_pb.ListToolItemsRequest(page_size=1)))
         assert err.code == UNAUTH
 
@@ -207,7 +208,11 @@ async def test_users_service(edge: Edge) -> None:
     assert updated.role == user_pb2.USER_ROLE_VIEWER and updated.version == 2
     listed = await users.ListUsers(user_pb2.ListUsersRequest(filter='email = "mia.keller@shop.example"'))
     assert [u.id for u in listed.users] == [created.id]
-    off = await users.DeactivateUser(user_pb2.DeactivateUserRequest(id=created.id))
+    stale = await expect_failure(users.DeactivateUser(user_pb2.DeactivateUserRequest(id=created.id, version=1)))
+    assert stale.code == grpc.StatusCode.ABORTED  # optimistic locking holds for deactivation too
+    unversioned = await expect_failure(users.DeactivateUser(user_pb2.DeactivateUserRequest(id=created.id)))
+    assert unversioned.code == grpc.StatusCode.INVALID_ARGUMENT and unversioned.fields == ["version"]
+    off = await users.DeactivateUser(user_pb2.DeactivateUserRequest(id=created.id, version=2))
     assert not off.is_active and off.version == 3
     history = await users.ListRevisions(core.common_pb2.ListRevisionsRequest(id=created.id))
     assert [r.revision.version for r in history.revisions] == [1, 2, 3]

@@ -870,12 +870,12 @@ async def profile_central(
 
             sa.event.listen(store.engine.sync_engine, "before_cursor_execute", before)
             sa.event.listen(store.engine.sync_engine, "after_cursor_execute", after)
-            after_seq = await _push(applier, origin, 0, [change_from_proto(c, i) for i, c in enumerate(warm)])
+            after_seq = await _push(applier, origin, 0, [change_from_proto(c) for c in warm])
             timings.clear()
             decode_s, apply_s = 0.0, 0.0
             for start in range(0, len(first), batch):
                 t0 = time.perf_counter()
-                changes = [change_from_proto(c, i) for i, c in enumerate(first[start : start + batch])]
+                changes = [change_from_proto(c) for c in first[start : start + batch]]
                 t1 = time.perf_counter()
                 after_seq = await _push(applier, origin, after_seq, changes)
                 t2 = time.perf_counter()
@@ -901,7 +901,7 @@ async def profile_central(
             profiler = Profiler(interval=0.0005, async_mode="disabled")  # the whole thread, idle waits included
             profiler.start()
             for start in range(0, len(second), batch):
-                changes = [change_from_proto(c, i) for i, c in enumerate(second[start : start + batch])]
+                changes = [change_from_proto(c) for c in second[start : start + batch]]
                 after_seq = await _push(applier, origin, after_seq, changes)
             session = profiler.stop()
             result.sampled_changes = len(second)

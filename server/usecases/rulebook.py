@@ -1,0 +1,183 @@
+"""Enforces the rulebook (server/domain/rulebook.py) for a batch of entities about to be written, with a few
+queries for the whole batch. Every writer calls it: API create/update, the collector's batch writes, central's
+push apply, the edge's pull apply and the resync — so a rule holds, and is refused with the same reason,
+whoever writes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Hashable, Mapping, Sequence
+
+from server.domain.entities import ToolAssembly, ToolInstance, Versioned
+from server.domain.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, SmoothError
+from server.domain.registry import KIND_BY_CLASS, KINDS
+from server.domain.rulebook import RULES, referrers
+from server.domain.schema import fields_of
+from server.usecases.ports import Entities
+from server.validation.rules import check_entity
+
+
+async def check(tx: Entities, entities: Sequence[Versioned]) -> dict[uuid.UUID, SmoothError]:
+    """The first rule each entity breaks, by id (absent: it may be written). `entities` are the states about to
+    be written, of any kinds, later ones replacing earlier ones of the same id: references and keys resolve
+    against them first, then against the store."""
+    batch: dict[uuid.UUID, Versioned] = {}
+    for entity in entities:
+        batch[entity.id] = entity
+    errors: dict[uuid.UUID, SmoothError] = {}
+    await _field_rules(tx, batch, errors)
+    await _references(tx, batch, errors)
+    await _roles_in_use(tx, batch, errors)
+    await _unique_keys(tx, batch, errors)
+    return errors
+
+
+async def enforce(tx: Entities, entity: Versioned) -> None:
+    """`check` for one entity: raises the first rule it breaks."""
+    errors = await check(tx, [entity])
+    if errors:
+        raise errors[entity.id]
+
+
+async def _lookup(
+    tx: Entities, batch: Mapping[uuid.UUID, Versioned], kind_name: str, ids: set[uuid.UUID]
+) -> dict[uuid.UUID, Versioned]:
+    """Entities of one kind by id: the batch's states first, the store's for the rest (one query)."""
+    cls = KINDS[kind_name].cls
+    found = {i: batch[i] for i in ids if i in batch and type(batch[i]) is cls}
+    rest = [i for i in ids if i not in found]
+    if rest:
+        found.update(await tx.get_many(KINDS[kind_name], sorted(rest)))
+    return found
+
+
+async def _field_rules(tx: Entities, batch: dict[uuid.UUID, Versioned], errors: dict[uuid.UUID, SmoothError]) -> None:
+    tool_types = await _tool_types(tx, batch)
+    for entity in batch.values():
+        violations = check_entity(entity, tool_type=tool_types.get(entity.id))
+        for rule in RULES[KIND_BY_CLASS[type(entity)].name].checks:
+            violations.extend(rule(entity))
+        if violations:
+            errors[entity.id] = InvalidArgument.of(violations)
+
+
+async def _tool_types(tx: Entities, batch: Mapping[uuid.UUID, Versioned]) -> dict[uuid.UUID, str | None]:
+    """The tool type that selects each instance's measurement schema: its item's, else its assembly cutter's."""
+    instances = [e for e in batch.values() if isinstance(e, ToolInstance)]
+    if not instances:
+        return {}
+    assemblies = await _lookup(
+        tx, batch, "tool_assembly", {i.tool_assembly_id for i in instances if i.tool_assembly_id}
+    )
+    item_of: dict[uuid.UUID, uuid.UUID | None] = {}
+    for inst in instances:
+        item_id = inst.tool_item_id
+        if item_id is None and inst.tool_assembly_id is not None:
+            assembly = assemblies.get(inst.tool_assembly_id)
+            item_id = assembly.cutter_id if isinstance(assembly, ToolAssembly) else None
+        item_of[inst.id] = item_id
+    items = await _lookup(tx, batch, "tool_item", {i for i in item_of.values() if i is not None})
+    out: dict[uuid.UUID, str | None] = {}
+    for inst_id, item_id in item_of.items():
+        tool_type = getattr(items.get(item_id), "tool_type", None) if item_id is not None else None
+        out[inst_id] = None if tool_type is None else str(tool_type)
+    return out
+
+
+async def _references(tx: Entities, batch: dict[uuid.UUID, Versioned], errors: dict[uuid.UUID, SmoothError]) -> None:
+    """Every referenced entity exists (in the batch or the store) and plays the role its field asks for."""
+    wanted: dict[str, set[uuid.UUID]] = {}
+    for entity in batch.values():
+        for f in fields_of(type(entity)):
+            if f.ref is None:
+                continue
+            value = getattr(entity, f.name)
+            ids = value if f.kind == "members" else ([value] if value is not None else [])
+            wanted.setdefault(f.ref, set()).update(ids)
+    found = {name: await _lookup(tx, batch, name, ids) for name, ids in wanted.items() if ids}
+    for entity in batch.values():
+        if entity.id in errors:
+            continue
+        rules = RULES[KIND_BY_CLASS[type(entity)].name]
+        problems: list[FieldViolation] = []
+        for f in fields_of(type(entity)):
+            if f.ref is None:
+                continue
+            value = getattr(entity, f.name)
+            ids = value if f.kind == "members" else ([value] if value is not None else [])
+            targets = found.get(f.ref, {})
+            for i in ids:
+                target = targets.get(i)
+                if target is None:
+                    problems.append(FieldViolation(f.name, f"{KINDS[f.ref].label} {i} does not exist"))
+                    continue
+                for role in rules.roles:
+                    if role.field == f.name and not role.fits(target):
+                        problems.append(
+                            FieldViolation(f.name, f"must be {role.needs} ({KINDS[f.ref].label} {i} is not)")
+                        )
+        if problems:
+            errors[entity.id] = FailedPrecondition(
+                "referenced entities are missing or unsuitable: "
+                + "; ".join(f"{v.field}: {v.description}" for v in problems),
+                reason="BAD_REFERENCE",
+                violations=problems,
+            )
+
+
+async def _roles_in_use(tx: Entities, batch: dict[uuid.UUID, Versioned], errors: dict[uuid.UUID, SmoothError]) -> None:
+    """An entity that another references in a role must keep fitting it (a HOLDER item held by an assembly
+    cannot become a drill)."""
+    for entity in list(batch.values()):
+        if entity.id in errors:
+            continue
+        kind = KIND_BY_CLASS[type(entity)]
+        for ref_kind, role in referrers(kind.name):
+            if role.fits(entity):
+                continue
+            users = [
+                e for e in batch.values() if type(e) is KINDS[ref_kind].cls and getattr(e, role.field) == entity.id
+            ]
+            stored = await tx.find_in(KINDS[ref_kind], role.field, [entity.id])
+            users += [e for e in stored if e.id not in batch]
+            if users:
+                errors[entity.id] = FailedPrecondition(
+                    f"{kind.label} {entity.id} is the {role.field} of {KINDS[ref_kind].label} {users[0].id}, "
+                    f"which needs {role.needs}: change that {KINDS[ref_kind].label} first",
+                    reason="ROLE_IN_USE",
+                    violations=[
+                        FieldViolation("tool_type", f"must stay {role.needs} while referenced as {role.field}")
+                    ],
+                    metadata={"referenced_by": str(users[0].id)},
+                )
+                break
+
+
+async def _unique_keys(tx: Entities, batch: dict[uuid.UUID, Versioned], errors: dict[uuid.UUID, SmoothError]) -> None:
+    by_kind: dict[str, list[Versioned]] = {}
+    for entity in batch.values():
+        by_kind.setdefault(KIND_BY_CLASS[type(entity)].name, []).append(entity)
+    for name, members in by_kind.items():
+        kind = KINDS[name]
+        for unique in RULES[name].unique:
+            keyed = [(e, unique.key(e)) for e in members if e.id not in errors]
+            keyed = [(e, k) for e, k in keyed if k is not None]
+            if not keyed:
+                continue
+            holders: dict[Hashable, uuid.UUID] = {}
+            columns = sorted({getattr(e, unique.column) for e, _ in keyed})
+            for other in await tx.find_in(kind, unique.column, columns):
+                current = batch.get(other.id, other)  # the batch may be changing it
+                key = unique.key(current)
+                if key is not None:
+                    holders.setdefault(key, other.id)
+            for entity, key in keyed:
+                holder = holders.setdefault(key, entity.id)
+                if holder != entity.id:
+                    errors[entity.id] = AlreadyExists(
+                        f"{unique.describe(entity)} is already used by {kind.label} {holder}",
+                        reason=unique.reason,
+                        violations=[FieldViolation(unique.field, unique.detail)],
+                        metadata={"existing_id": str(holder)},
+                    )
