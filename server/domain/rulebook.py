@@ -7,13 +7,14 @@ the collector, central's push apply, the edge's pull apply and the resync (STYLE
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from server.domain.entities import ToolItem, ToolPreset, ToolType, User, Versioned
 from server.domain.errors import FieldViolation
-from server.domain.registry import KINDS
+from server.domain.registry import KIND_BY_CLASS, KINDS
 from server.domain.schema import fields_of
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -54,10 +55,19 @@ class Rules:
     checks: tuple[Callable[[Versioned], list[FieldViolation]], ...] = ()  # entity-level rules (no I/O)
     edge_owned: bool = False  # the whole entity is the edge's (a conflict keeps the edge's version)
     edge_fields: frozenset[str] = field(default_factory=frozenset)  # fields the edge owns in a central entity
+    # The canonical form every writer stores (before the checks): e.g. e-mails in lower case, so keys that
+    # differ only in spelling collide.
+    normalize: Callable[[Versioned], Versioned] | None = None
 
 
 def _tool_type(item: Versioned) -> ToolType | None:
     return item.tool_type if isinstance(item, ToolItem) else None
+
+
+def _lower_email(user: Versioned) -> Versioned:
+    assert isinstance(user, User)
+    email = user.email.strip().lower()
+    return user if email == user.email else dataclasses.replace(user, email=email)
 
 
 def _email_rule(user: Versioned) -> list[FieldViolation]:
@@ -81,6 +91,7 @@ RULES: dict[str, Rules] = {
             ),
         ),
         checks=(_email_rule,),
+        normalize=_lower_email,
     ),
     "tool_item": Rules(),
     "tool_assembly": Rules(
@@ -125,6 +136,12 @@ RULES: dict[str, Rules] = {
     "tool_set": Rules(),
 }
 assert set(RULES) == set(KINDS), "every entity kind has its row in the rulebook"
+
+
+def normalized(entity: Versioned) -> Versioned:
+    """The entity in the canonical form its kind stores."""
+    rule = RULES[KIND_BY_CLASS[type(entity)].name].normalize
+    return entity if rule is None else rule(entity)
 
 
 def referrers(target: str) -> list[tuple[str, Role]]:

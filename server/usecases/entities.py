@@ -25,6 +25,7 @@ from server.domain.errors import (
 from server.domain.identity import AuditEntry, Principal
 from server.domain.ids import uuid7
 from server.domain.registry import KINDS, EntityKind
+from server.domain.rulebook import normalized
 from server.domain.schema import OUTPUT_ONLY, fields_of, from_json, to_json
 from server.usecases import access, audit, rulebook
 from server.usecases.listing import build_query, encode_token, page_size_of
@@ -125,13 +126,15 @@ class EntityService:
         if replay is not None:
             return replay
         now = self._clock()
-        entity = self.kind.cls(
-            **self._normalize({k: v for k, v in values.items() if k not in OUTPUT_ONLY}, None),
-            id=entity_id or uuid7(),
-            owner_id=caller.actor_id,
-            created_at=now,
-            updated_at=now,
-            version=1,
+        entity = normalized(
+            self.kind.cls(
+                **self._normalize({k: v for k, v in values.items() if k not in OUTPUT_ONLY}, None),
+                id=entity_id or uuid7(),
+                owner_id=caller.actor_id,
+                created_at=now,
+                updated_at=now,
+                version=1,
+            )
         )
         await rulebook.enforce(tx, entity)
         if await tx.get(self.kind, entity.id) is not None or await tx.has_history(self.kind, entity.id):
@@ -171,7 +174,7 @@ class EntityService:
         if current.version != version:
             raise _stale(self.kind, current)
         now = self._clock()
-        entity = dataclasses.replace(current, **changes, updated_at=now, version=current.version + 1)
+        entity = normalized(dataclasses.replace(current, **changes, updated_at=now, version=current.version + 1))
         await rulebook.enforce(tx, entity)
         if not await tx.update(self.kind, entity, version):
             raise _stale(self.kind, await self._require(tx, entity_id))

@@ -29,7 +29,6 @@ from server.domain.errors import (
 from server.domain.identity import ROLE_SCOPES, ApiKey, AuditEntry, Principal, Scope
 from server.domain.ids import uuid7
 from server.domain.registry import KINDS
-from server.domain.rulebook import EMAIL
 from server.usecases import audit
 from server.usecases.entities import Caller, EntityService, utc_now
 from server.usecases.listing import page_size_of
@@ -70,11 +69,6 @@ class UserService(EntityService):
         self._on_identity_change = on_identity_change
 
     def _normalize(self, values: dict[str, Any], current: Versioned | None) -> dict[str, Any]:
-        if "email" in values:
-            email = str(values["email"]).strip().lower()
-            if email and not EMAIL.match(email):
-                raise InvalidArgument.of([FieldViolation("email", "not an e-mail address (name@domain.tld)")])
-            values["email"] = email
         if current is None:
             values["is_active"] = True  # new users start active; deactivation is its own call
         return values

@@ -27,13 +27,14 @@ from server.domain.errors import (
     Unavailable,
 )
 from server.domain.registry import KINDS, EntityKind
-from server.domain.rulebook import PARENT_FIRST
+from server.domain.rulebook import PARENT_FIRST, normalized
 from server.domain.schema import JsonText, to_json
 from server.usecases import rulebook
+from server.usecases.entities import REQUEST_ID_MAX_LEN
 from server.usecases.ports import Transaction
 from server.usecases.replication import ownership
 from server.validation.rules import check_entity
-from server.validation.snapshots import decode_entity
+from server.validation.snapshots import decode_entity, json_value_problem
 
 log = structlog.get_logger("smooth_edge.replication")
 
@@ -112,20 +113,36 @@ async def apply_changes(
         except (Unavailable, Aborted):
             raise  # transient: the whole batch fails and is sent again, nothing is recorded as rejected
         except SmoothError as exc:
-            reason = rejection_reason(exc)
-            rejected.append(Rejected(change.sequence, change.entity_type, change.entity_id, reason))
+            reason = _storable_text(rejection_reason(exc), 1000)
+            entity_type = _storable_text(change.entity_type, 32)
+            rejected.append(Rejected(change.sequence, entity_type, change.entity_id, reason))
             await tx.insert_rejection(
                 {
                     "origin_id": origin_id,
                     "seq": change.sequence,
-                    "entity_type": change.entity_type[:32],
+                    "entity_type": entity_type,
                     "entity_id": change.entity_id,
                     "reason": reason,
-                    "data": change.snapshot if isinstance(change.snapshot, dict) else {},
+                    "data": storable_snapshot(change.snapshot),
                     "created_at": now,
                 }
             )
     return rejected
+
+
+def storable_snapshot(snapshot: Any) -> dict[str, Any]:
+    """A rejected change's data as every engine can store it: the snapshot, unless it is the reason it was
+    rejected (NUL, NaN, lone surrogates, absurd nesting cannot be stored in a JSON column)."""
+    if type(snapshot) is dict and json_value_problem(snapshot) is None:
+        return snapshot
+    return {"unstorable": json_value_problem(snapshot) or "not a JSON object"}
+
+
+def _storable_text(text: str, limit: int) -> str:
+    """Text as a text column of every engine takes it (no NUL, valid Unicode), cut to `limit`."""
+    if "\x00" in text or json_value_problem(text) is not None:
+        text = repr(text)
+    return text[:limit]
 
 
 # Kinds the bulk path handles: no member lists (tool sets) and no special rules (users).
@@ -250,12 +267,16 @@ async def decode_change(tx: Transaction, change: Revision, *, arbiter: bool) -> 
     """The change's kind and entity, or InvalidArgument saying what is malformed about it."""
     if change.defect:
         raise InvalidArgument(f"malformed change: {change.defect}", reason="MALFORMED_CHANGE")
+    if len(change.request_id) > REQUEST_ID_MAX_LEN or "\x00" in change.request_id:
+        raise InvalidArgument(
+            f"request_id: at most {REQUEST_ID_MAX_LEN} characters, no NUL characters", reason="MALFORMED_CHANGE"
+        )
     kind = KINDS.get(change.entity_type)
     if kind is None:
         raise InvalidArgument(
             f"unknown entity type {change.entity_type[:40]!r}: one of {', '.join(KINDS)}", reason="UNKNOWN_KIND"
         )
-    entity = decode_entity(kind.cls, change.snapshot)
+    entity = normalized(decode_entity(kind.cls, change.snapshot))
     if entity.id != change.entity_id:
         raise InvalidArgument("the snapshot's id differs from the change's entity_id", reason="MALFORMED_CHANGE")
     if entity.version != change.version:

@@ -12,7 +12,7 @@ from typing import Any
 from server.domain.entities import ChangeOperation, Revision
 from server.domain.errors import Aborted, InvalidArgument, SmoothError, Unavailable
 from server.domain.registry import KINDS
-from server.domain.rulebook import PARENT_FIRST
+from server.domain.rulebook import PARENT_FIRST, normalized
 from server.domain.schema import to_json
 from server.usecases import rulebook
 from server.usecases.listing import build_query
@@ -61,7 +61,7 @@ class ResyncApplier:
         async with self.store.write() as tx:
             for data in rows:
                 try:
-                    entity = decode_entity(kind.cls, data)
+                    entity = normalized(decode_entity(kind.cls, data))
                 except InvalidArgument as exc:
                     await _reject_resync(tx, central_id, kind_name, data, exc, now)
                     continue
