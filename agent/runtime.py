@@ -8,15 +8,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 import structlog
 from sqlalchemy.engine import make_url
 
 from agent.collector.collector import Collector
 from agent.config import CollectorConfig
+from agent.replicator.grpc_central import GrpcCentralClient
 from agent.replicator.replicator import Replicator, ReplicatorSettings
 from server.api.interceptors import ReflectionMode
 from server.api.server import GrpcServer, TlsConfig
@@ -48,6 +50,18 @@ async def prepare_store(store: Store, *, auto_migrate: bool) -> None:
     await migrate.ensure_at_head(store.engine)
 
 
+@asynccontextmanager
+async def replicating(
+    store: Store, settings: ReplicatorSettings, clock: Callable[[], datetime] = utc_now
+) -> AsyncIterator[Replicator]:
+    """`store`'s replicator, talking to central over gRPC; on leaving it flushes, then the channel closes."""
+    async with (
+        GrpcCentralClient(settings.central, settings.key, settings.credentials) as central,
+        Replicator(store, central, settings, clock) as replicator,
+    ):
+        yield replicator
+
+
 async def serve(
     options: ServeOptions,
     *,
@@ -64,7 +78,7 @@ async def serve(
         replicator: Replicator | None = None
         if options.replicate is not None:
             settings = replace(options.replicate, schema_version=migrate.head_revision())
-            replicator = await stack.enter_async_context(Replicator(store, settings, utc_now))
+            replicator = await stack.enter_async_context(replicating(store, settings, utc_now))
             store.on_commit.append(replicator.notify)
         collector = Collector(options.collector, use_cases.recorder, utc_now)
         grpc_server = GrpcServer(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -20,12 +19,14 @@ from typing import Any
 
 import grpc
 import structlog
-from smooth.core.v1 import sync_pb2, sync_pb2_grpc
+from smooth.core.v1 import sync_pb2
 
-from agent.grpc_client import authorized_channel
-from server.api.sync_services import change_from_proto, change_to_proto
+from agent.replicator.central_client import CentralClient, PushResult
+from agent.replicator.errors import SequenceGap
+from agent.replicator.wire import wire_size
 from server.domain import failpoints
 from server.domain.entities import Revision
+from server.domain.errors import SmoothError
 from server.store.repository import Store, Transaction
 from server.usecases.sync import RESYNC_ORDER, PullApplier, ResyncApplier
 
@@ -37,11 +38,13 @@ SENT_KEY = "sent_seq"  # the highest sequence ever offered to central, written d
 MAX_BATCH_BYTES = 4 * 1024 * 1024  # well under central's 16 MiB message limit
 REJECTED_KEY = "rejected_count"
 IN_FLIGHT = 3  # pushes on the wire at once (central applies them one after another, in order)
+PULL_PAGE = 500  # central's changes applied per local transaction
+SNAPSHOT_PAGE = 1000  # entities per page of a full resync
 
 
 @dataclass(frozen=True, slots=True)
 class ReplicatorSettings:
-    central: str  # host:port of central's gRPC
+    central: str  # host:port of central's gRPC (the composition root builds the client from these three)
     key: str  # an API key with the sync scope
     credentials: grpc.ChannelCredentials | None = None  # TLS to central
     batch_size: int = 2000
@@ -52,15 +55,18 @@ class ReplicatorSettings:
 
 
 class Replicator:
-    """`async with Replicator(store, settings, clock) as r:` replicates until the block ends (then flushes)."""
+    """`async with Replicator(store, central, settings, clock) as r:` replicates until the block ends (then
+    flushes). `central` is open for as long as the replicator is (the caller opens and closes it)."""
 
-    def __init__(self, store: Store, settings: ReplicatorSettings, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, store: Store, central: CentralClient, settings: ReplicatorSettings, clock: Callable[[], datetime]
+    ) -> None:
         self._store = store
+        self._central = central
         self._settings = settings
         self._clock = clock
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._channel: grpc.aio.Channel | None = None
         self.origin_id: uuid.UUID | None = None
         self.acked = 0
         self.rejected = 0
@@ -90,7 +96,6 @@ class Replicator:
                 log.error("replicator.local_log_behind_sent", sent=sent)
             await tx.ensure_sequence_above(sent)
         self.origin_id = uuid.UUID(origin)
-        self._channel = authorized_channel(self._settings.central, self._settings.key, self._settings.credentials)
         self._task = asyncio.create_task(self._run(), name="replicator")
         log.info("replicator.started", central=self._settings.central, origin_id=origin, acked=self.acked)
         return self
@@ -102,10 +107,8 @@ class Replicator:
                 await self._task
         try:
             await asyncio.wait_for(self.flush(), timeout=self._settings.flush_timeout_s)
-        except (TimeoutError, grpc.aio.AioRpcError, OSError) as exc:
-            log.warning("replicator.flush_incomplete", error=str(exc), acked=self.acked)
-        if self._channel is not None:
-            await self._channel.close()
+        except (TimeoutError, SmoothError) as exc:
+            log.warning("replicator.flush_incomplete", error=_describe(exc), acked=self.acked)
         log.info("replicator.stopped", acked=self.acked)
 
     async def flush(self) -> None:
@@ -139,15 +142,14 @@ class Replicator:
 
     async def _check_watermark(self) -> None:
         """At start-up: a sequence central has seen is never reused here, even if a power cut undid commits."""
-        assert self._channel is not None and self.origin_id is not None
-        stub = sync_pb2_grpc.SyncServiceStub(self._channel)
-        mark = await stub.GetWatermark(sync_pb2.GetWatermarkRequest(origin_id=str(self.origin_id)), timeout=10)
+        assert self.origin_id is not None
+        mark = await self._central.watermark(self.origin_id)
         async with self._store.write() as tx:
-            if mark.last_seq > await tx.last_local_seq():
-                log.error("replicator.local_log_behind_central", central=mark.last_seq)
-                await tx.ensure_sequence_above(mark.last_seq)
-            if mark.last_seq > self.acked:
-                await self._save_ack(tx, mark.last_seq)
+            if mark > await tx.last_local_seq():
+                log.error("replicator.local_log_behind_central", central=mark)
+                await tx.ensure_sequence_above(mark)
+            if mark > self.acked:
+                await self._save_ack(tx, mark)
 
     async def _push_all(self) -> None:
         """Push until nothing is left, with up to IN_FLIGHT batches on the wire and the next one read, encoded
@@ -155,8 +157,8 @@ class Replicator:
         in order, each after its predecessor's commit). Answers are taken in order; the acknowledged position
         only follows them."""
         after = self.acked
-        inflight: deque[tuple[asyncio.Task[Any], list[sync_pb2.Change]]] = deque()
-        ahead: asyncio.Task[list[sync_pb2.Change]] | None = None
+        inflight: deque[tuple[asyncio.Task[PushResult], list[Revision]]] = deque()
+        ahead: asyncio.Task[list[Revision]] | None = None
         try:
             while True:
                 while len(inflight) < IN_FLIGHT:
@@ -166,7 +168,7 @@ class Replicator:
                         break
                     failpoints.hit("edge-before-push")
                     inflight.append((asyncio.create_task(self._send(batch, after)), batch))
-                    after = batch[-1].seq
+                    after = batch[-1].sequence
                     ahead = asyncio.create_task(self._prepare(after))
                 if not inflight:
                     return
@@ -180,42 +182,33 @@ class Replicator:
         finally:
             await _cancel([t for t, _ in inflight] + ([ahead] if ahead is not None else []))
 
-    async def _prepare(self, after: int) -> list[sync_pb2.Change]:
-        """The batch after `after`, encoded, with the "sent" marker made durable (empty: nothing to send)."""
+    async def _prepare(self, after: int) -> list[Revision]:
+        """The batch after `after`, read, with the "sent" marker made durable (empty: nothing to send)."""
         async with self._store.read() as tx:
             candidates = await tx.local_changes(after, self._settings.batch_size + 200, as_text=True)
         if not candidates:
             return []
-        protos = _batch(candidates, self._settings.batch_size)
+        batch = _batch(candidates, self._settings.batch_size)
         # Durable first: this fsyncs the WAL, so every change we are about to send survives a power cut.
-        if protos[-1].seq > self.sent:
+        if batch[-1].sequence > self.sent:
             async with self._store.write(durable=True) as tx:
-                await tx.set_replication_value(SENT_KEY, protos[-1].seq, self._clock())
-            self.sent = max(protos[-1].seq, self.sent)
-        return protos
+                await tx.set_replication_value(SENT_KEY, batch[-1].sequence, self._clock())
+            self.sent = max(batch[-1].sequence, self.sent)
+        return batch
 
-    async def _send(self, protos: list[sync_pb2.Change], after: int) -> Any:
-        assert self._channel is not None and self.origin_id is not None
-        request = sync_pb2.PushChangesRequest(
-            origin_id=str(self.origin_id),
-            after_seq=after,
-            changes=protos,
-            schema_version=self._settings.schema_version,
-        )
-        return await sync_pb2_grpc.SyncServiceStub(self._channel).PushChanges(request, timeout=60)
+    async def _send(self, batch: list[Revision], after: int) -> PushResult:
+        assert self.origin_id is not None
+        return await self._central.push(self.origin_id, after, batch, self._settings.schema_version)
 
-    async def _receive(self, call: asyncio.Task[Any], protos: list[sync_pb2.Change]) -> bool:
+    async def _receive(self, call: asyncio.Task[PushResult], batch: list[Revision]) -> bool:
         """Central's answer to one batch, saved; True when central's position is not where ours was."""
         try:
             response = await call
-        except grpc.aio.AioRpcError as err:
-            watermark = _gap_watermark(err)
-            if watermark is None:
-                raise
+        except SequenceGap as gap:
             # Central applied less (or more) than we thought: continue from its watermark.
-            log.warning("replicator.resync_position", ours=self.acked, central=watermark)
+            log.warning("replicator.resync_position", ours=self.acked, central=gap.watermark)
             async with self._store.write() as tx:
-                await self._save_ack(tx, watermark)
+                await self._save_ack(tx, gap.watermark)
             return True
         failpoints.hit("edge-after-push-before-ack")  # central committed; we never saw its answer
         async with self._store.write() as tx:
@@ -229,35 +222,29 @@ class Replicator:
             await self._save_ack(tx, response.acked_seq)
         self.last_success = self._clock()
         self.connected = True
-        return bool(response.acked_seq != protos[-1].seq)
+        return response.acked_seq != batch[-1].sequence
 
     async def _pull_once(self) -> bool:
         """Apply one page of central's changes (not our own) with the cursor; True if there may be more."""
-        assert self._channel is not None and self.origin_id is not None
+        assert self.origin_id is not None
         cursor = await self._pull.cursor()
-        stub = sync_pb2_grpc.SyncServiceStub(self._channel)
-        page = await stub.PullChanges(
-            sync_pb2.PullChangesRequest(origin_id=str(self.origin_id), after_seq=cursor, limit=500), timeout=60
-        )
+        page = await self._central.pull(self.origin_id, cursor, PULL_PAGE)
         if page.resync_required:
-            await self._resync(uuid.UUID(page.central_id))
+            await self._resync(page.central_id)
             return True
         if page.next_cursor <= cursor:
             return False
-        changes = [change_from_proto(c, i) for i, c in enumerate(page.changes)]
         failpoints.hit("edge-mid-pull")
-        rejected = await self._pull.apply(uuid.UUID(page.central_id), changes, page.next_cursor)
+        rejected = await self._pull.apply(page.central_id, page.changes, page.next_cursor)
         for r in rejected:
             log.error("replicator.pulled_change_rejected", seq=r.seq, entity=r.entity_type, reason=r.reason)
         self.pulled_cursor = page.next_cursor
-        return bool(page.more)
+        return page.more
 
     async def _resync(self, central_id: uuid.UUID) -> None:
         """Central no longer keeps the changes after our cursor: take its current state instead (never skip)."""
-        assert self._channel is not None and self.origin_id is not None
-        stub = sync_pb2_grpc.SyncServiceStub(self._channel)
-        origin = str(self.origin_id)
-        head = await stub.GetSnapshot(sync_pb2.GetSnapshotRequest(origin_id=origin), timeout=60)
+        assert self.origin_id is not None
+        head = await self._central.snapshot(self.origin_id)
         log.warning("replicator.full_resync", central_as_of=head.as_of_seq)
         resync = ResyncApplier(self._store, self._clock)
         kept: dict[str, set[uuid.UUID]] = {}
@@ -265,13 +252,9 @@ class Replicator:
             kept[kind] = set()
             token = ""
             while True:
-                page = await stub.GetSnapshot(
-                    sync_pb2.GetSnapshotRequest(origin_id=origin, entity_type=kind, page_size=1000, page_token=token),
-                    timeout=60,
-                )
-                rows = [json.loads(r) for r in page.entities_json]
-                kept[kind].update(uuid.UUID(r["id"]) for r in rows)
-                await resync.apply_kind(central_id, kind, rows)
+                page = await self._central.snapshot(self.origin_id, kind, page_size=SNAPSHOT_PAGE, page_token=token)
+                kept[kind].update(uuid.UUID(r["id"]) for r in page.rows)
+                await resync.apply_kind(central_id, kind, page.rows)
                 token = page.next_page_token
                 if not token:
                     break
@@ -303,18 +286,18 @@ class Replicator:
         return msg
 
 
-def _batch(changes: list[Revision], limit: int) -> list[sync_pb2.Change]:
+def _batch(changes: list[Revision], limit: int) -> list[Revision]:
     """Up to `limit` changes and MAX_BATCH_BYTES, never ending inside a local transaction (unless one
     transaction alone exceeds the candidates fetched)."""
-    out: list[sync_pb2.Change] = []
+    out: list[Revision] = []
     size = 0
     for i, change in enumerate(changes):
-        proto = change_to_proto(change)
-        full = len(out) >= limit or (out and size + proto.ByteSize() > MAX_BATCH_BYTES)
+        change_size = wire_size(change)
+        full = len(out) >= limit or (out and size + change_size > MAX_BATCH_BYTES)
         if full and change.tx_id != changes[i - 1].tx_id:
             break
-        out.append(proto)
-        size += proto.ByteSize()
+        out.append(change)
+        size += change_size
     return out
 
 
@@ -324,21 +307,7 @@ async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _gap_watermark(err: grpc.aio.AioRpcError) -> int | None:
-    if err.code() != grpc.StatusCode.FAILED_PRECONDITION:
-        return None
-    from google.rpc import error_details_pb2
-    from grpc_status import rpc_status
-
-    status = rpc_status.from_call(err)
-    for detail in status.details if status else []:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info) and info.reason == "SEQUENCE_GAP":
-            return int(info.metadata["watermark"])
-    return None
-
-
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return f"{exc.code().name}: {exc.details()}"
+    if isinstance(exc, SmoothError):
+        return f"{exc.reason}: {exc.message}"
     return f"{type(exc).__name__}: {exc}"

@@ -20,7 +20,8 @@ from smooth.core.v1 import tool_item_pb2 as item_pb
 
 from agent.grpc_client import authorized_channel
 from agent.replicator.replicator import Replicator, ReplicatorSettings
-from server.api.sync_services import change_to_proto
+from agent.replicator.wire import change_to_proto
+from agent.runtime import replicating
 from server.domain.entities import Revision, ToolType, UserRole
 from server.domain.registry import KINDS
 from server.domain.schema import to_json
@@ -111,7 +112,7 @@ async def shop_activity(edge: Edge, n: int = 3) -> None:
 
 async def test_push_converges_entity_by_entity(edge: Edge, central: Edge) -> None:
     await shop_activity(edge)
-    async with Replicator(edge.store, settings(central.address, await sync_key(central)), utc_now) as replicator:
+    async with replicating(edge.store, settings(central.address, await sync_key(central)), utc_now) as replicator:
         await replicator.flush()
         status = await replicator.status()
     assert status.backlog == 0 and status.acked_seq == status.last_local_seq > 0 and status.rejected == 0
@@ -133,7 +134,7 @@ async def test_central_down_then_back_converges(edge: Edge, pg_url: str) -> None
         async for central in start_edge(url, central=True, listen=address):
             key = await sync_key(central)
             break
-        async with Replicator(edge.store, settings(address, key), utc_now) as replicator:
+        async with replicating(edge.store, settings(address, key), utc_now) as replicator:
             edge.store.on_commit.append(replicator.notify)
             for i in range(1500):
                 await items.create({"name": f"offline {i}", "tool_type": ToolType.OTHER}, entity_id=None, caller=SYSTEM)
@@ -233,8 +234,8 @@ async def test_two_edges_into_one_central(tmp_path: Path, central: Edge) -> None
             await shop_activity(a, 2)
             await shop_activity(b, 2)
             async with (
-                Replicator(a.store, settings(central.address, key), utc_now) as ra,
-                Replicator(b.store, settings(central.address, key), utc_now) as rb,
+                replicating(a.store, settings(central.address, key), utc_now) as ra,
+                replicating(b.store, settings(central.address, key), utc_now) as rb,
             ):
                 assert ra.origin_id != rb.origin_id
                 await asyncio.gather(ra.flush(), rb.flush())
@@ -253,7 +254,7 @@ async def test_pull_brings_central_changes_down_without_echoing_the_edges_own(ed
         geometry=struct({"DC": 8, "SIG": 140, "OAL": 90}),
     )
     key = await sync_key(central)
-    async with Replicator(edge.store, settings(central.address, key), utc_now) as replicator:
+    async with replicating(edge.store, settings(central.address, key), utc_now) as replicator:
 
         async def pulled() -> bool:
             try:
@@ -278,7 +279,7 @@ async def test_pull_brings_central_changes_down_without_echoing_the_edges_own(ed
     assert {c.entity_id for c in pulled_changes}.isdisjoint({c.entity_id for c in local})
     assert uuid.UUID(catalog.id) in {c.entity_id for c in pulled_changes}
     # A restart continues from the saved cursor: nothing is applied twice.
-    async with Replicator(edge.store, settings(central.address, key), utc_now) as again:
+    async with replicating(edge.store, settings(central.address, key), utc_now) as again:
         await asyncio.sleep(1.0)
         assert again.pulled_cursor in (0, cursor)
     async with edge.store.read() as tx:
@@ -297,7 +298,7 @@ async def test_concurrent_edits_are_decided_by_ownership_with_one_conflict_recor
     instance = await edge.make.instance(tool_item_id=item.id)
     usage = await edge.make.usage(tool_instance_id=instance.id)
     key = await sync_key(central)
-    async with Replicator(edge.store, settings(central.address, key), utc_now) as replicator:
+    async with replicating(edge.store, settings(central.address, key), utc_now) as replicator:
         await replicator.flush()
 
     def mask(*paths: str) -> field_mask_pb2.FieldMask:
@@ -329,7 +330,7 @@ async def test_concurrent_edits_are_decided_by_ownership_with_one_conflict_recor
             update_mask=mask("measurements"),
         )
     )
-    async with Replicator(edge.store, settings(central.address, key), utc_now) as replicator:
+    async with replicating(edge.store, settings(central.address, key), utc_now) as replicator:
         await replicator.flush()
         for _ in range(100):  # the decisions come back down with the pull
             got = await edge.stubs.items.GetToolItem(item_pb.GetToolItemRequest(id=item.id))
@@ -374,7 +375,7 @@ async def test_a_cursor_older_than_central_keeps_leads_to_a_full_resync(edge: Ed
             await asyncio.sleep(0.1)
         return names
 
-    async with Replicator(edge.store, settings(central.address, key), utc_now) as replicator:
+    async with replicating(edge.store, settings(central.address, key), utc_now) as replicator:
         await settle(replicator, {i.name for i in first})
     # Meanwhile on central: new items, one deleted, and the history before them pruned (retention).
     later = [await central.make.item(name=f"later {i}") for i in range(2)]
@@ -382,7 +383,7 @@ async def test_a_cursor_older_than_central_keeps_leads_to_a_full_resync(edge: Ed
     async with central.store.write() as tx:
         newest = (await tx._conn.execute(sa.select(sa.func.max(changes.c.seq)))).scalar_one()
         await tx._conn.execute(changes.delete().where(changes.c.seq < newest))
-    async with Replicator(edge.store, settings(central.address, key), utc_now) as replicator:
+    async with replicating(edge.store, settings(central.address, key), utc_now) as replicator:
         names = await settle(replicator, {i.name for i in later})
     assert {i.name for i in later} <= names, "new central items did not arrive"
     assert first[0].name not in names, "an item deleted on central survived the resync"

@@ -8,18 +8,16 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
 
 import pytest
 from conftest import fresh_pg_database
+from test_central_client_contract import creations as changes
 
-from server.domain.entities import ChangeOperation, Revision, ToolItem, ToolType
+from server.domain.entities import Revision
 from server.domain.errors import FailedPrecondition, InvalidArgument
-from server.domain.schema import to_json
 from server.store import migrate
 from server.store.repository import Store
 from server.usecases.app import UseCases, build
-from server.usecases.entities import utc_now
 from server.usecases.sync import ORPHAN_WAIT_S
 
 
@@ -28,32 +26,6 @@ async def central(pg_url: str) -> AsyncIterator[UseCases]:
     async with fresh_pg_database(pg_url) as url, Store(url) as store:
         await migrate.upgrade(store.engine)
         yield build(store, central=True, schema_version=migrate.head_revision())
-
-
-def changes(first: int, count: int) -> list[Revision]:
-    """`count` tool-item creations with edge sequences first..first+count-1."""
-    now = utc_now()
-    out = []
-    for seq in range(first, first + count):
-        at = now + timedelta(microseconds=seq)
-        item = ToolItem(
-            id=uuid.uuid4(), name=f"item {seq}", tool_type=ToolType.OTHER, created_at=at, updated_at=at, version=1
-        )
-        out.append(
-            Revision(
-                sequence=seq,
-                entity_type="tool_item",
-                entity_id=item.id,
-                version=1,
-                operation=ChangeOperation.CREATE,
-                change_time=at,
-                actor_id=None,
-                request_id="",
-                snapshot=to_json(item),
-                tx_id=uuid.uuid4(),
-            )
-        )
-    return out
 
 
 async def push(uc: UseCases, origin: uuid.UUID, after: int, batch: list[Revision], schema: str = "") -> int:
