@@ -3,6 +3,7 @@ mapped to rich gRPC status in one place, refused calls audited, and one structur
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import time
 import uuid
@@ -173,6 +174,9 @@ def _wrap_unary(method: str, inner: Behavior, security: Security) -> Behavior:
             await context.abort_with_status(rpc_status.to_status(to_status(err)))
         except grpc.aio.AbortError:
             code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED  # the client went away (or its deadline passed) mid-call
             raise
         except Exception:
             code = grpc.StatusCode.INTERNAL
