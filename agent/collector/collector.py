@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import datetime
 
@@ -32,15 +31,24 @@ class Collector:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        """Stop every session, then save every machine's last state; a session that stopped on an unexpected error
+        (logged with its traceback when it happened) or a final save that failed unexpectedly is raised here, after
+        the other machines have saved theirs."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        outcomes = await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        errors = [outcome for outcome in outcomes if isinstance(outcome, Exception)]  # not the cancellations
         for session in self._sessions:
-            await session.close()
-        log.info("collector.stopped")
+            try:
+                await session.close()
+            except Exception as exc:  # logged with its traceback by the session; the next machines still save
+                errors.append(exc)
+        log.info("collector.stopped", failed=len(errors))
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise ExceptionGroup("collector sessions failed", errors)
 
     def live_statuses(self) -> dict[str, MachineStatus]:
         return {s.config.machine_id: s.status for s in self._sessions}

@@ -2,13 +2,13 @@
 resolve the profile, read the current state and reconcile it, subscribe, feed the tracker, record usage.
 
 A new `Client` is made for every attempt: a same-instance reconnect can hang on a blackholed link, so the
-watchdog (no data and no answer to a read for `watchdog_s`) simply drops the client and starts again.
+watchdog (no data and no answer to a read for `watchdog_s`) simply drops the client and starts again. Only the
+failures in RETRYABLE lead to a reconnect; anything else is a bug that stops this machine's session, loudly.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,13 +20,14 @@ import structlog
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.node import Node
-from asyncua.ua.uaerrors import UaStatusCodeError
+from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
 from agent.collector import profiles
 from agent.collector.tracker import Tracker, TrackerState
 from agent.config import MachineConfig
 from server.domain.collector import MachineStatus, UsageClosed, UsageEvent
 from server.domain.entities import Versioned
+from server.domain.errors import Aborted, Unavailable
 from server.usecases.usage_recording import UsageRecorder
 
 log = structlog.get_logger("smooth_edge.collector")
@@ -44,6 +45,14 @@ HEARTBEAT_S = 5.0  # how often the tracker's "last seen" is saved while nothing 
 QUEUE_SIZE = 10  # per monitored item: T1 -> T2 -> T1 within one publish cycle is not collapsed
 TOOL_BROWSE_S = 5.0  # umati: how often Equipment/Tools is browsed for tools loaded while connected
 
+# What a session expects to go wrong, each meaning "drop the client, connect again after a backoff": the link or
+# the controller (asyncua raises UaError, OSError - ConnectionError and TimeoutError among them - and EOFError on
+# a cut stream), an address space that does not fit the profile (yet), and the database being unavailable for a
+# moment or a write colliding with another (STYLE 15: caught by type; anything else is not an outage).
+RETRYABLE: tuple[type[Exception], ...] = (OSError, EOFError, UaError, profiles.ProfileError, Unavailable, Aborted)
+# What disconnecting from a controller that is already gone raises.
+DISCONNECT_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, UaError)
+
 
 @dataclass(frozen=True, slots=True)
 class _Change:
@@ -55,13 +64,16 @@ class _Change:
 class _Handler:
     """asyncua subscription callbacks -> a queue the session drains in order."""
 
-    def __init__(self, queue: asyncio.Queue[_Change | Exception], names: dict[Any, str]) -> None:
+    def __init__(
+        self, queue: asyncio.Queue[_Change | Exception], names: dict[Any, str], clock: Callable[[], datetime]
+    ) -> None:
         self._queue = queue
         self._names = names
+        self._clock = clock
 
     def datachange_notification(self, node: Node, value: Any, data: Any) -> None:
         dv = data.monitored_item.Value
-        at = dv.SourceTimestamp or dv.ServerTimestamp or datetime.now(UTC)
+        at = dv.SourceTimestamp or dv.ServerTimestamp or self._clock()
         if at.tzinfo is None:
             at = at.replace(tzinfo=UTC)
         self._queue.put_nowait(_Change(self._names.get(node.nodeid, "?"), value, at))
@@ -85,15 +97,15 @@ class MachineSession:
     # --- lifecycle ---------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Collect until cancelled; every failure leads to a fresh connection after a backoff."""
+        """Collect until cancelled. A RETRYABLE failure leads to a fresh connection after a backoff; anything else
+        is logged with its traceback, shown in the status and raised: it ends this machine's session (retrying a
+        bug would make it look like an outage)."""
         backoff = 0.5
         while True:
             started = time.monotonic()
             try:
                 await self._session()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # every failure of a session means: reconnect
+            except RETRYABLE as exc:
                 message = _describe(exc)
                 self.status = replace(
                     self.status,
@@ -104,15 +116,47 @@ class MachineSession:
                 log.warning(
                     "collector.disconnected", machine_id=self.config.machine_id, error=message, retry_in_s=backoff
                 )
+            except Exception as exc:
+                log.exception("collector.session_failed", machine_id=self.config.machine_id, error=_describe(exc))
+                self.status = replace(
+                    self.status,
+                    connected=False,
+                    last_error=f"collection stopped by an unexpected error (see the agent's log): {_describe(exc)}",
+                )
+                raise
             if time.monotonic() - started > 60:
                 backoff = 0.5  # it ran for a while: start the backoff over
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.config.reconnect_max_s)
 
     async def close(self) -> None:
-        """Save the tracker's last state (the agent is stopping)."""
-        with contextlib.suppress(Exception):
+        """Save what the tracker saw since its last commit (the agent is stopping).
+
+        A database that cannot take the write (Unavailable, Aborted) is logged with what was not saved; anything
+        else is logged with its traceback and raised.
+        """
+        state, committed = self._tracker.state, self._committed
+        if state == committed:
+            return  # nothing new; and a tracker that never loaded its saved state must not overwrite it
+        not_saved = {
+            "machine_id": self.config.machine_id,
+            "observed_until": _iso(state.last_seen),
+            "saved_until": _iso(committed.last_seen),
+            "open_tool_number": state.tool,
+            "open_usage_id": str(state.usage_id) if state.usage_id else None,
+        }
+        try:
             await self._record([])
+        except (Unavailable, Aborted) as exc:
+            log.error(
+                "collector.final_save_failed",
+                error=str(exc),
+                consequence="the next start counts the time after saved_until as not observed (an outage)",
+                **not_saved,
+            )
+        except Exception:
+            log.exception("collector.final_save_failed", **not_saved)
+            raise
 
     # --- one connection ----------------------------------------------------------------------------------
 
@@ -131,7 +175,9 @@ class MachineSession:
             queue: asyncio.Queue[_Change | Exception] = asyncio.Queue()
             names = {node.nodeid: name for name, node in signals.nodes.items()}
             names.update({node.nodeid: f"last_usage:{i}:{t}" for i, (t, node) in enumerate(signals.last_usage)})
-            subscription = await client.create_subscription(cfg.publishing_interval_ms, _Handler(queue, names))
+            subscription = await client.create_subscription(
+                cfg.publishing_interval_ms, _Handler(queue, names, self._clock)
+            )
             # The tracker runs on the controller's clock (its SourceTimestamps), never on ours.
             subscribed_at = await self._server_time(client)
             await self._reconcile(signals, subscribed_at)
@@ -155,8 +201,17 @@ class MachineSession:
 
             await self._consume(client, queue, follow_new_tools)
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.disconnect(), timeout=2)
+            await self._disconnect(client)
+
+    async def _disconnect(self, client: Client) -> None:
+        """Best effort, and never in the way of the session's own outcome (this runs in its `finally`)."""
+        try:
+            await asyncio.wait_for(client.disconnect(), timeout=2)
+        except DISCONNECT_ERRORS as exc:  # the controller or the link is usually gone already
+            log.debug("collector.disconnect_failed", machine_id=self.config.machine_id, error=_describe(exc))
+        except Exception:
+            # Raising here would replace the error that ended the session; the traceback is reported instead.
+            log.exception("collector.disconnect_failed", machine_id=self.config.machine_id)
 
     async def _secure(self, client: Client) -> None:
         sec = self.config.security
@@ -308,6 +363,10 @@ class MachineSession:
                 # Not committed: forget these transitions; the reconnect reconciles with the machine's real state.
                 self._tracker.state = self._committed
             raise
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
 
 
 def _describe(exc: BaseException) -> str:

@@ -36,6 +36,12 @@ def usage_id_for(machine_id: str, tool_number: int, start: datetime, serial: int
 PROGRAM_MAX_LEN = 200
 
 
+def program_name(raw: str) -> str:
+    """A controller's program name as usage rows can hold it: C-style names end at the first NUL (fixed-size
+    buffers padded with NULs), and at most PROGRAM_MAX_LEN characters are kept."""
+    return raw.split("\x00", 1)[0][:PROGRAM_MAX_LEN]
+
+
 Event = UsageEvent
 
 
@@ -118,7 +124,7 @@ class Tracker:
 
     def program(self, name: str, at: datetime) -> None:
         self._clamp(at)
-        name = name[:PROGRAM_MAX_LEN]
+        name = program_name(name)
         s = self.state
         programs = s.programs if (not name or name in s.programs or not s.tool) else (*s.programs, name)
         self.state = replace(s, program=name, programs=programs)
@@ -188,7 +194,7 @@ class Tracker:
             modes = s.modes if (not mode or mode in s.modes or not s.tool or s.tool != tool) else (*s.modes, mode)
             s = self.state = replace(s, mode=mode, modes=modes)
         if program is not None:
-            program = program[:PROGRAM_MAX_LEN]
+            program = program_name(program)
             # A program seen now belongs to a usage that goes on; a new usage starts with it.
             programs = (
                 s.programs

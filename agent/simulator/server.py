@@ -7,6 +7,9 @@ Layout (browse names and namespace URIs as the specs give them, ../shared/DOMAIN
   spindle pair `Channel<i>` / `Spindle<i>` (a multi-channel controller), so one server carries many machines.
 - umati: Objects/Machines/<Machine>/{Monitoring/<Spindle>/IsRotating, Monitoring/MachineTool/...,
   Production/ActiveProgram/..., Equipment/Tools/<Tool>/{ControlIdentifier1, LastUsage, ...}}.
+
+Every write is stamped (SourceTimestamp) with the controller's clock: ours by default; tests give it one they move
+themselves, so what the collector records follows from the steps, not from how fast the test ran.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,7 +65,7 @@ class _Handles:
     tools: dict[int, dict[str, Node]] = field(default_factory=dict)  # umati: T number -> its nodes
     parts: int = 0
     run_ms: float = 0.0  # umati OperationDuration: time with a program running
-    running_since: float | None = None  # monotonic time the program started running
+    running_since: datetime | None = None  # on the controller's clock: when the program started running
 
 
 @dataclass(frozen=True)
@@ -88,13 +91,28 @@ class _Users(UserManager):
         return None
 
 
-class CncSimulator:
-    """`async with CncSimulator(machines, endpoint) as sim:` serves and plays the timelines until the block ends."""
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
-    def __init__(self, machines: list[SimMachine], endpoint: str, *, security: SimSecurity | None = None) -> None:
+
+class CncSimulator:
+    """`async with CncSimulator(machines, endpoint) as sim:` serves and plays the timelines until the block ends.
+
+    `clock` is the controller's clock (aware UTC datetimes): it stamps every value the simulator writes.
+    """
+
+    def __init__(
+        self,
+        machines: list[SimMachine],
+        endpoint: str,
+        *,
+        security: SimSecurity | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
         self.machines = machines
         self.endpoint = endpoint
         self._security = security
+        self._clock = clock
         self._server: Server | None = None
         self._handles: dict[str, _Handles] = {}
         self._players: list[asyncio.Task[None]] = []
@@ -189,7 +207,7 @@ class CncSimulator:
         """Set the machine's signals now (tests drive machines directly with this too)."""
         machine = next(m for m in self.machines if m.name == machine_name)
         h = self._handles[machine_name]
-        now = datetime.now(UTC)
+        now = self._clock()
         if machine.profile == "cnc":
             await _apply_cnc(h, step, now)
         elif machine.profile == "sinumerik":
@@ -289,12 +307,11 @@ async def _build_umati(machines: Node, ns: int, machine: SimMachine) -> _Handles
 async def _apply_umati(h: _Handles, step: Step, now: datetime) -> None:
     V = ua.VariantType
     # OperationDuration (ms, never reset) counts time with a program running; it is written at every step.
-    clock = time.monotonic()
     if h.running_since is not None:
-        h.run_ms += (clock - h.running_since) * 1000
-        h.running_since = clock
+        h.run_ms += max(0.0, (now - h.running_since).total_seconds()) * 1000
+        h.running_since = now
     if step.program_running is not None:
-        h.running_since = clock if step.program_running else None
+        h.running_since = now if step.program_running else None
     await _write(h.values["OperationDuration"], h.run_ms, V.Double, now)
     if step.operation_mode is not None:
         await _write(h.values["OperationMode"], step.operation_mode, V.Int32, now)

@@ -1,6 +1,11 @@
-"""The OPC UA collector against real asyncua servers (the simulator): each profile's timeline gives exactly the
-expected usages, quick tool changes are not collapsed, unknown T numbers wait for their preset, and neither a
-controller restart (SIGKILL) nor an agent restart (SIGKILL) doubles or drops a usage."""
+"""The OPC UA collector against real asyncua servers (the simulator), one end-to-end test per profile (cnc and
+umati here, sinumerik and custom in test_collector_profiles.py), and its resilience: a controller restart
+(SIGKILL) or an agent restart (SIGKILL) neither doubles nor drops a usage, and failures cannot hide.
+
+The tracker's timing rules are tested in test_tracker.py with explicit timestamps. Here the simulated
+controllers stamp their values with a clock the test moves (ControllerClock), so the times and durations the
+collector records follow from the steps, not from how fast a loaded machine ran the test; steps are ordered by
+waiting on real state (the store, the collector's status) with a deadline, never by sleeping."""
 
 from __future__ import annotations
 
@@ -9,26 +14,31 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
+from agent.collector import session
 from agent.collector.collector import Collector
 from agent.config import CollectorConfig, MachineConfig
 from agent.simulator.server import CncSimulator, SimMachine
 from agent.simulator.timeline import Step
 from server.domain.entities import ToolInstanceStatus, ToolType, ToolUsage
-from server.store import migrate
+from server.store import engine, migrate
 from server.store.repository import Store
 from server.usecases.app import UseCases, build
 from server.usecases.entities import Caller, utc_now
+from server.usecases.usage_recording import UsageRecorder
 
 SYSTEM = Caller(peer="test")
+_CLI = [sys.executable, "-m", "agent.cli"]
 
 
 def _free_port() -> int:
@@ -37,7 +47,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, what: str = "condition") -> Any:
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll `check` until it returns something true; fail after `timeout` seconds."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         result = await check()
@@ -48,17 +59,48 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0,
         await asyncio.sleep(0.05)
 
 
+class ControllerClock:
+    """A simulated controller's clock, moved only by the test. It runs an hour ahead of ours: the collector's own
+    keep-alive reads (the server's CurrentTime, our clock) then never overtake the steps' times, and the tracker
+    runs on the controller's SourceTimestamps alone."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def fresh_start(self) -> datetime:
+        """A base time later than anything stamped so far (simulators are shared by a module's tests)."""
+        self.now += timedelta(minutes=1)
+        return self.now
+
+
+async def play(
+    sim: CncSimulator, clock: ControllerClock, name: str, base: datetime, script: list[tuple[float, Step]]
+) -> None:
+    """Apply each step as the controller's clock reads `base` + its offset in seconds."""
+    for offset, step in script:
+        clock.now = base + timedelta(seconds=offset)
+        await sim.apply(name, step)
+
+
 @pytest.fixture(scope="module")
-async def sim() -> AsyncIterator[CncSimulator]:
+def clock() -> ControllerClock:
+    return ControllerClock()
+
+
+@pytest.fixture(scope="module")
+async def sim(clock: ControllerClock) -> AsyncIterator[CncSimulator]:
     endpoint = f"opc.tcp://127.0.0.1:{_free_port()}/test-sim/"
     machines = [SimMachine("M1", "cnc", []), SimMachine("M2", "cnc", []), SimMachine("U1", "umati", [], tools=6)]
-    async with CncSimulator(machines, endpoint) as simulator:
+    async with CncSimulator(machines, endpoint, clock=clock) as simulator:
         yield simulator
 
 
 def machine(sim: CncSimulator, name: str, **overrides: Any) -> MachineConfig:
-    index = {"M1": 1, "M2": 2}.get(name, 1)
-    profile = "umati" if name.startswith("U") else "cnc"
+    index = [m.name for m in sim.machines].index(name) + 1
+    profile = next(m.profile for m in sim.machines if m.name == name)
     fields: dict[str, Any] = dict(
         machine_id=name,
         endpoint=sim.endpoint,
@@ -67,8 +109,9 @@ def machine(sim: CncSimulator, name: str, **overrides: Any) -> MachineConfig:
         spindle=f"Spindle{index}" if profile == "cnc" else "",
         machine=name if profile == "umati" else "",
         publishing_interval_ms=50,
-        watchdog_s=2,
-        reconnect_max_s=1,
+        # Generous: a loaded test machine must not look like a dead link (that would mark usages interrupted).
+        watchdog_s=10,
+        reconnect_max_s=0.5,
     )
     fields.update(overrides)
     return MachineConfig(**fields)
@@ -123,8 +166,19 @@ async def usages(store: Store, machine_id: str) -> list[ToolUsage]:
     return [u for u in result.items if isinstance(u, ToolUsage)]
 
 
+def stays(store: Store, machine_id: str, count: int, *, closed: int) -> Callable[[], Awaitable[list[ToolUsage] | None]]:
+    """A check for `eventually`: the machine's usages once there are `count` of them, the first `closed` ended."""
+
+    async def check() -> list[ToolUsage] | None:
+        found = await usages(store, machine_id)
+        done = len(found) == count and all(u.end_time is not None for u in found[:closed])
+        return found if done else None
+
+    return check
+
+
 async def reset(sim: CncSimulator, name: str) -> None:
-    await sim.apply(name, Step(0, tool=0, speed_rpm=0.0, program="", program_running=False))
+    await sim.apply(name, Step(0, tool=0, speed_rpm=0.0, program="", program_running=False, operation_mode=2))
 
 
 async def connected(collector: Collector, machine_id: str) -> None:
@@ -134,214 +188,149 @@ async def connected(collector: Collector, machine_id: str) -> None:
     await eventually(check, what=f"{machine_id} connected")
 
 
-async def test_cnc_timeline_gives_exact_usages(sim: CncSimulator, tmp_path: Path) -> None:
-    await reset(sim, "M1")
-    store, uc, instances = await store_with_presets(tmp_path / "a.db", "M1", [1, 2])
+async def test_cnc_profile(sim: CncSimulator, clock: ControllerClock, tmp_path: Path) -> None:
+    await reset(sim, "M1")  # AUTOMATIC, no tool, no program
+    store, uc, instances = await store_with_presets(tmp_path / "cnc.db", "M1", [1, 2])
     try:
-        async with Collector(CollectorConfig((machine(sim, "M1"),)), uc.recorder, utc_now) as collector:
-            await connected(collector, "M1")
-            await asyncio.sleep(0.2)
-            t_in = datetime.now(UTC)
-            await sim.apply("M1", Step(0, tool=1, program="O1001", program_running=True))
-            await asyncio.sleep(0.3)
-            t_spin = datetime.now(UTC)
-            await sim.apply("M1", Step(0, speed_rpm=6000.0))
-            await asyncio.sleep(1.5)
-            t_stop = datetime.now(UTC)
-            await sim.apply("M1", Step(0, speed_rpm=0.0))
-            await asyncio.sleep(0.3)
-            t_out = datetime.now(UTC)
-            await sim.apply("M1", Step(0, tool=2))
-            await asyncio.sleep(0.5)
-            await sim.apply("M1", Step(0, tool=0))
-
-            async def two_closed() -> list[ToolUsage] | None:
-                found = await usages(store, "M1")
-                return found if len(found) == 2 and all(u.end_time for u in found) else None
-
-            first, second = await eventually(two_closed, what="two closed usages")
-        assert first.tool_instance_id == instances[1].id and second.tool_instance_id == instances[2].id
-        interval = 0.05
-        assert abs((first.start_time - t_in).total_seconds()) < interval
-        assert first.end_time is not None and abs((first.end_time - t_out).total_seconds()) < interval
-        runtime = first.usage_metrics["spindle_runtime_s"]
-        expected = (t_stop - t_spin).total_seconds()
-        assert abs(runtime - expected) <= 0.02 * expected, (runtime, expected)
-        assert first.usage_metrics["max_speed_rpm"] == 6000
-        assert first.usage_metrics["programs"] == ["O1001"] and first.program_name == "O1001"
-        assert first.usage_metrics["source"] == "COLLECTOR" and "interrupted" not in first.usage_metrics
-        assert second.start_time == first.end_time and second.usage_metrics["spindle_runtime_s"] == 0
-    finally:
-        await store.__aexit__(None, None, None)
-
-
-async def test_cnc_program_cycles_operation_modes_and_spindle_status(sim: CncSimulator, tmp_path: Path) -> None:
-    await reset(sim, "M1")
-    await sim.apply("M1", Step(0, operation_mode=2))  # AUTOMATIC
-    store, uc, _ = await store_with_presets(tmp_path / "c.db", "M1", [1, 2])
-    try:
-        async with Collector(CollectorConfig((machine(sim, "M1"),)), uc.recorder, utc_now) as collector:
-            await connected(collector, "M1")
-            steps = [
-                Step(0, tool=1),
-                Step(0, program="O1", program_running=True),  # cycle 1
-                Step(0, program_running=False),
-                Step(0, operation_mode=1),  # MDA
-                Step(0, program_running=True),  # cycle 2
-                Step(0, speed_rpm=5000.0),  # the spindle's ActStatus turns InTargetArea with it
-                Step(0, speed_rpm=0.0),
-                Step(0, tool=2),  # the program is still running: no start, no cycle for T2
-                Step(0, tool=0),
-            ]
-            for step in steps:
-                await sim.apply("M1", step)
-                await asyncio.sleep(0.5 if step.speed_rpm else 0.25)
-
-            async def two_closed() -> list[ToolUsage] | None:
-                found = await usages(store, "M1")
-                return found if len(found) == 2 and all(u.end_time for u in found) else None
-
-            first, second = await eventually(two_closed, what="two closed usages")
-        assert first.usage_metrics["cycles"] == 2
-        assert first.usage_metrics["operation_modes"] == ["AUTOMATIC", "MDA"]
-        assert 0.4 <= first.usage_metrics["spindle_runtime_s"] <= 0.65
-        assert second.usage_metrics["cycles"] == 0 and second.usage_metrics["operation_modes"] == ["MDA"]
-    finally:
-        await store.__aexit__(None, None, None)
-
-
-async def test_quick_t1_t2_t1_is_not_collapsed(sim: CncSimulator, tmp_path: Path) -> None:
-    await reset(sim, "M2")
-    store, uc, _ = await store_with_presets(tmp_path / "b.db", "M2", [1, 2])
-    try:
-        config = machine(sim, "M2", publishing_interval_ms=500)  # all three changes fall in one publish cycle
+        # A long publishing interval: the quick T2 -> T1 -> T0 at the end arrives within one publish response,
+        # grouped by monitored item, and must be neither collapsed nor reordered.
+        config = machine(sim, "M1", publishing_interval_ms=500)
         async with Collector(CollectorConfig((config,)), uc.recorder, utc_now) as collector:
-            await connected(collector, "M2")
-            await asyncio.sleep(0.6)
-            for tool in (1, 2, 1):
-                await sim.apply("M2", Step(0, tool=tool))
-
-            async def three() -> list[ToolUsage] | None:
-                found = await usages(store, "M2")
-                return found if len(found) == 3 else None
-
-            found = await eventually(three, what="three usages")
-        assert [u.usage_metrics["tool_number"] for u in found] == [1, 2, 1]
-        assert found[0].end_time is not None and found[1].end_time is not None and found[2].end_time is None
-    finally:
-        await store.__aexit__(None, None, None)
-
-
-async def test_unknown_tool_number_is_kept_and_attached_when_a_preset_appears(
-    sim: CncSimulator, tmp_path: Path
-) -> None:
-    await reset(sim, "M1")
-    store, uc, _ = await store_with_presets(tmp_path / "c.db", "M1", [1])
-    try:
-        async with Collector(CollectorConfig((machine(sim, "M1"),)), uc.recorder, utc_now) as collector:
             await connected(collector, "M1")
-            await asyncio.sleep(0.2)
-            await sim.apply("M1", Step(0, tool=9))
-            await asyncio.sleep(0.4)
-            await sim.apply("M1", Step(0, tool=1))
-
-            async def unmatched() -> Any:
-                statuses = await uc.recorder.statuses(collector.live_statuses())
-                m1 = next(s for s in statuses if s.machine_id == "M1")
-                return m1 if m1.unmatched and m1.open_tool_number == 1 else None
-
-            status = await eventually(unmatched, what="T9 reported as unmatched")
-            assert [(t.tool_number, t.intervals) for t in status.unmatched] == [(9, 1)]
-            assert [u.usage_metrics["tool_number"] for u in await usages(store, "M1")] == [1]
-            item = await uc.entities["tool_item"].create(
-                {"name": "late", "tool_type": ToolType.OTHER}, entity_id=None, caller=SYSTEM
+            base = clock.fresh_start()
+            await play(
+                sim,
+                clock,
+                "M1",
+                base,
+                [
+                    (0.5, Step(0, program="O1")),
+                    (1.0, Step(0, tool=1)),
+                    (1.5, Step(0, program_running=True)),  # cycle 1
+                    (2.0, Step(0, program_running=False)),
+                    (2.5, Step(0, operation_mode=1)),  # MDA
+                    (3.0, Step(0, program_running=True)),  # cycle 2
+                    (3.5, Step(0, speed_rpm=6000.0)),  # the spindle's ActStatus turns InTargetArea with it
+                    (5.0, Step(0, speed_rpm=0.0)),
+                    (6.0, Step(0, tool=2)),  # the program still runs: no start, no cycle for T2
+                    (7.0, Step(0, tool=1)),
+                    (7.001, Step(0, tool=0)),
+                ],
             )
-            await add_preset(uc, item.id, "M1", 9)
-            found = await usages(store, "M1")
-            late = [u for u in found if u.usage_metrics["tool_number"] == 9]
-            assert len(late) == 1 and late[0].end_time is not None and late[0].usage_metrics["x-attached_late"]
-            statuses = await uc.recorder.statuses(collector.live_statuses())
-            assert not next(s for s in statuses if s.machine_id == "M1").unmatched
+            first, second, third = await eventually(stays(store, "M1", 3, closed=3), what="three closed usages")
+
+        def at(seconds: float) -> datetime:
+            return base + timedelta(seconds=seconds)
+
+        assert [u.tool_instance_id for u in (first, second, third)] == [
+            instances[1].id,
+            instances[2].id,
+            instances[1].id,
+        ]
+        assert (first.start_time, first.end_time, first.program_name) == (at(1), at(6), "O1")
+        assert first.usage_metrics == {
+            "source": "COLLECTOR",
+            "tool_number": 1,
+            "time_in_spindle_s": 5.0,
+            "spindle_runtime_s": 1.5,
+            "max_speed_rpm": 6000.0,
+            "programs": ["O1"],
+            "cycles": 2,
+            "operation_modes": ["AUTOMATIC", "MDA"],
+        }
+        assert (second.start_time, second.end_time) == (at(6), at(7))
+        assert second.usage_metrics["spindle_runtime_s"] == 0 and second.usage_metrics["cycles"] == 0
+        assert second.usage_metrics["operation_modes"] == ["MDA"]
+        assert (third.start_time, third.end_time, third.usage_metrics["tool_number"]) == (at(7), at(7.001), 1)
+        assert len({first.id, second.id, third.id}) == 3
     finally:
         await store.__aexit__(None, None, None)
 
 
-async def test_umati_profile(sim: CncSimulator, tmp_path: Path) -> None:
-    store, uc, _ = await store_with_presets(tmp_path / "d.db", "U1", [3, 5])
-    try:
-        async with Collector(CollectorConfig((machine(sim, "U1"),)), uc.recorder, utc_now) as collector:
-            await connected(collector, "U1")
-            await asyncio.sleep(0.2)
-            await sim.apply("U1", Step(0, tool=3, program="PART-A", program_running=True))
-            await asyncio.sleep(0.2)
-            await sim.apply("U1", Step(0, speed_rpm=1.0))
-            await asyncio.sleep(0.8)
-            await sim.apply("U1", Step(0, speed_rpm=0.0, parts=2))
-            await asyncio.sleep(0.2)
-            await sim.apply("U1", Step(0, tool=5))
-
-            async def closed_t3() -> list[ToolUsage] | None:
-                found = [u for u in await usages(store, "U1") if u.usage_metrics.get("tool_number") == 3]
-                return found if found and found[-1].end_time else None
-
-            t3 = (await eventually(closed_t3, what="T3 closed"))[-1]
-        assert t3.usage_metrics["parts"] == 2 and t3.usage_metrics["programs"] == ["PART-A"]
-        # OperationDuration (ms) is written at every step: the program ran about 1.0-1.2 s while T3 was in
-        assert 0.9 <= t3.usage_metrics["operation_s"] <= 1.35, t3.usage_metrics
-        assert t3.usage_metrics["operation_modes"] == ["AUTOMATIC"]
-        assert 0.7 <= t3.usage_metrics["spindle_runtime_s"] <= 1.0
-        opened = [u for u in await usages(store, "U1") if u.usage_metrics.get("tool_number") == 5]
-        assert len(opened) == 1 and opened[0].end_time is None
-    finally:
-        await store.__aexit__(None, None, None)
-
-
-async def test_umati_tool_loaded_while_connected_is_followed(
-    sim: CncSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_umati_profile(
+    sim: CncSimulator, clock: ControllerClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from agent.collector import session
-
     monkeypatch.setattr(session, "TOOL_BROWSE_S", 0.2)
-    store, uc, _ = await store_with_presets(tmp_path / "d.db", "U1", [3, 11])
+    store, uc, _ = await store_with_presets(tmp_path / "umati.db", "U1", [3, 5, 11])
     try:
         async with Collector(CollectorConfig((machine(sim, "U1"),)), uc.recorder, utc_now) as collector:
             await connected(collector, "U1")
-            await sim.apply("U1", Step(0, tool=3))
-            await asyncio.sleep(0.3)
-            await sim.add_tool("U1", 11)  # loaded into the magazine after the agent connected
-            await asyncio.sleep(0.8)  # a browse finds it
-            await sim.apply("U1", Step(0, tool=11))
-
-            async def t11_open() -> list[ToolUsage] | None:
-                found = [u for u in await usages(store, "U1") if u.usage_metrics.get("tool_number") == 11]
-                return found or None
-
-            t11 = (await eventually(t11_open, what="T11 recorded"))[-1]
-            assert t11.end_time is None and not t11.usage_metrics.get("interrupted")
-            t3 = [u for u in await usages(store, "U1") if u.usage_metrics.get("tool_number") == 3][-1]
-            assert t3.end_time is not None
+            base = clock.fresh_start()
+            await play(
+                sim,
+                clock,
+                "U1",
+                base,
+                [
+                    (1.0, Step(0, tool=3)),  # the active tool is the one whose LastUsage changed last
+                    (1.5, Step(0, program="PART-A", program_running=True)),  # OperationDuration counts from here
+                    (2.0, Step(0, speed_rpm=1.0)),  # IsRotating
+                    (3.0, Step(0, speed_rpm=0.0, parts=2)),
+                    (4.0, Step(0, program_running=False)),
+                    (5.0, Step(0, tool=5)),
+                ],
+            )
+            # T11 is loaded into the magazine after the agent connected: it is found by browsing, and its
+            # LastUsage, read when it is subscribed, says when it came in.
+            await sim.add_tool("U1", 11)
+            await play(sim, clock, "U1", base, [(6.0, Step(0, tool=11))])
+            t3, t5, t11 = await eventually(stays(store, "U1", 3, closed=2), what="T3, T5 closed and T11 open")
+        assert (t3.start_time, t3.end_time) == (base + timedelta(seconds=1), base + timedelta(seconds=5))
+        assert t3.usage_metrics == {
+            "source": "COLLECTOR",
+            "tool_number": 3,
+            "time_in_spindle_s": 4.0,
+            "spindle_runtime_s": 1.0,
+            "max_speed_rpm": 0.0,  # umati reports rotation, not speed
+            "programs": ["PART-A"],
+            "parts": 2,
+            "cycles": 1,
+            "operation_modes": ["AUTOMATIC"],
+            "operation_s": 2.5,
+        }
+        assert t5.usage_metrics["tool_number"] == 5 and t5.usage_metrics["time_in_spindle_s"] == 1.0
+        assert t11.usage_metrics["tool_number"] == 11 and t11.start_time == base + timedelta(seconds=6)
+        assert t11.end_time is None and "interrupted" not in t11.usage_metrics
     finally:
         await store.__aexit__(None, None, None)
 
 
-def _start_sim_process(port: int, script: dict[str, list[dict[str, Any]]], tmp: Path) -> subprocess.Popen[str]:
+# A controller process the test drives: it serves with the state given on its command line, then applies each
+# JSON step it reads on stdin, so a change happens exactly when the test says (after the collector is back).
+_DRIVEN_CONTROLLER = """
+import asyncio, json, sys
+from agent.simulator.server import CncSimulator, SimMachine
+from agent.simulator.timeline import Step
+
+async def main() -> None:
+    endpoint, name, state = sys.argv[1], sys.argv[2], Step(**json.loads(sys.argv[3]))
+    async with CncSimulator([SimMachine(name, "cnc", [state])], endpoint) as sim:
+        loop = asyncio.get_running_loop()
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            await sim.apply(name, Step(**json.loads(line)))
+
+asyncio.run(main())
+"""
+
+
+def _driven_controller(endpoint: str, name: str, state: dict[str, Any]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _DRIVEN_CONTROLLER, endpoint, name, json.dumps(state)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def _cli_controller(endpoint: str, tmp: Path, script: dict[str, list[dict[str, Any]]]) -> subprocess.Popen[str]:
+    """`smooth-edge simulate-cnc --script`: the steps at 0 s are the state it comes up in."""
     path = tmp / f"script-{os.urandom(3).hex()}.json"
     path.write_text(json.dumps(script))
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agent.cli",
-            "--log-level",
-            "WARNING",
-            "simulate-cnc",
-            "--listen",
-            f"opc.tcp://127.0.0.1:{port}/kill-sim/",
-            "--script",
-            str(path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        [*_CLI, "--log-level", "WARNING", "simulate-cnc", "--listen", endpoint, "--script", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         text=True,
     )
 
@@ -351,17 +340,13 @@ async def test_controller_killed_and_restarted_mid_usage(tmp_path: Path) -> None
     endpoint = f"opc.tcp://127.0.0.1:{port}/kill-sim/"
     store, uc, _ = await store_with_presets(tmp_path / "e.db", "K1", [1, 2])
     config = MachineConfig(
-        machine_id="K1", endpoint=endpoint, profile="cnc", publishing_interval_ms=50, watchdog_s=2, reconnect_max_s=0.5
+        machine_id="K1", endpoint=endpoint, profile="cnc", publishing_interval_ms=50, watchdog_s=10, reconnect_max_s=0.5
     )
-    proc = _start_sim_process(port, {"K1": [{"at_s": 0.5, "tool": 1}, {"at_s": 0.7, "speed_rpm": 5000}]}, tmp_path)
+    # The first controller is the CLI's simulator, with T1 in and the spindle turning from the start.
+    proc = _cli_controller(endpoint, tmp_path, {"K1": [{"at_s": 0, "tool": 1, "speed_rpm": 5000}]})
     try:
         async with Collector(CollectorConfig((config,)), uc.recorder, utc_now) as collector:
-
-            async def open_t1() -> bool:
-                found = await usages(store, "K1")
-                return len(found) == 1 and found[0].end_time is None
-
-            await eventually(open_t1, timeout=30, what="T1 open")
+            await eventually(stays(store, "K1", 1, closed=0), what="T1 open")
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
 
@@ -369,16 +354,13 @@ async def test_controller_killed_and_restarted_mid_usage(tmp_path: Path) -> None
                 return not collector.live_statuses()["K1"].connected
 
             await eventually(disconnected, what="the collector to notice")
-            # The controller comes back with T1 still in, then changes to T2.
-            proc = _start_sim_process(
-                port, {"K1": [{"at_s": 0, "tool": 1, "speed_rpm": 5000}, {"at_s": 3.0, "tool": 2}]}, tmp_path
-            )
-
-            async def t1_closed() -> list[ToolUsage] | None:
-                found = await usages(store, "K1")
-                return found if len(found) == 2 and found[0].end_time else None
-
-            first, second = await eventually(t1_closed, timeout=30, what="T1 closed after the restart")
+            # The controller comes back with T1 still in; T2 comes only once the collector is connected again.
+            proc = _driven_controller(endpoint, "K1", {"at_s": 0, "tool": 1, "speed_rpm": 5000})
+            await connected(collector, "K1")
+            assert proc.stdin is not None
+            proc.stdin.write('{"at_s": 0, "tool": 2}\n')
+            proc.stdin.flush()
+            first, second = await eventually(stays(store, "K1", 2, closed=1), what="T1 closed after the restart")
         assert first.usage_metrics["tool_number"] == 1 and second.usage_metrics["tool_number"] == 2
         assert first.usage_metrics["interrupted"] is True and first.usage_metrics["x-outage_s"] > 0
         assert second.end_time is None and "interrupted" not in second.usage_metrics
@@ -388,70 +370,129 @@ async def test_controller_killed_and_restarted_mid_usage(tmp_path: Path) -> None
         await store.__aexit__(None, None, None)
 
 
-async def test_agent_killed_and_restarted_mid_usage(sim: CncSimulator, tmp_path: Path) -> None:
-    await reset(sim, "M1")
+async def test_agent_killed_and_restarted_mid_usage(tmp_path: Path) -> None:
+    # Its own simulator on our clock: the restarted agent compares the machine's state with its saved state.
+    endpoint = f"opc.tcp://127.0.0.1:{_free_port()}/agent-kill/"
     db = tmp_path / "agent.db"
-    store, _, _ = await store_with_presets(db, "M1", [1, 2])
+    store, uc, _ = await store_with_presets(db, "A1", [1, 2])
     config_path = tmp_path / "agent.toml"
     config_path.write_text(
-        f'[[machines]]\nmachine_id = "M1"\nendpoint = "{sim.endpoint}"\nprofile = "cnc"\nchannel = "Channel1"\n'
-        'spindle = "Spindle1"\npublishing_interval_ms = 50\nwatchdog_s = 2\nreconnect_max_s = 1\n'
+        f'[[machines]]\nmachine_id = "A1"\nendpoint = "{endpoint}"\nprofile = "cnc"\n'
+        "publishing_interval_ms = 50\nwatchdog_s = 10\nreconnect_max_s = 1\n"
     )
 
+    agent_log = tmp_path / "agent.log"
+
     def start_agent() -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agent.cli",
-                "--log-level",
-                "WARNING",
-                "serve",
-                "--db",
-                str(db),
-                "--listen",
-                f"127.0.0.1:{_free_port()}",
-                "--config",
-                str(config_path),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        with agent_log.open("a") as log_file:
+            return subprocess.Popen(
+                [
+                    *_CLI,
+                    "--log-level",
+                    "WARNING",
+                    "serve",
+                    "--db",
+                    str(db),
+                    "--listen",
+                    f"127.0.0.1:{_free_port()}",
+                    "--config",
+                    str(config_path),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+                text=True,
+            )
 
-    agent = start_agent()
-    try:
-        await asyncio.sleep(0.5)
-        await sim.apply("M1", Step(0, tool=1))
-
-        async def open_t1() -> bool:
-            found = await usages(store, "M1")
-            return len(found) == 1 and found[0].end_time is None
-
-        await eventually(open_t1, timeout=30, what="the agent to open T1")
-        agent.send_signal(signal.SIGKILL)
-        agent.wait(timeout=10)
-        await sim.apply("M1", Step(0, tool=0))  # T1 leaves and T2 comes while the agent is down
-        await asyncio.sleep(0.3)
-        await sim.apply("M1", Step(0, tool=2))
+    async with CncSimulator([SimMachine("A1", "cnc", [])], endpoint) as sim:
         agent = start_agent()
+        try:
 
-        async def recovered() -> list[ToolUsage] | None:
-            found = await usages(store, "M1")
-            return found if len(found) == 2 and found[0].end_time else None
+            async def first_contact() -> bool:
+                assert agent.poll() is None, agent_log.read_text()
+                return await uc.recorder.load_state("A1") is not None
 
-        first, second = await eventually(recovered, timeout=30, what="recovery after the restart")
-        assert first.usage_metrics["tool_number"] == 1 and first.usage_metrics["interrupted"] is True
-        assert second.usage_metrics["tool_number"] == 2 and second.end_time is None
-        assert second.usage_metrics["interrupted"] is True  # it began while nobody watched
-        await sim.apply("M1", Step(0, tool=0))
+            # The agent saves its tracker's state when it first looks at the machine: from then on it follows.
+            await eventually(first_contact, what="the agent's first look at the machine")
+            await sim.apply("A1", Step(0, tool=1))
+            await eventually(stays(store, "A1", 1, closed=0), what="the agent to open T1")
+            agent.send_signal(signal.SIGKILL)
+            agent.wait(timeout=10)
+            await sim.apply("A1", Step(0, tool=0))  # T1 leaves and T2 comes while the agent is down
+            await sim.apply("A1", Step(0, tool=2))
+            agent = start_agent()
+            first, second = await eventually(stays(store, "A1", 2, closed=1), what="recovery after the restart")
+            assert first.usage_metrics["tool_number"] == 1 and first.usage_metrics["interrupted"] is True
+            assert second.usage_metrics["tool_number"] == 2 and second.end_time is None
+            assert second.usage_metrics["interrupted"] is True  # it began while nobody watched
+            await sim.apply("A1", Step(0, tool=0))
+            await eventually(stays(store, "A1", 2, closed=2), what="T2 closed")
+        finally:
+            agent.kill()
+            agent.wait(timeout=10)
+            await store.__aexit__(None, None, None)
 
-        async def second_closed() -> bool:
-            found = await usages(store, "M1")
-            return len(found) == 2 and all(u.end_time for u in found)
 
-        await eventually(second_closed, timeout=30, what="T2 closed")
+async def test_a_final_save_that_fails_is_logged_with_what_was_not_saved(
+    sim: CncSimulator, clock: ControllerClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session, "HEARTBEAT_S", 3600.0)  # only the final save would write the last state
+    monkeypatch.setattr(engine, "BUSY_TIMEOUT_MS", 200)  # the locked database refuses the save quickly
+    await reset(sim, "M2")
+    db = tmp_path / "save.db"
+    store, uc, _ = await store_with_presets(db, "M2", [1])
+    blocker = sqlite3.connect(db, timeout=30)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            async with Collector(CollectorConfig((machine(sim, "M2"),)), uc.recorder, utc_now) as collector:
+                await connected(collector, "M2")
+                base = clock.fresh_start()
+                await play(sim, clock, "M2", base, [(1.0, Step(0, tool=1))])
+                await eventually(stays(store, "M2", 1, closed=0), what="T1 open")
+                await play(sim, clock, "M2", base, [(2.0, Step(0, speed_rpm=3000.0))])
+
+                async def spindle_seen() -> bool:
+                    return collector.live_statuses()["M2"].last_data_at == base + timedelta(seconds=2)
+
+                await eventually(spindle_seen, what="the spindle start applied")
+                blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database as the agent stops
+        blocker.rollback()
+        [failed] = [e for e in logs if e["event"] == "collector.final_save_failed"]
+        assert failed["log_level"] == "error" and failed["machine_id"] == "M2"
+        assert failed["observed_until"] == (base + timedelta(seconds=2)).isoformat()
+        assert failed["saved_until"] == (base + timedelta(seconds=1)).isoformat()
+        assert failed["open_tool_number"] == 1 and "unavailable" in failed["error"]
+        saved = await uc.recorder.load_state("M2")
+        assert saved is not None and saved["last_seen"] == (base + timedelta(seconds=1)).isoformat()
     finally:
-        agent.kill()
-        agent.wait(timeout=10)
+        blocker.close()
+        await store.__aexit__(None, None, None)
+
+
+class _BrokenRecorder(UsageRecorder):
+    """A recorder with a bug: every write raises what no caller expects."""
+
+    async def apply(self, *args: Any, **kwargs: Any) -> Any:
+        raise KeyError("a bug in the recorder")
+
+
+async def test_an_unexpected_error_stops_the_machine_visibly_instead_of_reconnecting(
+    sim: CncSimulator, tmp_path: Path
+) -> None:
+    await reset(sim, "M2")
+    store, uc, _ = await store_with_presets(tmp_path / "bug.db", "M2", [1])
+    recorder = _BrokenRecorder(store, uc.entities["tool_usage"], utc_now)
+    try:
+        with structlog.testing.capture_logs() as logs, pytest.raises(KeyError, match="a bug in the recorder"):
+            async with Collector(CollectorConfig((machine(sim, "M2"),)), recorder, utc_now) as collector:
+
+                async def stopped() -> str:
+                    return collector.live_statuses()["M2"].last_error
+
+                error = await eventually(stopped, what="the session to stop")
+                assert "collection stopped by an unexpected error" in error and "KeyError" in error
+                assert collector.live_statuses()["M2"].failed_attempts == 0  # not retried as an outage
+        [failed] = [e for e in logs if e["event"] == "collector.session_failed"]
+        assert failed["exc_info"] is True and failed["log_level"] == "error" and failed["machine_id"] == "M2"
+        assert not [e for e in logs if e["event"] == "collector.disconnected"]
+    finally:
         await store.__aexit__(None, None, None)

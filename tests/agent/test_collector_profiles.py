@@ -1,9 +1,9 @@
-"""The sinumerik and custom profiles, and OPC UA security (Basic256Sha256 with a client certificate and a user
-token) against real asyncua servers; a wrong password gives a clear error and the collector keeps retrying."""
+"""The sinumerik and custom profiles end to end, and OPC UA security (Basic256Sha256 with a client certificate
+and a user token) against real asyncua servers; a wrong password gives a clear error and the collector keeps
+retrying. As in test_collector.py, the simulated controller's clock is moved by the test, so durations are exact."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +14,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from test_collector import _free_port, connected, eventually, store_with_presets, usages
+from test_collector import (
+    ControllerClock,
+    _free_port,
+    connected,
+    eventually,
+    play,
+    stays,
+    store_with_presets,
+    usages,
+)
 
 from agent.collector.collector import Collector
 from agent.config import CollectorConfig, MachineConfig, SecurityConfig
@@ -86,7 +95,7 @@ def _secure_machine(sim: CncSimulator, tmp: Path, password: str) -> MachineConfi
         endpoint=sim.endpoint,
         profile="cnc",
         publishing_interval_ms=50,
-        watchdog_s=2,
+        watchdog_s=10,
         reconnect_max_s=0.5,
         security=SecurityConfig(
             mode="SignAndEncrypt",
@@ -144,51 +153,65 @@ async def test_wrong_password_is_a_clear_error_and_the_collector_retries(
 
 
 @pytest.fixture(scope="module")
-async def plain_sim() -> AsyncIterator[CncSimulator]:
+def clock() -> ControllerClock:
+    return ControllerClock()
+
+
+@pytest.fixture(scope="module")
+async def plain_sim(clock: ControllerClock) -> AsyncIterator[CncSimulator]:
     endpoint = f"opc.tcp://127.0.0.1:{_free_port()}/profiles-sim/"
-    async with CncSimulator([SimMachine("N1", "sinumerik", []), SimMachine("C1", "cnc", [])], endpoint) as sim:
+    machines = [SimMachine("N1", "sinumerik", []), SimMachine("C1", "cnc", [])]
+    async with CncSimulator(machines, endpoint, clock=clock) as sim:
         yield sim
 
 
-async def _one_usage(sim: CncSimulator, config: MachineConfig, tmp: Path, name: str) -> ToolUsage:
+async def _one_usage(
+    sim: CncSimulator, clock: ControllerClock, config: MachineConfig, tmp: Path, name: str
+) -> ToolUsage:
+    """On simulated machine `name`: P7, then T7 in for 1 s, the spindle turning 0.5 s of it, one part made."""
     store, uc, _ = await store_with_presets(tmp / f"{name}.db", config.machine_id, [7])
     try:
         async with Collector(CollectorConfig((config,)), uc.recorder, utc_now) as collector:
             await connected(collector, config.machine_id)
-            await sim.apply(name, Step(0, tool=7, program="P7"))
-            await asyncio.sleep(0.2)
-            await sim.apply(name, Step(0, speed_rpm=3000.0))
-            await asyncio.sleep(0.5)
-            await sim.apply(name, Step(0, speed_rpm=0.0, parts=1))
-            await asyncio.sleep(0.2)
-            await sim.apply(name, Step(0, tool=0))
-
-            async def closed() -> list[ToolUsage] | None:
-                found = await usages(store, config.machine_id)
-                return found if len(found) == 1 and found[0].end_time else None
-
-            return (await eventually(closed, what="a closed usage"))[0]
+            base = clock.fresh_start()
+            await play(
+                sim,
+                clock,
+                name,
+                base,
+                [
+                    (0.5, Step(0, program="P7")),
+                    (1.0, Step(0, tool=7)),
+                    (1.2, Step(0, speed_rpm=3000.0)),
+                    (1.7, Step(0, speed_rpm=0.0, parts=1)),
+                    (2.0, Step(0, tool=0)),
+                ],
+            )
+            [usage] = await eventually(stays(store, config.machine_id, 1, closed=1), what="a closed usage")
+        assert (usage.start_time, usage.end_time) == (base + dt.timedelta(seconds=1), base + dt.timedelta(seconds=2))
+        assert usage.usage_metrics["time_in_spindle_s"] == 1.0 and usage.usage_metrics["spindle_runtime_s"] == 0.5
+        assert usage.usage_metrics["programs"] == ["P7"] and usage.program_name == "P7"
+        return usage
     finally:
         await store.__aexit__(None, None, None)
 
 
-async def test_sinumerik_profile(plain_sim: CncSimulator, tmp_path: Path) -> None:
+async def test_sinumerik_profile(plain_sim: CncSimulator, clock: ControllerClock, tmp_path: Path) -> None:
     config = MachineConfig(
         machine_id="N1",
         endpoint=plain_sim.endpoint,
         profile="sinumerik",
         channel="1",
         publishing_interval_ms=50,
-        watchdog_s=2,
+        watchdog_s=10,
         reconnect_max_s=0.5,
     )
-    usage = await _one_usage(plain_sim, config, tmp_path, "N1")
+    usage = await _one_usage(plain_sim, clock, config, tmp_path, "N1")
     assert usage.usage_metrics["tool_number"] == 7 and usage.usage_metrics["max_speed_rpm"] == 3000
-    assert usage.usage_metrics["parts"] == 1 and usage.usage_metrics["programs"] == ["P7"]
-    assert 0.4 <= usage.usage_metrics["spindle_runtime_s"] <= 0.7
+    assert usage.usage_metrics["parts"] == 1
 
 
-async def test_sinumerik_spindle_selection(plain_sim: CncSimulator, tmp_path: Path) -> None:
+async def test_sinumerik_spindle_selection(plain_sim: CncSimulator, clock: ControllerClock, tmp_path: Path) -> None:
     # Spindle 2 of the channel (the simulator's counter-spindle turns at half speed): [u1,2] is followed.
     config = MachineConfig(
         machine_id="N1",
@@ -197,14 +220,16 @@ async def test_sinumerik_spindle_selection(plain_sim: CncSimulator, tmp_path: Pa
         channel="1",
         spindle="2",
         publishing_interval_ms=50,
-        watchdog_s=2,
+        watchdog_s=10,
         reconnect_max_s=0.5,
     )
-    usage = await _one_usage(plain_sim, config, tmp_path, "N1")
+    usage = await _one_usage(plain_sim, clock, config, tmp_path, "N1")
     assert usage.usage_metrics["tool_number"] == 7 and usage.usage_metrics["max_speed_rpm"] == 1500
 
 
-async def test_custom_profile_with_namespace_uris(plain_sim: CncSimulator, tmp_path: Path) -> None:
+async def test_custom_profile_with_namespace_uris(
+    plain_sim: CncSimulator, clock: ControllerClock, tmp_path: Path
+) -> None:
     # Find the simulator's numeric NodeIds the way an integrator would, then name them by namespace URI.
     async with Client(plain_sim.endpoint) as client:
         ns = await client.get_namespace_index(CNC_NS)
@@ -223,8 +248,8 @@ async def test_custom_profile_with_namespace_uris(plain_sim: CncSimulator, tmp_p
         profile="custom",
         nodes=nodes,
         publishing_interval_ms=50,
-        watchdog_s=2,
+        watchdog_s=10,
         reconnect_max_s=0.5,
     )
-    usage = await _one_usage(plain_sim, config, tmp_path, "C1")
+    usage = await _one_usage(plain_sim, clock, config, tmp_path, "C1")
     assert usage.usage_metrics["tool_number"] == 7 and usage.usage_metrics["max_speed_rpm"] == 3000

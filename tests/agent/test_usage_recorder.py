@@ -1,13 +1,14 @@
 """The collector's group commit (UsageRecorder): many machines' events written in one transaction with the same
-rules as one write, a bad request failing alone, and cancellation never leaving a machine's saved state behind
-what was committed. Real SQLite files and a real PostgreSQL database."""
+rules as one write, a bad request failing alone, cancellation never leaving a machine's saved state behind what
+was committed, and T numbers without a preset kept until one appears. Real SQLite files and a real PostgreSQL
+database; the tracker is driven with explicit timestamps and the recorder's clock is injected."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +26,8 @@ from server.store import migrate
 from server.store.repository import Store
 from server.store.tables import changes
 from server.usecases.app import UseCases, build
-from server.usecases.entities import Caller
+from server.usecases.entities import Caller, utc_now
+from server.usecases.usage_recording import ATTACH_WINDOW, UsageRecorder
 
 SYSTEM = Caller(peer="test")
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
@@ -33,20 +35,24 @@ T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 
 @asynccontextmanager
 async def recorder_store(
-    request: pytest.FixtureRequest, backend: str, tmp_path: Path, machines: list[str]
+    request: pytest.FixtureRequest,
+    backend: str,
+    tmp_path: Path,
+    machines: list[str],
+    clock: Callable[[], datetime] = utc_now,
 ) -> AsyncIterator[tuple[Store, UseCases]]:
-    """A migrated store with presets T1 and T2 on every machine in `machines`."""
+    """A migrated store with presets T1 and T2 on every machine in `machines`; the use cases run on `clock`."""
     if backend == "postgres":
         async with fresh_pg_database(request.getfixturevalue("pg_url")) as url, Store(url) as store:
-            yield await _seed(store, machines)
+            yield await _seed(store, machines, clock)
     else:
         async with Store(str(tmp_path / "edge.db")) as store:
-            yield await _seed(store, machines)
+            yield await _seed(store, machines, clock)
 
 
-async def _seed(store: Store, machines: list[str]) -> tuple[Store, UseCases]:
+async def _seed(store: Store, machines: list[str], clock: Callable[[], datetime]) -> tuple[Store, UseCases]:
     await migrate.upgrade(store.engine)
-    uc = build(store)
+    uc = build(store, clock)
     item = await uc.entities["tool_item"].create(
         {"name": "mill", "tool_type": ToolType.END_MILL, "geometry": {"DC": 10, "NOF": 4, "OAL": 70}},
         entity_id=None,
@@ -172,6 +178,20 @@ async def test_a_bad_request_fails_alone(request: pytest.FixtureRequest, backend
         assert saved is not None and saved["tool"] == 1
 
 
+async def _recorder_state(recorder: UsageRecorder, *, writing: bool, queued: int) -> None:
+    """Wait (10 s at most) until the recorder's writer is busy (or not) with `queued` requests waiting behind it.
+
+    The writer task and the queue are the recorder's own (private) state: no public call tells them, and a sleep
+    would only guess.
+    """
+    for _ in range(1000):
+        busy = recorder._writer is not None and not recorder._writer.done()
+        if busy == writing and len(recorder._queue) == queued:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the recorder's writer never was {'busy' if writing else 'idle'} with {queued} queued")
+
+
 async def test_cancellation_withdraws_what_was_not_taken_and_reports_what_was_committed(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
@@ -184,13 +204,14 @@ async def test_cancellation_withdraws_what_was_not_taken_and_reports_what_was_co
             task_a = asyncio.create_task(
                 uc.recorder.apply("A", a.reconnected(1, False, 0.0, T0), a.state.to_json(), on_commit=committed.append)
             )
-            await asyncio.sleep(0.3)  # the writer took A and waits for the database
+            await _recorder_state(uc.recorder, writing=True, queued=0)  # the writer took A and waits for the database
             task_b = asyncio.create_task(uc.recorder.apply("B", b.reconnected(1, False, 0.0, T0), b.state.to_json()))
-            await asyncio.sleep(0.1)
+            await _recorder_state(uc.recorder, writing=True, queued=1)  # B waits behind A
             task_b.cancel()  # not taken yet: withdrawn, never written
             task_a.cancel()  # taken: waits for the outcome, then re-raises
-            await asyncio.sleep(0.1)
-            assert not task_a.done()
+            for _ in range(10):  # let both cancellations be delivered: B ends, A keeps waiting for its outcome
+                await asyncio.sleep(0)
+            assert task_b.done() and not task_a.done()
         finally:
             blocker.rollback()
             blocker.close()
@@ -202,3 +223,56 @@ async def test_cancellation_withdraws_what_was_not_taken_and_reports_what_was_co
         assert {u.machine_id for u in await _usages(uc)} == {"A"}
         assert await uc.recorder.load_state("B") is None
         assert await uc.recorder.load_state("A") == a.state.to_json()
+
+
+async def test_an_unknown_t_number_is_kept_and_attached_when_its_preset_appears(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    now = T0 + timedelta(hours=1)  # the recorder's clock reads `now`, which the test moves
+    async with recorder_store(request, "sqlite", tmp_path, ["M1"], clock=lambda: now) as (_store, uc):
+        t = Tracker("M1")
+        events = t.reconnected(0, False, None, T0)
+        events += t.tool(9, T0 + timedelta(seconds=10))  # no preset says what T9 is on M1
+        events += t.tool(8, T0 + timedelta(seconds=40))  # nor T8
+        events += t.tool(1, T0 + timedelta(seconds=70))
+        written = await uc.recorder.apply("M1", events, t.state.to_json())
+        assert len(written) == 1  # T1 opened; T9 and T8 are kept aside
+        [m1] = await uc.recorder.statuses({})
+        assert [(u.tool_number, u.intervals, u.first_seen, u.last_seen) for u in m1.unmatched] == [
+            (8, 1, T0 + timedelta(seconds=40), T0 + timedelta(seconds=70)),
+            (9, 1, T0 + timedelta(seconds=10), T0 + timedelta(seconds=40)),
+        ]
+        assert [u.usage_metrics["tool_number"] for u in await _usages(uc)] == [1]
+
+        async def preset(number: int) -> uuid.UUID:
+            item = await uc.entities["tool_item"].create(
+                {"name": f"late T{number}", "tool_type": ToolType.OTHER}, entity_id=None, caller=SYSTEM
+            )
+            instance = await uc.entities["tool_instance"].create(
+                {"tool_item_id": item.id, "serial_number": f"M1-T{number}", "status": ToolInstanceStatus.AVAILABLE},
+                entity_id=None,
+                caller=SYSTEM,
+            )
+            await uc.entities["tool_preset"].create(
+                {
+                    "name": f"T{number}",
+                    "tool_instance_id": instance.id,
+                    "machine_id": "M1",
+                    "parameters": {"tool_number": number},
+                },
+                entity_id=None,
+                caller=SYSTEM,
+            )
+            return instance.id
+
+        t9 = await preset(9)  # an hour later: T9's stay becomes its usage
+        late = [u for u in await _usages(uc) if u.usage_metrics["tool_number"] == 9]
+        assert [(u.tool_instance_id, u.start_time, u.end_time) for u in late] == [
+            (t9, T0 + timedelta(seconds=10), T0 + timedelta(seconds=40))
+        ]
+        assert late[0].usage_metrics["x-attached_late"] is True
+        now = T0 + timedelta(seconds=70) + ATTACH_WINDOW + timedelta(seconds=1)
+        await preset(8)  # too late: T8 may have meant another tool back then; it stays listed for an operator
+        assert 8 not in {u.usage_metrics["tool_number"] for u in await _usages(uc)}
+        [m1] = await uc.recorder.statuses({})
+        assert [u.tool_number for u in m1.unmatched] == [8]
