@@ -1,12 +1,15 @@
 """Authentication and authorization on every RPC: default deny, scopes, keys (shown once, hashed, revocable,
-expiring), users and ownership rules — over real gRPC with real keys."""
+expiring), users and ownership rules — over real gRPC with real keys. Key expiry is decided on the use cases'
+injected clock, which the expiry test moves: nothing waits for a key to expire."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import pkgutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import grpc
 import pytest
@@ -35,9 +38,13 @@ from smooth.core.v1 import (
 
 from agent.grpc_client import authorized_channel
 from server.api.auth import METHOD_SCOPES
+from server.api.server import GrpcServer
 from server.domain.entities import UserRole
 from server.domain.identity import Scope
+from server.store import migrate
+from server.store.repository import Store
 from server.store.tables import api_keys, audit_log
+from server.usecases.app import UseCases, build
 
 DENIED, UNAUTH = grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED
 
@@ -106,7 +113,6 @@ async def test_key_is_shown_once_and_stored_only_hashed(edge: Edge) -> None:
         ).all()
     assert rows and all(secret_part not in str(row) for row in rows)
     if edge.store.dialect == "sqlite":
-        await asyncio.sleep(0)
         db = edge.store.engine.url.database
         for suffix in ("", "-wal"):
             try:
@@ -118,7 +124,7 @@ async def test_key_is_shown_once_and_stored_only_hashed(edge: Edge) -> None:
         await Stubs(channel).instances.ListToolInstances(inst_pb.ListToolInstancesRequest(page_size=1))
 
 
-async def test_revoked_expired_and_deactivated_keys_are_refused_at_once(edge: Edge) -> None:
+async def test_revoked_and_deactivated_keys_are_refused_at_once(edge: Edge) -> None:
     keys = api_key_pb2_grpc.ApiKeyServiceStub(edge.channel)
     user_id, secret = await edge.user_with_key(UserRole.OPERATOR)
     async with authorized_channel(edge.address, secret) as channel:
@@ -131,15 +137,6 @@ async def test_revoked_expired_and_deactivated_keys_are_refused_at_once(edge: Ed
         err = await expect_failure(stubs.items.ListToolItems(item_pb.ListToolItemsRequest(page_size=1)))
         assert err.code == UNAUTH and err.reason == "KEY_REVOKED"
 
-    request = api_key_pb2.CreateApiKeyRequest(user_id=str(user_id), scopes=["read"])
-    request.expire_time.FromDatetime(datetime.now(UTC) + timedelta(seconds=1))
-    short = await keys.CreateApiKey(request)
-    async with authorized_channel(edge.address, short.secret) as channel:
-        await Stubs(channel).items.ListToolItems(item_pb.ListToolItemsRequest(page_size=1))
-        await asyncio.sleep(1.2)
-        err = await expect_failure(Stubs(channel).items.ListToolItems(item_pb.ListToolItemsRequest(page_size=1)))
-        assert err.code == UNAUTH and err.reason == "KEY_EXPIRED"
-
     _, other = await edge.user_with_key(UserRole.OPERATOR)
     users = user_pb2_grpc.UserServiceStub(edge.channel)
     async with authorized_channel(edge.address, other) as channel:
@@ -149,6 +146,52 @@ async def test_revoked_expired_and_deactivated_keys_are_refused_at_once(edge: Ed
         await users.DeactivateUser(user_pb2.DeactivateUserRequest(id=target.id, version=target.version))
         err = await expect_failure(Stubs(channel).items.ListToolItems(item_pb.ListToolItemsRequest(page_size=1)))
         assert err.code == UNAUTH
+
+
+class _Clock:
+    """The use cases' clock, moved by the test."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@asynccontextmanager
+async def _edge_on(clock: _Clock, db: Path) -> AsyncIterator[tuple[UseCases, str, str]]:
+    """Like conftest's start_edge, with the use cases on `clock`: yields (use cases, address, an admin's key)."""
+    async with Store(str(db)) as store:
+        await migrate.upgrade(store.engine)
+        use_cases = build(store, clock)
+        _, _, secret = await use_cases.api_keys.bootstrap(email="admin@clock.test", role=UserRole.ADMIN)
+        async with GrpcServer(use_cases, "127.0.0.1:0", shutdown_grace_s=1) as server:
+            yield use_cases, f"127.0.0.1:{server.port}", secret
+
+
+async def test_a_key_is_refused_from_its_expire_time_on(tmp_path: Path) -> None:
+    clock = _Clock(datetime(2026, 6, 1, 8, 0, tzinfo=UTC))
+    async with _edge_on(clock, tmp_path / "clock.db") as (use_cases, address, admin):
+        operator, _, _ = await use_cases.api_keys.bootstrap(email="op@clock.test", role=UserRole.OPERATOR)
+        expire = clock.now + timedelta(hours=8)
+        async with authorized_channel(address, admin) as channel:
+            keys = api_key_pb2_grpc.ApiKeyServiceStub(channel)
+            past = api_key_pb2.CreateApiKeyRequest(user_id=str(operator.id), scopes=["read"])
+            past.expire_time.FromDatetime(clock.now)
+            err = await expect_failure(keys.CreateApiKey(past))
+            assert err.code == grpc.StatusCode.INVALID_ARGUMENT and err.fields == ["expire_time"]
+            request = api_key_pb2.CreateApiKeyRequest(user_id=str(operator.id), scopes=["read"])
+            request.expire_time.FromDatetime(expire)
+            shift = await keys.CreateApiKey(request)
+        one = item_pb.ListToolItemsRequest(page_size=1)
+        async with authorized_channel(address, shift.secret) as channel:
+            items = Stubs(channel).items
+            await items.ListToolItems(one)
+            clock.now = expire - timedelta(milliseconds=1)
+            await items.ListToolItems(one)  # valid to the last moment
+            clock.now = expire
+            err = await expect_failure(items.ListToolItems(one))
+            assert err.code == UNAUTH and err.reason == "KEY_EXPIRED"
 
 
 async def test_key_scopes_are_bounded_by_role_and_caller(edge: Edge) -> None:
