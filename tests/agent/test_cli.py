@@ -27,21 +27,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_serving(port: int, proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
+def _wait_serving(port: int, proc: subprocess.Popen[str], timeout: float = 60.0) -> None:
+    """Poll the process's health service until it says SERVING; fail if the process exits or `timeout` passes."""
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
+        while True:
             assert proc.poll() is None, f"server exited early: {proc.stderr.read() if proc.stderr else ''}"
             try:
-                if (
-                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                    == health_pb2.HealthCheckResponse.SERVING
-                ):
-                    return
-            except grpc.RpcError:
-                time.sleep(0.1)
-    raise AssertionError("server did not become SERVING in time")
+                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+            except grpc.RpcError:  # not listening yet
+                status = None
+            if status == health_pb2.HealthCheckResponse.SERVING:
+                return
+            assert time.monotonic() < deadline, f"server did not become SERVING within {timeout} s (last: {status})"
+            time.sleep(0.1)
 
 
 def test_serve_refuses_unmigrated_database(tmp_path: Path) -> None:

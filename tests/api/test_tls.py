@@ -165,17 +165,22 @@ def test_serve_command_takes_tls_files(tmp_path: Path, pki: Pki) -> None:
         text=True,
     )
     try:
+        # Poll the health service over mTLS until it says SERVING, for 60 s at most.
         creds = grpc.ssl_channel_credentials(pki.ca, pki.client_key, pki.client_cert)
-        deadline = time.monotonic() + 30
-        status = None
-        while time.monotonic() < deadline and status is None:
+        deadline = time.monotonic() + 60
+        while True:
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             with grpc.secure_channel(f"localhost:{port}", creds) as channel:
                 try:
-                    status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-                except grpc.RpcError:
-                    time.sleep(0.2)
-        assert status is not None and status.status == health_pb2.HealthCheckResponse.SERVING
+                    status = (
+                        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    )
+                except grpc.RpcError:  # not listening yet
+                    status = None
+            if status == health_pb2.HealthCheckResponse.SERVING:
+                break
+            assert time.monotonic() < deadline, f"server did not become SERVING within 60 s (last: {status})"
+            time.sleep(0.2)
         with grpc.secure_channel(f"localhost:{port}", grpc.ssl_channel_credentials(pki.ca)) as channel:
             with pytest.raises(grpc.RpcError):
                 health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
