@@ -1,0 +1,131 @@
+"""What every row class of a transaction shares: the open connection, statement execution, savepoints,
+bulk inserts (COPY on PostgreSQL) and the one mapping of database exceptions to the domain error tree.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import sqlalchemy as sa
+import structlog
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server.domain.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, SmoothError, Unavailable
+from server.domain.schema import JsonText
+
+log = structlog.get_logger("smooth_edge.store")
+
+
+def map_db_error(exc: Exception) -> SmoothError:
+    """Database exceptions -> domain errors (the only place that knows driver messages).
+
+    Clients get a generic message (driver text can quote other rows' values); the log gets the details.
+    """
+    orig = getattr(exc, "orig", exc)
+    text = str(orig)
+    lowered = text.lower()
+    sqlstate = str(getattr(orig, "sqlstate", "") or getattr(getattr(orig, "__cause__", None), "sqlstate", "") or "")
+    log.warning("store.database_error", error=text[:500], kind=type(orig).__name__, sqlstate=sqlstate)
+    if isinstance(exc, sa_exc.IntegrityError) or sqlstate.startswith("23"):  # (raw driver errors: COPY)
+        if "unique" in lowered or "duplicate key" in lowered:
+            return AlreadyExists("a unique value is already taken", reason="UNIQUE_VIOLATION")
+        if "foreign key" in lowered:
+            return FailedPrecondition(
+                "a referenced row is missing or the row is still referenced", reason="FOREIGN_KEY_VIOLATION"
+            )
+        return InvalidArgument(
+            "the database refused the values (a required field or a check)", reason="CONSTRAINT_VIOLATION"
+        )
+    if sqlstate in ("40001", "40P01") or "deadlock" in lowered or "could not serialize" in lowered:
+        return Aborted("the write collided with another one; retry it", reason="WRITE_CONFLICT")
+    if isinstance(exc, sa_exc.DataError) or sqlstate.startswith("22"):
+        return InvalidArgument("the database refused a value (out of range or malformed)", reason="BAD_VALUE")
+    if isinstance(exc, sa_exc.StatementError) and not isinstance(exc, sa_exc.DBAPIError):
+        return InvalidArgument("a value cannot be stored (wrong type)", reason="BAD_VALUE")
+    return Unavailable("the database is unavailable or failed; retry shortly", reason="DATABASE_UNAVAILABLE")
+
+
+def encode(
+    dialect: sa.Dialect, table: sa.Table, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> list[tuple[Any, ...]]:
+    """Rows through their columns' own type processing (JSON, enums, UTC times); JsonText passes as it is."""
+    processors = bind_processors(dialect, table, tuple(columns))
+    return [
+        tuple(
+            row[c] if p is None or type(row[c]) is JsonText else p(row[c])
+            for c, p in zip(columns, processors, strict=True)
+        )
+        for row in rows
+    ]
+
+
+@functools.cache
+def bind_processors(
+    dialect: sa.Dialect, table: sa.Table, columns: tuple[str, ...]
+) -> list[Callable[[Any], Any] | None]:
+    """Each column's bind processor (None: the value passes unchanged), made once per dialect and table."""
+    return [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+
+
+class Connection:
+    """One open connection inside a transaction; the row classes build on it."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+        self._dialect = conn.dialect.name
+        self.tx_id = uuid.uuid4()
+
+    async def _execute(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
+        try:
+            result: sa.CursorResult[Any] = await self._conn.execute(statement, params)
+            return result
+        except (sa_exc.StatementError, TimeoutError) as exc:
+            raise map_db_error(exc) from exc
+
+    def _upsert_into(self, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+        """An INSERT of this dialect that can take ON CONFLICT DO UPDATE."""
+        return postgresql.insert(table) if self._dialect == "postgresql" else sqlite.insert(table)
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A nested transaction: a failure inside rolls back only what was done inside."""
+        nested = await self._conn.begin_nested()
+        try:
+            yield
+        except BaseException:
+            await nested.rollback()
+            raise
+        else:
+            await nested.commit()
+
+    async def insert_rows(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert many rows (same keys in each): COPY on PostgreSQL (binary, one round trip, no per-row
+        statement), executemany elsewhere. Values go through the columns' own type processing either way."""
+        if not rows:
+            return
+        if self._dialect != "postgresql":
+            plain = [{k: json.loads(v) if type(v) is JsonText else v for k, v in row.items()} for row in rows]
+            await self._execute(table.insert(), plain)
+            return
+        columns = list(rows[0])
+        await self._copy(table, columns, encode(self._conn.dialect, table, columns, rows))
+
+    async def _copy(self, table: sa.Table, columns: list[str], records: list[tuple[Any, ...]]) -> None:
+        if not records:
+            return
+        raw = await self._conn.get_raw_connection()
+        try:
+            await raw.driver_connection.copy_records_to_table(table.name, records=records, columns=columns)  # type: ignore[union-attr]
+        except asyncpg.PostgresError as exc:
+            raise map_db_error(exc) from exc
+        except (asyncpg.InterfaceError, ValueError, TypeError) as exc:
+            log.warning("store.copy_refused", table=table.name, error=str(exc)[:500])
+            raise InvalidArgument("a value cannot be stored (wrong type)", reason="BAD_VALUE") from exc

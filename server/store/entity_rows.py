@@ -1,0 +1,226 @@
+"""Entity rows of every kind (the `Entities` port): one generic implementation driven by the registry and the
+tables, member lists (tool set members) included; single-row writes with optimistic locking and the bulk
+writes of replication.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from server.domain.entities import Versioned
+from server.domain.query import ListQuery, Page
+from server.domain.registry import KINDS, EntityKind, references_to
+from server.domain.schema import fields_of
+from server.store import query as q
+from server.store.connection import Connection, bind_processors
+from server.store.tables import ENTITY_TABLES, MEMBER_TABLES
+
+
+def _columns(kind: EntityKind) -> list[str]:
+    return [f.name for f in fields_of(kind.cls) if f.kind != "members"]
+
+
+class EntityRows(Connection):
+    """Repository operations on entity rows; every entity kind goes through the same code."""
+
+    # --- reads ---------------------------------------------------------------------------------------
+
+    async def get(self, kind: EntityKind, entity_id: uuid.UUID) -> Versioned | None:
+        items = await self._load(kind, ENTITY_TABLES[kind.name].c.id == entity_id)
+        return items[0] if items else None
+
+    async def get_many(self, kind: EntityKind, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Versioned]:
+        if not ids:
+            return {}
+        items = await self._load(kind, ENTITY_TABLES[kind.name].c.id.in_(list(ids)))
+        return {item.id: item for item in items}
+
+    async def find_by(self, kind: EntityKind, field: str, value: Any) -> list[Versioned]:
+        return await self._load(kind, ENTITY_TABLES[kind.name].c[field] == value, limit=10)
+
+    async def find_in(self, kind: EntityKind, field: str, values: Sequence[Any]) -> list[Versioned]:
+        """Every entity whose `field` is one of `values` (one query)."""
+        if not values:
+            return []
+        return await self._load(kind, ENTITY_TABLES[kind.name].c[field].in_(list(values)))
+
+    async def list_page(self, query: ListQuery) -> Page:
+        table = ENTITY_TABLES[query.kind.name]
+        conditions = q.where_terms(table, query.terms, self._dialect)
+        if query.private_viewer is not None and "is_global" in table.c:
+            conditions.append(sa.or_(table.c.is_global.is_(True), table.c.owner_id == query.private_viewer))
+        after = q.keyset_after(table, query)
+        if after is not None:
+            conditions.append(after)
+        items = await self._load(query.kind, *conditions, order=q.order_by(table, query), limit=query.page_size + 1)
+        more = len(items) > query.page_size
+        items = items[: query.page_size]
+        return Page(items, q.row_position(query, items[-1]) if more and items else None)
+
+    async def _load(
+        self,
+        kind: EntityKind,
+        *conditions: sa.ColumnElement[bool],
+        order: Sequence[sa.ColumnElement[Any]] = (),
+        limit: int | None = None,
+    ) -> list[Versioned]:
+        table = ENTITY_TABLES[kind.name]
+        stmt = sa.select(*(table.c[c] for c in _columns(kind))).where(*conditions).order_by(*order)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        rows = (await self._execute(stmt)).mappings().all()
+        members = await self._members(kind, [r["id"] for r in rows])
+        return [kind.cls(**{**dict(r), **members.get(r["id"], {})}) for r in rows]
+
+    async def _members(self, kind: EntityKind, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, list[Any]]]:
+        member_fields = [f.name for f in fields_of(kind.cls) if f.kind == "members"]
+        if not member_fields or not ids:
+            return {}
+        out: dict[uuid.UUID, dict[str, list[Any]]] = {i: {name: [] for name in member_fields} for i in ids}
+        for name in member_fields:
+            table, column = MEMBER_TABLES[name]
+            stmt = (
+                sa.select(table.c.tool_set_id, table.c[column])
+                .where(table.c.tool_set_id.in_(ids))
+                .order_by(table.c.tool_set_id, table.c[column])
+            )
+            for row in (await self._execute(stmt)).mappings().all():
+                out[row["tool_set_id"]][name].append(row[column])
+        return out
+
+    async def count_references(self, target: str, entity_id: uuid.UUID) -> dict[str, int]:
+        """How many rows of each kind point at this entity (what blocks its deletion)."""
+        out: dict[str, int] = {}
+        for kind, field in references_to(target):
+            if field in MEMBER_TABLES:
+                table, column = MEMBER_TABLES[field]
+                cond = table.c[column] == entity_id
+            else:
+                table = ENTITY_TABLES[kind.name]
+                cond = table.c[field] == entity_id
+            n = (await self._execute(sa.select(sa.func.count()).select_from(table).where(cond))).scalar_one()
+            if n:
+                out[f"{kind.name}.{field}"] = int(n)
+        return out
+
+    async def versions_of(self, kind: EntityKind, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        table = ENTITY_TABLES[kind.name]
+        stmt = sa.select(table.c.id, table.c.version).where(table.c.id.in_(list(ids)))
+        return {r["id"]: int(r["version"]) for r in (await self._execute(stmt)).mappings().all()}
+
+    async def presets_on_machine(self, machine_id: str) -> list[Versioned]:
+        return await self._load(KINDS["tool_preset"], ENTITY_TABLES["tool_preset"].c.machine_id == machine_id)
+
+    async def preset_instances(
+        self, machine_ids: Sequence[str], tool_numbers: Sequence[int]
+    ) -> list[tuple[str, Any, uuid.UUID | None]]:
+        """(machine_id, tool number, tool_instance_id) of the presets on these machines with these T numbers.
+
+        The T number is `parameters.tool_number` as stored; the caller applies its own reading of it.
+        """
+        table = ENTITY_TABLES["tool_preset"]
+        number = table.c.parameters["tool_number"]
+        stmt = sa.select(table.c.machine_id, number.label("number"), table.c.tool_instance_id).where(
+            # as_float: the schema's "integer" admits 3.0, which PostgreSQL will not cast to an integer
+            table.c.machine_id.in_(list(machine_ids)),
+            number.as_float().in_([float(n) for n in tool_numbers]),
+        )
+        return [(r["machine_id"], r["number"], r["tool_instance_id"]) for r in (await self._execute(stmt)).mappings()]
+
+    # --- writes --------------------------------------------------------------------------------------
+
+    async def insert(self, kind: EntityKind, entity: Versioned) -> None:
+        table = ENTITY_TABLES[kind.name]
+        await self._execute(table.insert().values({c: getattr(entity, c) for c in _columns(kind)}))
+        await self._write_members(kind, entity, replace=False)
+
+    async def update(self, kind: EntityKind, entity: Versioned, expected_version: int) -> bool:
+        """Write all columns if the row still has `expected_version`; False when it does not."""
+        table = ENTITY_TABLES[kind.name]
+        values = {c: getattr(entity, c) for c in _columns(kind) if c not in ("id", "created_at", "owner_id")}
+        result = await self._execute(
+            table.update().where(table.c.id == entity.id, table.c.version == expected_version).values(values)
+        )
+        if result.rowcount != 1:
+            return False
+        await self._write_members(kind, entity, replace=True)
+        return True
+
+    async def delete(self, kind: EntityKind, entity_id: uuid.UUID, expected_version: int) -> bool:
+        table = ENTITY_TABLES[kind.name]
+        result = await self._execute(table.delete().where(table.c.id == entity_id, table.c.version == expected_version))
+        return result.rowcount == 1
+
+    async def _write_members(self, kind: EntityKind, entity: Versioned, *, replace: bool) -> None:
+        for f in fields_of(kind.cls):
+            if f.kind != "members":
+                continue
+            table, column = MEMBER_TABLES[f.name]
+            if replace:
+                await self._execute(table.delete().where(table.c.tool_set_id == entity.id))
+            ids = getattr(entity, f.name)
+            if ids:
+                await self._execute(table.insert(), [{"tool_set_id": entity.id, column: i} for i in ids])
+
+    async def upsert(self, kind: EntityKind, entity: Versioned) -> None:
+        """Write an entity exactly as given (replication applies another store's state), in one statement."""
+        table = ENTITY_TABLES[kind.name]
+        values = {c: getattr(entity, c) for c in _columns(kind)}
+        insert = self._upsert_into(table)
+        statement = insert.values(values).on_conflict_do_update(
+            index_elements=[table.c.id], set_={c: insert.excluded[c] for c in values if c != "id"}
+        )
+        await self._execute(statement)
+        await self._write_members(kind, entity, replace=True)
+
+    async def delete_row(self, kind: EntityKind, entity_id: uuid.UUID) -> None:
+        table = ENTITY_TABLES[kind.name]
+        await self._execute(table.delete().where(table.c.id == entity_id))
+
+    # --- bulk (replication fast path) -----------------------------------------------------------------
+
+    async def bulk_upsert(self, kind: EntityKind, entities: Sequence[Versioned]) -> None:
+        """Many entities in one executemany (the kind has no member lists)."""
+        table = ENTITY_TABLES[kind.name]
+        rows = [{c: getattr(e, c) for c in _columns(kind)} for e in entities]
+        insert = self._upsert_into(table)
+        statement = insert.on_conflict_do_update(
+            index_elements=[table.c.id], set_={c: insert.excluded[c] for c in rows[0] if c != "id"}
+        )
+        await self._execute(statement, rows)
+
+    async def bulk_insert(self, kind: EntityKind, entities: Sequence[Versioned]) -> None:
+        """New entities in one statement (the kind has no member lists)."""
+        table, columns = ENTITY_TABLES[kind.name], _columns(kind)
+        if self._dialect == "postgresql" and entities:
+            processors = bind_processors(self._conn.dialect, table, tuple(columns))
+            records = [
+                tuple(
+                    value if p is None else p(value)
+                    for p, value in zip(processors, [getattr(e, c) for c in columns], strict=True)
+                )
+                for e in entities
+            ]
+            await self._copy(table, columns, records)
+            return
+        await self.insert_rows(table, [{c: getattr(e, c) for c in columns} for e in entities])
+
+    async def bulk_update(self, kind: EntityKind, updates: Sequence[tuple[Versioned, int]]) -> bool:
+        """(entity, expected version) pairs in one executemany; False when a row no longer had its version."""
+        table = ENTITY_TABLES[kind.name]
+        names = [c for c in _columns(kind) if c not in ("id", "created_at", "owner_id")]
+        statement = (
+            table.update()
+            .where(table.c.id == sa.bindparam("_id"), table.c.version == sa.bindparam("_expected"))
+            .values({c: sa.bindparam(c) for c in names})
+        )
+        rows = [{"_id": e.id, "_expected": v, **{c: getattr(e, c) for c in names}} for e, v in updates]
+        result = await self._execute(statement, rows)
+        if self._conn.dialect.supports_sane_multi_rowcount:
+            return result.rowcount == len(rows)
+        found = await self.versions_of(kind, [e.id for e, _ in updates])
+        return all(found.get(e.id) == e.version for e, _ in updates)

@@ -1,0 +1,105 @@
+"""API keys and the hash-chained audit log (the `IdentityAndAudit` port): key rows, and audit entries with
+the head row that holds the newest entry's sequence and hash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from server.domain.identity import ApiKey, AuditEntry, AuditFilter
+from server.store.connection import Connection
+from server.store.tables import api_keys, audit_head, audit_log
+
+
+def _row(obj: Any) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+class IdentityRows(Connection):
+    """API key and audit rows."""
+
+    # --- API keys ----------------------------------------------------------------------------------------
+
+    async def insert_api_key(self, key: ApiKey) -> None:
+        await self._execute(api_keys.insert().values(_row(key)))
+
+    async def api_key_by_key_id(self, key_id: str) -> ApiKey | None:
+        row = (await self._execute(sa.select(api_keys).where(api_keys.c.key_id == key_id))).mappings().first()
+        return ApiKey(**row) if row is not None else None
+
+    async def api_key(self, key_uuid: uuid.UUID) -> ApiKey | None:
+        row = (await self._execute(sa.select(api_keys).where(api_keys.c.id == key_uuid))).mappings().first()
+        return ApiKey(**row) if row is not None else None
+
+    async def list_api_keys(self, user_id: uuid.UUID | None, after: uuid.UUID | None, limit: int) -> list[ApiKey]:
+        stmt = sa.select(api_keys).order_by(api_keys.c.id).limit(limit)
+        if user_id is not None:
+            stmt = stmt.where(api_keys.c.user_id == user_id)
+        if after is not None:
+            stmt = stmt.where(api_keys.c.id > after)
+        return [ApiKey(**r) for r in (await self._execute(stmt)).mappings().all()]
+
+    async def set_api_key_times(self, key_uuid: uuid.UUID, **times: datetime | None) -> None:
+        await self._execute(api_keys.update().where(api_keys.c.id == key_uuid).values(**times))
+
+    async def revoke_user_keys(self, user_id: uuid.UUID, at: datetime) -> list[ApiKey]:
+        """Revoke every live key of a user; returns the keys it revoked."""
+        live = [
+            ApiKey(**r)
+            for r in (
+                await self._execute(
+                    sa.select(api_keys).where(api_keys.c.user_id == user_id, api_keys.c.revoked_at.is_(None))
+                )
+            )
+            .mappings()
+            .all()
+        ]
+        if live:
+            await self._execute(api_keys.update().where(api_keys.c.id.in_([k.id for k in live])).values(revoked_at=at))
+        return live
+
+    # --- audit log ---------------------------------------------------------------------------------------
+
+    async def audit_head(self) -> tuple[int, str]:
+        """(sequence, hash) of the newest entry; (0, "") for an empty log. Writers are serialized, so this is safe."""
+        row = (await self._execute(sa.select(audit_head.c.seq, audit_head.c.hash))).mappings().first()
+        return (int(row["seq"]), str(row["hash"])) if row is not None else (0, "")
+
+    async def insert_audit(self, entry: AuditEntry) -> None:
+        """Insert an entry with its own sequence and move the head to it."""
+        await self._execute(audit_log.insert().values(_row(entry)))
+        await self._move_audit_head(entry)
+
+    async def insert_audit_many(self, entries: Sequence[AuditEntry]) -> None:
+        """Insert sealed entries (in sequence order) and move the head to the last one."""
+        await self._execute(audit_log.insert(), [_row(e) for e in entries])
+        await self._move_audit_head(entries[-1])
+
+    async def _move_audit_head(self, last: AuditEntry) -> None:
+        moved = await self._execute(
+            audit_head.update().where(audit_head.c.id == 1).values(seq=last.seq, hash=last.hash)
+        )
+        if moved.rowcount == 0:
+            await self._execute(audit_head.insert().values(id=1, seq=last.seq, hash=last.hash))
+
+    async def audit_entries(self, flt: AuditFilter, after_seq: int, limit: int) -> list[AuditEntry]:
+        conditions = []
+        if flt.actor_id is not None:
+            conditions.append(audit_log.c.actor_id == flt.actor_id)
+        for name in ("entity_type", "entity_id", "action"):
+            if getattr(flt, name):
+                conditions.append(audit_log.c[name] == getattr(flt, name))
+        if flt.start_time is not None:
+            conditions.append(audit_log.c.occurred_at >= flt.start_time)
+        if flt.end_time is not None:
+            conditions.append(audit_log.c.occurred_at < flt.end_time)
+        stmt = (
+            sa.select(audit_log).where(audit_log.c.seq > after_seq, *conditions).order_by(audit_log.c.seq).limit(limit)
+        )
+        return [AuditEntry(**r) for r in (await self._execute(stmt)).mappings().all()]
