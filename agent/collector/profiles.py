@@ -16,6 +16,7 @@ their URIs, never hard-coded):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,7 +165,9 @@ async def umati_tools(tools: Node, known: set[Any]) -> list[tuple[Any, int, Node
             continue
         names: dict[str, Node] = {str((await c.read_browse_name()).Name): c for c in await tool.get_children()}
         if "ControlIdentifier1" in names and "LastUsage" in names:
-            number = int(await names["ControlIdentifier1"].read_value())
+            number = whole_number(
+                f"{tool.nodeid.to_string()}/ControlIdentifier1", await names["ControlIdentifier1"].read_value()
+            )
             found.append((tool.nodeid, number, names["LastUsage"]))
     return found
 
@@ -212,6 +215,27 @@ async def _check_readable(nodes: dict[str, Node]) -> None:
             raise ProfileError(f"{signal}: {node.nodeid.to_string()} cannot be read ({exc})") from exc
 
 
+# --- values as controllers report them ---------------------------------------------------------------------------
+# Controller values are untrusted input: each reading below is total (a defined result for every type and value) or
+# raises ProfileError, which says what does not fit and is retried like any other mismatch of the address space.
+# (A ValueError escaping from here would stop the machine's session as a bug.)
+
+_BAD_NUMBER = (TypeError, ValueError, OverflowError)  # int(nan) is a ValueError, int(inf) an OverflowError
+
+
+def whole_number(signal: str, value: Any) -> int:
+    """A T number or a part counter: any numeric type (fractions dropped) or digits in a string; None is 0."""
+    if value is None:
+        return 0
+    try:
+        number = int(value)
+    except _BAD_NUMBER as exc:
+        raise ProfileError(f"{signal}: {value!r} is not a whole number") from exc
+    if number < 0:
+        raise ProfileError(f"{signal}: {number} is negative")
+    return number
+
+
 # Operation modes by profile (DOMAIN.md §1.1 ActOperationMode, §1.2 OperationMode), as usage metrics name them.
 _MODES = {
     "cnc": {0: "MANUAL", 1: "MDA", 2: "AUTOMATIC"},
@@ -224,7 +248,7 @@ CNC_PROGRAM_RUNNING = 1
 def operation_mode(profile: str, value: Any) -> str:
     try:
         return _MODES.get(profile, {}).get(int(value), "OTHER")
-    except (TypeError, ValueError):
+    except _BAD_NUMBER:
         return "OTHER"
 
 
@@ -235,19 +259,21 @@ def program_running(value: Any) -> bool:
         return text.strip().lower() == "running"
     try:
         return int(value) == CNC_PROGRAM_RUNNING
-    except (TypeError, ValueError):
+    except _BAD_NUMBER:
         return False
 
 
 def spindle_turning(value: Any) -> bool:
     try:
         return int(value) in CNC_SPINDLE_TURNING
-    except (TypeError, ValueError):
+    except _BAD_NUMBER:
         return False
 
 
 def to_number(value: Any) -> float:
+    """A speed or a counter: 0.0 for what is not a finite number (a NaN would reach the usage's metrics)."""
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        number = float(value)
+    except _BAD_NUMBER:
         return 0.0
+    return number if math.isfinite(number) else 0.0

@@ -227,7 +227,7 @@ class MachineSession:
         """The current values are state, not transitions: close what ended unseen, open what is in now."""
         values = {name: await node.read_value() for name, node in signals.nodes.items()}
         self._last_usage = {i: (t, await n.read_value()) for i, (t, n) in enumerate(signals.last_usage)}
-        tool = int(values["tool"] or 0) if "tool" in values else self._active_umati_tool()
+        tool = profiles.whole_number("tool", values["tool"]) if "tool" in values else self._active_umati_tool()
         speed = abs(profiles.to_number(values["speed"])) if "speed" in values else None
         if "spindle_status" in values:
             rotating = profiles.spindle_turning(values["spindle_status"])
@@ -242,7 +242,7 @@ class MachineSession:
             speed,
             at,
             program=str(values["program"] or "") if "program" in values else None,
-            parts=int(values["parts"] or 0) if "parts" in values else None,
+            parts=profiles.whole_number("parts", values["parts"]) if "parts" in values else None,
             program_running=profiles.program_running(values["program_status"]) if "program_status" in values else None,
             mode=profiles.operation_mode(profile, values["operation_mode"]) if "operation_mode" in values else None,
             operation_s=profiles.to_number(values["operation_counter"]) / 1000
@@ -299,7 +299,7 @@ class MachineSession:
     def _apply(self, change: _Change) -> list[UsageEvent]:
         t = self._tracker
         if change.signal == "tool":
-            return t.tool(int(change.value or 0), change.at)
+            return t.tool(profiles.whole_number("tool", change.value), change.at)
         if change.signal == "speed":
             speed = abs(profiles.to_number(change.value))  # some controllers sign the speed by direction
             # With the spindle's own status at hand, it says whether the spindle turns; the speed gives the max.
@@ -317,7 +317,7 @@ class MachineSession:
         elif change.signal == "program":
             t.program(str(change.value or ""), change.at)
         elif change.signal == "parts":
-            t.parts(int(change.value or 0), change.at)
+            t.parts(profiles.whole_number("parts", change.value), change.at)
         elif change.signal.startswith("last_usage:"):
             _, index, number = change.signal.split(":")
             if isinstance(change.value, datetime):

@@ -38,8 +38,14 @@ PROGRAM_MAX_LEN = 200
 
 def program_name(raw: str) -> str:
     """A controller's program name as usage rows can hold it: C-style names end at the first NUL (fixed-size
-    buffers padded with NULs), and at most PROGRAM_MAX_LEN characters are kept."""
-    return raw.split("\x00", 1)[0][:PROGRAM_MAX_LEN]
+    buffers padded with NULs); bytes that were not UTF-8 (asyncua keeps them as lone surrogates) become U+FFFD;
+    at most PROGRAM_MAX_LEN characters are kept."""
+    name = raw.split("\x00", 1)[0]
+    try:
+        data = name.encode("utf-8", "surrogateescape")  # back to the bytes the controller sent
+    except UnicodeEncodeError:  # a lone surrogate of another kind
+        data = name.encode("utf-8", "surrogatepass")
+    return data.decode("utf-8", "replace")[:PROGRAM_MAX_LEN]
 
 
 Event = UsageEvent

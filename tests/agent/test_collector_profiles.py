@@ -25,6 +25,7 @@ from test_collector import (
     usages,
 )
 
+from agent.collector import profiles
 from agent.collector.collector import Collector
 from agent.config import CollectorConfig, MachineConfig, SecurityConfig
 from agent.simulator.server import CNC_NS, CncSimulator, SimMachine, SimSecurity
@@ -253,3 +254,25 @@ async def test_custom_profile_with_namespace_uris(
     )
     usage = await _one_usage(plain_sim, clock, config, tmp_path, "C1")
     assert usage.usage_metrics["tool_number"] == 7 and usage.usage_metrics["max_speed_rpm"] == 3000
+
+
+def test_controller_values_are_read_whatever_type_arrives() -> None:
+    # Untrusted input: a defined reading for every value, or a ProfileError that says what does not fit (retried
+    # like any mismatch of the address space), never an error that would stop the machine's session as a bug.
+    assert [profiles.whole_number("tool", v) for v in (None, 5, 5.0, 5.9, "12", True)] == [0, 5, 5, 5, 12, 1]
+    for bad in ("T5", "5.0", float("nan"), float("inf"), -1, object()):
+        with pytest.raises(profiles.ProfileError, match=r"^tool: "):
+            profiles.whole_number("tool", bad)
+    assert [profiles.to_number(v) for v in (2.5, "2.5", -3, None, "x", float("nan"), float("inf"))] == [
+        2.5,
+        2.5,
+        -3.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+    ]
+    for odd in (None, "x", float("nan"), float("inf"), object()):
+        assert profiles.operation_mode("cnc", odd) == "OTHER"
+        assert profiles.spindle_turning(odd) is False and profiles.program_running(odd) is False
+    assert profiles.operation_mode("cnc", 1.0) == "MDA" and profiles.spindle_turning(2) is True

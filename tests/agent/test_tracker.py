@@ -152,12 +152,17 @@ def test_programs_are_every_name_seen_while_the_tool_was_in() -> None:
     assert closed(t.tool(0, at(31))).metrics["programs"] == ["O4"]
 
 
-def test_program_names_end_at_a_nul_and_are_capped() -> None:
+def test_program_names_end_at_a_nul_are_valid_text_and_are_capped() -> None:
     t = watching()
     t.tool(1, at(10))
     t.program("O9\x00\x00\x00garbage", at(11))  # a fixed-size C buffer
     t.program("P" * (PROGRAM_MAX_LEN + 50), at(12))
-    assert closed(t.tool(0, at(20))).metrics["programs"] == ["O9", "P" * PROGRAM_MAX_LEN]
+    t.program("O\udcff1", at(13))  # a byte that was not UTF-8, as asyncua decodes it (surrogateescape)
+    assert closed(t.tool(0, at(20))).metrics["programs"] == ["O9", "P" * PROGRAM_MAX_LEN, "O\ufffd1"]
+    t.tool(2, at(21))
+    t.program("\ud800x", at(22))  # any other lone surrogate
+    name = closed(t.tool(0, at(30))).metrics["programs"][-1]
+    assert name.endswith("x") and name.encode("utf-8")
     t.reconnected(3, False, None, at(30), program="N\x00x")
     assert closed(t.tool(0, at(40))).metrics["programs"] == ["N"]
 
