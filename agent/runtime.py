@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 import structlog
 from sqlalchemy.engine import make_url
@@ -20,6 +21,7 @@ from agent.collector.collector import Collector
 from agent.config import CollectorConfig
 from agent.replicator.grpc_central import GrpcCentralClient
 from agent.replicator.replicator import Replicator, ReplicatorSettings
+from agent.replicator.wire import status_to_proto
 from server.api.interceptors import ReflectionMode
 from server.api.server import GrpcServer, TlsConfig
 from server.store import migrate
@@ -88,7 +90,7 @@ async def serve(
             reflection_mode=options.reflection,
             tls=options.tls,
             machine_statuses=lambda: use_cases.recorder.statuses(collector.live_statuses()),
-            replication_status=replicator.status if replicator is not None else None,
+            replication_status=_status_source(replicator) if replicator is not None else None,
         )
         server = await stack.enter_async_context(grpc_server)
         # Collectors start after the API and stop before it; the replicator (entered before the API) flushes
@@ -100,6 +102,15 @@ async def serve(
         await stop.wait()
         log.info("agent.stopping")
     log.info("agent.stopped")
+
+
+def _status_source(replicator: Replicator) -> Callable[[], Awaitable[Any]]:
+    """The replicator's status as the ReplicationService serves it."""
+
+    async def status() -> Any:
+        return status_to_proto(await replicator.status())
+
+    return status
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:

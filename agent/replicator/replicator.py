@@ -2,8 +2,10 @@
 
 It reads local changes after the last acknowledged sequence, sends bounded batches (`origin_id`, `after_seq`,
 changes in order — one local transaction's changes are consecutive), and advances the acknowledged position
-only after central's answer. It wakes on new local commits or a timer, backs off exponentially to a cap while
-central is unreachable, flushes on shutdown within a time bound, and exposes its state.
+only after central's answer. It wakes on new local commits or a timer, flushes on shutdown within a time bound,
+and exposes its state. Failures are told apart (errors.py): a transient one (central unreachable, busy, at
+another position) is retried with exponential backoff to a cap; a permanent one (refused, central failed, a
+bug here) is logged with its traceback once, shown in the status, and retried only slowly.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from typing import Any
 
 import grpc
 import structlog
-from smooth.core.v1 import sync_pb2
 
 from agent.replicator.central_client import CentralClient, PushResult
-from agent.replicator.errors import SequenceGap
+from agent.replicator.errors import SequenceGap, is_transient
+from agent.replicator.status import ReplicatorState, ReplicatorStatus
 from agent.replicator.wire import wire_size
 from server.domain import failpoints
 from server.domain.entities import Revision
@@ -49,7 +51,8 @@ class ReplicatorSettings:
     credentials: grpc.ChannelCredentials | None = None  # TLS to central
     batch_size: int = 2000
     interval_s: float = 1.0
-    max_backoff_s: float = 30.0
+    max_backoff_s: float = 30.0  # cap of the backoff after transient failures
+    failed_retry_s: float = 60.0  # after a permanent failure: retry after this, or on a commit (after the cap)
     flush_timeout_s: float = 10.0
     schema_version: str = ""
 
@@ -70,8 +73,10 @@ class Replicator:
         self.origin_id: uuid.UUID | None = None
         self.acked = 0
         self.rejected = 0
-        self.connected = False
-        self.last_error = ""
+        self._state = ReplicatorState.STARTING
+        self._connected = False
+        self._last_error = ""
+        self._logged_failure = ""  # the permanent failure last logged with its traceback
         self.last_success: datetime | None = None
         self._pull = PullApplier(store, clock)
         self.sent = 0
@@ -108,8 +113,23 @@ class Replicator:
         try:
             await asyncio.wait_for(self.flush(), timeout=self._settings.flush_timeout_s)
         except (TimeoutError, SmoothError) as exc:
-            log.warning("replicator.flush_incomplete", error=_describe(exc), acked=self.acked)
+            log.warning(
+                "replicator.flush_incomplete", error=_describe(exc), acked=self.acked, unsent=await self._unsent()
+            )
+        except Exception:
+            log.exception("replicator.flush_failed", acked=self.acked, unsent=await self._unsent())
+            raise
+        finally:
+            self._state = ReplicatorState.STOPPED
         log.info("replicator.stopped", acked=self.acked)
+
+    async def _unsent(self) -> int | str:
+        """How many local changes central has not acknowledged (for the shutdown log)."""
+        try:
+            async with self._store.read() as tx:
+                return (await tx.local_backlog(self.acked))[0]
+        except SmoothError as exc:
+            return f"unknown ({_describe(exc)})"
 
     async def flush(self) -> None:
         """Push until nothing local is left unacknowledged (raises if central cannot be reached)."""
@@ -126,24 +146,61 @@ class Replicator:
                 await self._push_all()
                 while await self._pull_once():
                     pass
-                self.connected, self.last_error = True, ""
-                backoff = self._settings.interval_s
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._settings.interval_s)
-                self._wake.clear()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # central unreachable, refused, or the store busy: retry later
-                self.connected = False
-                self.last_error = _describe(exc)
-                log.warning("replicator.push_failed", error=self.last_error, retry_in_s=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self._settings.max_backoff_s)
+            except Exception as exc:  # classified here, the one place that decides how a failure is retried
+                if is_transient(exc):
+                    self._failed(exc, permanent=False)
+                    log.warning("replicator.retrying", error=_describe(exc), retry_in_s=backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self._settings.max_backoff_s)
+                else:
+                    self._failed(exc, permanent=True)
+                    await self._pause_after_permanent()
+                    backoff = self._settings.interval_s
+                continue
+            self._answered()
+            self._state = ReplicatorState.IDLE
+            self._logged_failure = ""
+            backoff = self._settings.interval_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._settings.interval_s)
+            self._wake.clear()
+
+    def _answered(self) -> None:
+        """Central answered as expected: whatever failed before is over."""
+        self._state = ReplicatorState.REPLICATING
+        self._connected, self._last_error = True, ""
+
+    def _failed(self, exc: Exception, *, permanent: bool) -> None:
+        described = _describe(exc)
+        self._connected = False
+        self._last_error = f"{'permanent' if permanent else 'transient'}: {described}"
+        if not permanent:
+            self._state = ReplicatorState.RETRYING
+            return
+        self._state = ReplicatorState.FAILED
+        if described != self._logged_failure:  # the traceback once; a repeat is one line
+            self._logged_failure = described
+            log.error("replicator.failed", error=described, retry_in_s=self._settings.failed_retry_s, exc_info=exc)
+        else:
+            log.warning("replicator.still_failing", error=described, retry_in_s=self._settings.failed_retry_s)
+
+    async def _pause_after_permanent(self) -> None:
+        """Retrying at once cannot help: wait for a local commit (but at least the backoff cap) or
+        `failed_retry_s`, whichever comes first."""
+        settings = self._settings
+        floor = min(settings.max_backoff_s, settings.failed_retry_s)
+        await asyncio.sleep(floor)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=settings.failed_retry_s - floor)
+        self._wake.clear()
 
     async def _check_watermark(self) -> None:
         """At start-up: a sequence central has seen is never reused here, even if a power cut undid commits."""
         assert self.origin_id is not None
         mark = await self._central.watermark(self.origin_id)
+        self._answered()
         async with self._store.write() as tx:
             if mark > await tx.last_local_seq():
                 log.error("replicator.local_log_behind_central", central=mark)
@@ -221,7 +278,7 @@ class Replicator:
                     )
             await self._save_ack(tx, response.acked_seq)
         self.last_success = self._clock()
-        self.connected = True
+        self._answered()
         return response.acked_seq != batch[-1].sequence
 
     async def _pull_once(self) -> bool:
@@ -229,6 +286,7 @@ class Replicator:
         assert self.origin_id is not None
         cursor = await self._pull.cursor()
         page = await self._central.pull(self.origin_id, cursor, PULL_PAGE)
+        self._answered()
         if page.resync_required:
             await self._resync(page.central_id)
             return True
@@ -266,24 +324,24 @@ class Replicator:
         await tx.set_replication_value(ACKED_KEY, seq, self._clock())
         self.acked = seq
 
-    async def status(self) -> sync_pb2.ReplicationStatus:
+    async def status(self) -> ReplicatorStatus:
         async with self._store.read() as tx:
             backlog, newest, oldest = await tx.local_backlog(self.acked)
             last_local = await tx.last_local_seq()
-        msg = sync_pb2.ReplicationStatus(
+        return ReplicatorStatus(
             central=self._settings.central,
-            origin_id=str(self.origin_id or ""),
-            connected=self.connected,
+            origin_id=self.origin_id,
+            state=self._state,
+            connected=self._connected,
             last_local_seq=max(last_local, newest),
             acked_seq=self.acked,
             backlog=backlog,
             lag_seconds=(self._clock() - oldest).total_seconds() if backlog and oldest else 0.0,
-            last_error=self.last_error,
+            last_error=self._last_error,
+            last_success=self.last_success,
             rejected=self.rejected,
+            pulled_cursor=self.pulled_cursor,
         )
-        if self.last_success is not None:
-            msg.last_success_time.FromDatetime(self.last_success)
-        return msg
 
 
 def _batch(changes: list[Revision], limit: int) -> list[Revision]:

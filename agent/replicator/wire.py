@@ -1,5 +1,5 @@
-"""The replicator's wire form: a change record (`Revision`) <-> `smooth.core.v1.Change`. Pure functions; the
-gRPC client and the in-process central call them.
+"""The replicator's wire form: a change record (`Revision`) <-> `smooth.core.v1.Change`, and the replicator's
+status -> `ReplicationStatus`. Pure functions; the gRPC client and the composition root call them.
 
 Operations are table-driven; CHANGE_OPERATION_UNSPECIFIED (or any unknown number) from the wire is malformed.
 """
@@ -13,6 +13,7 @@ from typing import Any
 
 from smooth.core.v1 import common_pb2, sync_pb2
 
+from agent.replicator.status import ReplicatorStatus
 from server.domain.entities import ChangeOperation, Revision
 from server.domain.errors import FieldViolation, InvalidArgument
 from server.domain.schema import compact_json
@@ -71,6 +72,25 @@ def wire_size(change: Revision) -> int:
     it twice); never less than its snapshot's."""
     data = _data_json(change)
     return (len(data) if data.isascii() else len(data.encode())) + len(change.request_id) + _FIELDS_SIZE
+
+
+def status_to_proto(status: ReplicatorStatus) -> sync_pb2.ReplicationStatus:
+    """What the proto can carry of the status. (It has no state or resync field: `last_error` names the
+    failure class instead, see ReplicatorStatus.last_error.)"""
+    msg = sync_pb2.ReplicationStatus(
+        central=status.central,
+        origin_id=str(status.origin_id or ""),
+        connected=status.connected,
+        last_local_seq=status.last_local_seq,
+        acked_seq=status.acked_seq,
+        backlog=status.backlog,
+        lag_seconds=status.lag_seconds,
+        last_error=status.last_error,
+        rejected=status.rejected,
+    )
+    if status.last_success is not None:
+        msg.last_success_time.FromDatetime(status.last_success)
+    return msg
 
 
 def _data_json(change: Revision) -> str:

@@ -20,6 +20,7 @@ from smooth.core.v1 import tool_item_pb2 as item_pb
 
 from agent.grpc_client import authorized_channel
 from agent.replicator.replicator import Replicator, ReplicatorSettings
+from agent.replicator.status import ReplicatorState
 from agent.replicator.wire import change_to_proto
 from agent.runtime import replicating
 from server.domain.entities import Revision, ToolType, UserRole
@@ -139,7 +140,8 @@ async def test_central_down_then_back_converges(edge: Edge, pg_url: str) -> None
             for i in range(1500):
                 await items.create({"name": f"offline {i}", "tool_type": ToolType.OTHER}, entity_id=None, caller=SYSTEM)
             status = await replicator.status()
-            assert status.backlog >= 1500 and not status.connected and status.last_error
+            assert status.backlog >= 1500 and not status.connected
+            assert status.state is ReplicatorState.RETRYING and status.last_error.startswith("transient: UNAVAILABLE")
             async for central in start_edge(url, central=True, listen=address):
 
                 async def drained() -> bool:
