@@ -6,9 +6,10 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ from server.domain.entities import UserRole
 from server.store import migrate
 from server.store.repository import Store
 from server.usecases.app import UseCases, build
-from server.usecases.entities import Caller
+from server.usecases.entities import Caller, utc_now
 
 _TOOL_NUMBERS = itertools.count(1)
 PG_ENV = "SMOOTH_EDGE_TEST_PG_URL"
@@ -254,7 +255,9 @@ async def pg_database(pg_url: str) -> AsyncIterator[str]:
         yield url
 
 
-async def start_edge(db_url: str, *, central: bool = False, **server_options: Any) -> AsyncIterator[Edge]:
+async def start_edge(
+    db_url: str, *, central: bool = False, clock: Callable[[], datetime] = utc_now, **server_options: Any
+) -> AsyncIterator[Edge]:
     """A migrated store, a real server on a free port, an admin user and a channel authenticated as that admin.
 
     `central=True` serves as the central store (accepts replication); `listen` picks the address.
@@ -262,7 +265,7 @@ async def start_edge(db_url: str, *, central: bool = False, **server_options: An
     listen = server_options.pop("listen", "127.0.0.1:0")
     async with Store(db_url) as store:
         await migrate.upgrade(store.engine)
-        use_cases = build(store, central=central, schema_version=migrate.head_revision())
+        use_cases = build(store, clock, central=central, schema_version=migrate.head_revision())
         _, _, secret = await use_cases.api_keys.bootstrap(
             email=f"admin-{uuid.uuid4().hex[:6]}@test.local", role=UserRole.ADMIN
         )

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import grpc
 import pytest
 import smooth.core.v1 as core
 import sqlalchemy as sa
-from conftest import Edge, Stubs, expect_failure, struct
+from conftest import Edge, Stubs, expect_failure, start_edge, struct
 from google.protobuf import field_mask_pb2, message_factory
 from smooth.core.v1 import (
     api_key_pb2,
@@ -38,13 +36,9 @@ from smooth.core.v1 import (
 
 from agent.grpc_client import authorized_channel
 from server.api.auth import METHOD_SCOPES
-from server.api.server import GrpcServer
 from server.domain.entities import UserRole
 from server.domain.identity import Scope
-from server.store import migrate
-from server.store.repository import Store
 from server.store.tables import api_keys, audit_log
-from server.usecases.app import UseCases, build
 
 DENIED, UNAUTH = grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED
 
@@ -158,20 +152,10 @@ class _Clock:
         return self.now
 
 
-@asynccontextmanager
-async def _edge_on(clock: _Clock, db: Path) -> AsyncIterator[tuple[UseCases, str, str]]:
-    """Like conftest's start_edge, with the use cases on `clock`: yields (use cases, address, an admin's key)."""
-    async with Store(str(db)) as store:
-        await migrate.upgrade(store.engine)
-        use_cases = build(store, clock)
-        _, _, secret = await use_cases.api_keys.bootstrap(email="admin@clock.test", role=UserRole.ADMIN)
-        async with GrpcServer(use_cases, "127.0.0.1:0", shutdown_grace_s=1) as server:
-            yield use_cases, f"127.0.0.1:{server.port}", secret
-
-
 async def test_a_key_is_refused_from_its_expire_time_on(tmp_path: Path) -> None:
     clock = _Clock(datetime(2026, 6, 1, 8, 0, tzinfo=UTC))
-    async with _edge_on(clock, tmp_path / "clock.db") as (use_cases, address, admin):
+    async for edge in start_edge(str(tmp_path / "clock.db"), clock=clock):
+        use_cases, address, admin = edge.use_cases, edge.address, edge.admin_secret
         operator, _, _ = await use_cases.api_keys.bootstrap(email="op@clock.test", role=UserRole.OPERATOR)
         expire = clock.now + timedelta(hours=8)
         async with authorized_channel(address, admin) as channel:
