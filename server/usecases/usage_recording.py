@@ -142,7 +142,8 @@ class UsageRecorder:
                 return
             batch[0].future.set_exception(exc)
             return
-        except Exception as exc:
+        except Exception as exc:  # a bug: logged here with its traceback, and every waiting machine fails with it
+            log.exception("collector.batch_failed", requests=len(batch))
             for request in batch:
                 request.future.set_exception(exc)
             return
