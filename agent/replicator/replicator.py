@@ -81,6 +81,7 @@ class Replicator:
         self._pull = PullApplier(store, clock)
         self.sent = 0
         self.pulled_cursor = 0
+        self.resyncs = 0  # full resyncs finished
 
     def notify(self) -> None:
         """Something was committed locally: push soon."""
@@ -303,6 +304,7 @@ class Replicator:
         """Central no longer keeps the changes after our cursor: take its current state instead (never skip)."""
         assert self.origin_id is not None
         head = await self._central.snapshot(self.origin_id)
+        self._state = ReplicatorState.RESYNCING
         log.warning("replicator.full_resync", central_as_of=head.as_of_seq)
         resync = ResyncApplier(self._store, self._clock)
         kept: dict[str, set[uuid.UUID]] = {}
@@ -318,6 +320,8 @@ class Replicator:
                     break
         removed = await resync.finish(central_id, kept, head.as_of_seq)
         self.pulled_cursor = head.as_of_seq
+        self.resyncs += 1
+        self._state = ReplicatorState.REPLICATING
         log.warning("replicator.full_resync_done", as_of=head.as_of_seq, removed=removed)
 
     async def _save_ack(self, tx: Transaction, seq: int) -> None:
@@ -341,6 +345,7 @@ class Replicator:
             last_success=self.last_success,
             rejected=self.rejected,
             pulled_cursor=self.pulled_cursor,
+            resyncs=self.resyncs,
         )
 
 

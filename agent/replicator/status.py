@@ -11,6 +11,7 @@ from datetime import datetime
 class ReplicatorState(enum.StrEnum):
     STARTING = "starting"  # entered; no round with central finished yet
     REPLICATING = "replicating"  # pushing or pulling
+    RESYNCING = "resyncing"  # replacing what came from central with central's current state (a full resync)
     IDLE = "idle"  # the last round finished: everything pushed and pulled; waiting for a commit or the timer
     RETRYING = "retrying"  # a transient failure (central unreachable, busy, elsewhere): retrying with backoff
     FAILED = "failed"  # a permanent failure (refused, central failed, a bug here): retried only slowly
@@ -32,3 +33,8 @@ class ReplicatorStatus:
     last_success: datetime | None
     rejected: int  # local changes central rejected so far
     pulled_cursor: int  # central's sequence this edge has applied up to
+    resyncs: int  # full resyncs finished since start
+
+    @property
+    def resyncing(self) -> bool:
+        return self.state is ReplicatorState.RESYNCING

@@ -17,9 +17,10 @@ import pytest
 from conftest import Edge, expect_failure, fresh_pg_database, start_edge, struct
 from smooth.core.v1 import sync_pb2, sync_pb2_grpc
 from smooth.core.v1 import tool_item_pb2 as item_pb
+from test_replicator import eventually, reaches
 
 from agent.grpc_client import authorized_channel
-from agent.replicator.replicator import Replicator, ReplicatorSettings
+from agent.replicator.replicator import ReplicatorSettings
 from agent.replicator.status import ReplicatorState
 from agent.replicator.wire import change_to_proto
 from agent.runtime import replicating
@@ -132,28 +133,24 @@ async def test_central_down_then_back_converges(edge: Edge, pg_url: str) -> None
     items = edge.use_cases.entities["tool_item"]
     async with fresh_pg_database(pg_url) as url:
         # The key must exist on central before it starts: make central's store first, then serve it later.
-        async for central in start_edge(url, central=True, listen=address):
-            key = await sync_key(central)
-            break
+        first = start_edge(url, central=True)
+        key = await sync_key(await anext(first))
+        await first.aclose()
         async with replicating(edge.store, settings(address, key), utc_now) as replicator:
             edge.store.on_commit.append(replicator.notify)
             for i in range(1500):
                 await items.create({"name": f"offline {i}", "tool_type": ToolType.OTHER}, entity_id=None, caller=SYSTEM)
-            status = await replicator.status()
+            status = await reaches(replicator, lambda s: s.state is ReplicatorState.RETRYING, "retrying")
             assert status.backlog >= 1500 and not status.connected
-            assert status.state is ReplicatorState.RETRYING and status.last_error.startswith("transient: UNAVAILABLE")
-            async for central in start_edge(url, central=True, listen=address):
-
-                async def drained() -> bool:
-                    return (await replicator.status()).backlog == 0
-
-                for _ in range(600):
-                    if await drained():
-                        break
-                    await asyncio.sleep(0.1)
-                assert await drained(), (await replicator.status()).last_error
+            assert status.last_error.startswith("transient: UNAVAILABLE")
+            again = start_edge(url, central=True, listen=address)
+            central = await anext(again)
+            try:
+                await reaches(replicator, lambda s: s.backlog == 0, "the drain")
                 assert_replicated(await snapshot(edge), await snapshot(central))
-                break
+            finally:
+                edge.store.on_commit.remove(replicator.notify)
+                await again.aclose()
 
 
 async def _push(
@@ -257,19 +254,8 @@ async def test_pull_brings_central_changes_down_without_echoing_the_edges_own(ed
     )
     key = await sync_key(central)
     async with replicating(edge.store, settings(central.address, key), utc_now) as replicator:
-
-        async def pulled() -> bool:
-            try:
-                await edge.use_cases.entities["tool_item"].get(uuid.UUID(catalog.id))
-                return (await replicator.status()).backlog == 0
-            except Exception:
-                return False
-
-        for _ in range(200):
-            if await pulled():
-                break
-            await asyncio.sleep(0.1)
-        assert await pulled()
+        # A round ends after the pull: everything central had when it began is here.
+        await reaches(replicator, lambda s: s.state is ReplicatorState.IDLE and s.backlog == 0, "a finished round")
         cursor = replicator.pulled_cursor
     got = await edge.use_cases.entities["tool_item"].get(uuid.UUID(catalog.id))
     assert got.version == catalog.version and got.name == "Central catalog drill"  # type: ignore[attr-defined]
@@ -282,7 +268,7 @@ async def test_pull_brings_central_changes_down_without_echoing_the_edges_own(ed
     assert uuid.UUID(catalog.id) in {c.entity_id for c in pulled_changes}
     # A restart continues from the saved cursor: nothing is applied twice.
     async with replicating(edge.store, settings(central.address, key), utc_now) as again:
-        await asyncio.sleep(1.0)
+        await reaches(again, lambda s: s.state is ReplicatorState.IDLE, "a finished round")
         assert again.pulled_cursor in (0, cursor)
     async with edge.store.read() as tx:
         assert len(await tx.changes_after(0, 10_000)) == len(everything)
@@ -334,11 +320,12 @@ async def test_concurrent_edits_are_decided_by_ownership_with_one_conflict_recor
     )
     async with replicating(edge.store, settings(central.address, key), utc_now) as replicator:
         await replicator.flush()
-        for _ in range(100):  # the decisions come back down with the pull
+
+        async def decided() -> bool:  # the decisions come back down with the pull
             got = await edge.stubs.items.GetToolItem(item_pb.GetToolItemRequest(id=item.id))
-            if got.version == 3:
-                break
-            await asyncio.sleep(0.1)
+            return got.version == 3
+
+        await eventually(decided, what="central's decisions on the edge")
     expected = {
         "item": ("C", "CENTRAL"),
         "usage": ("E", "EDGE"),
@@ -368,17 +355,12 @@ async def test_a_cursor_older_than_central_keeps_leads_to_a_full_resync(edge: Ed
     mine = await edge.make.item(name="edge's own")
     key = await sync_key(central)
 
-    async def settle(replicator: Replicator, expect: set[str]) -> set[str]:
-        names: set[str] = set()
-        for _ in range(150):
-            names = {d["name"] for d in (await snapshot(edge))["tool_item"].values()}
-            if expect <= names and (await replicator.status()).backlog == 0:
-                break
-            await asyncio.sleep(0.1)
-        return names
+    async def names() -> set[str]:
+        return {d["name"] for d in (await snapshot(edge))["tool_item"].values()}
 
     async with replicating(edge.store, settings(central.address, key), utc_now) as replicator:
-        await settle(replicator, {i.name for i in first})
+        await reaches(replicator, lambda s: s.state is ReplicatorState.IDLE and s.backlog == 0, "a finished round")
+        assert {i.name for i in first} <= await names()
     # Meanwhile on central: new items, one deleted, and the history before them pruned (retention).
     later = [await central.make.item(name=f"later {i}") for i in range(2)]
     await central.stubs.items.DeleteToolItem(item_pb.DeleteToolItemRequest(id=first[0].id, version=1))
@@ -386,10 +368,16 @@ async def test_a_cursor_older_than_central_keeps_leads_to_a_full_resync(edge: Ed
         newest = (await tx._conn.execute(sa.select(sa.func.max(changes.c.seq)))).scalar_one()
         await tx._conn.execute(changes.delete().where(changes.c.seq < newest))
     async with replicating(edge.store, settings(central.address, key), utc_now) as replicator:
-        names = await settle(replicator, {i.name for i in later})
-    assert {i.name for i in later} <= names, "new central items did not arrive"
-    assert first[0].name not in names, "an item deleted on central survived the resync"
-    assert {first[1].name, first[2].name, mine.name} <= names, "the resync lost something"
+        status = await reaches(
+            replicator,
+            lambda s: s.resyncs == 1 and s.state is ReplicatorState.IDLE and s.backlog == 0,
+            "the full resync and the round after it",
+        )
+    assert not status.resyncing
+    after = await names()
+    assert {i.name for i in later} <= after, "new central items did not arrive"
+    assert first[0].name not in after, "an item deleted on central survived the resync"
+    assert {first[1].name, first[2].name, mine.name} <= after, "the resync lost something"
 
 
 async def test_an_origin_belongs_to_its_sync_key_and_edges_cannot_change_central_users(

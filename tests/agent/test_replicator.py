@@ -44,11 +44,14 @@ def settings(target: str, key: str = "", **overrides: Any) -> ReplicatorSettings
     return ReplicatorSettings(**values)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll real state until `check` holds; fail after DEADLINE_S."""
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = DEADLINE_S, what: str = "condition") -> Any:
+    """Poll real state until `check` returns something true (and return it); fail after `timeout` seconds."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_S
-    while not await check():
+    deadline = loop.time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
@@ -58,7 +61,7 @@ async def reaches(replicator: Replicator, condition: Callable[[ReplicatorStatus]
     async def check() -> bool:
         return condition(await replicator.status())
 
-    await eventually(check, what)
+    await eventually(check, what=what)
     return await replicator.status()
 
 
@@ -144,7 +147,7 @@ async def test_a_wrong_key_is_permanent_logged_once_and_retried_only_on_a_commit
             async def retried() -> bool:
                 return client.calls > calls
 
-            await eventually(retried, "a retry after the commit")
+            await eventually(retried, what="a retry after the commit")
             last = await reaches(replicator, lambda s: s.state is ReplicatorState.FAILED, "the same failure")
             edge.store.on_commit.remove(replicator.notify)
     failed = events(captured, "replicator.failed")

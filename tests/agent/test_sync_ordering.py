@@ -39,11 +39,26 @@ async def push(uc: UseCases, origin: uuid.UUID, after: int, batch: list[Revision
 PRINCIPAL = None  # a trusted in-process caller (the gRPC layer's sync-key checks are tested elsewhere)
 
 
-async def test_a_push_ahead_of_its_predecessor_waits_for_it(central: UseCases) -> None:
+def turn_waits(uc: UseCases, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """An event set when a push begins to wait for its predecessor (a hook on SyncApplier._wait_turn): the
+    steps are ordered by it, not by sleeping."""
+    entered = asyncio.Event()
+    wait_turn = uc.sync._wait_turn
+
+    async def hooked(origin_id: uuid.UUID, after_seq: int) -> None:
+        entered.set()
+        await wait_turn(origin_id, after_seq)
+
+    monkeypatch.setattr(uc.sync, "_wait_turn", hooked)
+    return entered
+
+
+async def test_a_push_ahead_of_its_predecessor_waits_for_it(central: UseCases, monkeypatch: pytest.MonkeyPatch) -> None:
     origin = uuid.uuid4()
     assert await push(central, origin, 0, changes(1, 5)) == 5  # central now knows this origin's position
+    waiting = turn_waits(central, monkeypatch)
     second = asyncio.create_task(push(central, origin, 205, changes(206, 200)))
-    await asyncio.sleep(0.05)  # the second arrives first and waits
+    await waiting.wait()  # the second arrives first and waits
     assert not second.done()
     assert await push(central, origin, 5, changes(6, 200)) == 205
     assert await second == 405
@@ -57,14 +72,18 @@ async def test_a_real_gap_is_refused_quickly(central: UseCases) -> None:
     with pytest.raises(FailedPrecondition) as err:
         await push(central, origin, 10, changes(11, 3))
     assert err.value.reason == "SEQUENCE_GAP" and err.value.metadata["watermark"] == "3"
-    assert time.monotonic() - began < ORPHAN_WAIT_S + 2
+    # refused after ORPHAN_WAIT_S, far sooner than the 10 s a push waits for a predecessor being applied
+    assert time.monotonic() - began < ORPHAN_WAIT_S + 5
 
 
-async def test_a_failed_predecessor_releases_the_push_behind_it(central: UseCases) -> None:
+async def test_a_failed_predecessor_releases_the_push_behind_it(
+    central: UseCases, monkeypatch: pytest.MonkeyPatch
+) -> None:
     origin = uuid.uuid4()
     await push(central, origin, 0, changes(1, 3))
+    waiting = turn_waits(central, monkeypatch)
     second = asyncio.create_task(push(central, origin, 6, changes(7, 3)))
-    await asyncio.sleep(0.05)
+    await waiting.wait()
     with pytest.raises(InvalidArgument):  # the predecessor is malformed (sequences out of order)
         await push(central, origin, 3, list(reversed(changes(4, 3))))
     with pytest.raises(FailedPrecondition) as err:
