@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from agent.collector.collector import Collector
 from agent.config import CollectorConfig
+from agent.replicator.central_client import CentralClient
 from agent.replicator.grpc_central import GrpcCentralClient
 from agent.replicator.replicator import Replicator, ReplicatorSettings
 from agent.replicator.wire import status_to_proto
@@ -29,6 +30,7 @@ from server.store.engine import database_url
 from server.store.repository import Store
 from server.usecases.app import UseCases, build
 from server.usecases.entities import utc_now
+from server.usecases.sync import PullApplier, ResyncApplier
 
 log = structlog.get_logger("smooth_edge.runtime")
 
@@ -52,6 +54,15 @@ async def prepare_store(store: Store, *, auto_migrate: bool) -> None:
     await migrate.ensure_at_head(store.engine)
 
 
+def edge_replicator(
+    store: Store, central: CentralClient, settings: ReplicatorSettings, clock: Callable[[], datetime] = utc_now
+) -> Replicator:
+    """The replicator of `store`, with the edge's use cases applying what comes down from `central`."""
+    return Replicator(
+        store, central, settings, clock, pull=PullApplier(store, clock), resync=ResyncApplier(store, clock)
+    )
+
+
 @asynccontextmanager
 async def replicating(
     store: Store, settings: ReplicatorSettings, clock: Callable[[], datetime] = utc_now
@@ -59,7 +70,7 @@ async def replicating(
     """`store`'s replicator, talking to central over gRPC; on leaving it flushes, then the channel closes."""
     async with (
         GrpcCentralClient(settings.central, settings.key, settings.credentials) as central,
-        Replicator(store, central, settings, clock) as replicator,
+        edge_replicator(store, central, settings, clock) as replicator,
     ):
         yield replicator
 

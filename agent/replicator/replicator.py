@@ -24,13 +24,13 @@ import structlog
 
 from agent.replicator.central_client import CentralClient, PushResult
 from agent.replicator.errors import SequenceGap, is_transient
+from agent.replicator.ports import EdgeStore, EdgeTransaction, PullApply, ResyncApply
 from agent.replicator.status import ReplicatorState, ReplicatorStatus
 from agent.replicator.wire import wire_size
 from server.domain import failpoints
 from server.domain.entities import Revision
 from server.domain.errors import SmoothError
-from server.store.repository import Store, Transaction
-from server.usecases.sync import RESYNC_ORDER, PullApplier, ResyncApplier
+from server.usecases.sync import RESYNC_ORDER
 
 log = structlog.get_logger("smooth_edge.replicator")
 
@@ -58,14 +58,24 @@ class ReplicatorSettings:
 
 
 class Replicator:
-    """`async with Replicator(store, central, settings, clock) as r:` replicates until the block ends (then
-    flushes). `central` is open for as long as the replicator is (the caller opens and closes it)."""
+    """`async with Replicator(...) as r:` replicates until the block ends (then flushes). `central` is open for as
+    long as the replicator is (the caller opens and closes it); `pull` and `resync` apply what comes from central
+    to `store` (agent/runtime.py wires the real ones)."""
 
     def __init__(
-        self, store: Store, central: CentralClient, settings: ReplicatorSettings, clock: Callable[[], datetime]
+        self,
+        store: EdgeStore,
+        central: CentralClient,
+        settings: ReplicatorSettings,
+        clock: Callable[[], datetime],
+        *,
+        pull: PullApply,
+        resync: ResyncApply,
     ) -> None:
         self._store = store
         self._central = central
+        self._pull = pull
+        self._resync_apply = resync
         self._settings = settings
         self._clock = clock
         self._wake = asyncio.Event()
@@ -78,7 +88,6 @@ class Replicator:
         self._last_error = ""
         self._logged_failure = ""  # the permanent failure last logged with its traceback
         self.last_success: datetime | None = None
-        self._pull = PullApplier(store, clock)
         self.sent = 0
         self.pulled_cursor = 0
         self.resyncs = 0  # full resyncs finished
@@ -306,7 +315,7 @@ class Replicator:
         head = await self._central.snapshot(self.origin_id)
         self._state = ReplicatorState.RESYNCING
         log.warning("replicator.full_resync", central_as_of=head.as_of_seq)
-        resync = ResyncApplier(self._store, self._clock)
+        resync = self._resync_apply
         kept: dict[str, set[uuid.UUID]] = {}
         for kind in RESYNC_ORDER:
             kept[kind] = set()
@@ -324,7 +333,7 @@ class Replicator:
         self._state = ReplicatorState.REPLICATING
         log.warning("replicator.full_resync_done", as_of=head.as_of_seq, removed=removed)
 
-    async def _save_ack(self, tx: Transaction, seq: int) -> None:
+    async def _save_ack(self, tx: EdgeTransaction, seq: int) -> None:
         await tx.set_replication_value(ACKED_KEY, seq, self._clock())
         self.acked = seq
 

@@ -22,6 +22,7 @@ from agent.replicator.grpc_central import GrpcCentralClient
 from agent.replicator.in_process_central import InProcessCentral
 from agent.replicator.replicator import Replicator, ReplicatorSettings
 from agent.replicator.status import ReplicatorState, ReplicatorStatus
+from agent.runtime import edge_replicator
 from server.domain.entities import ToolType, UserRole
 from server.store import migrate
 from server.usecases.entities import Caller, utc_now
@@ -122,7 +123,7 @@ async def make_items(edge: Edge, n: int) -> None:
 async def test_the_in_process_central_takes_the_edge_s_changes(edge: Edge, central: Edge) -> None:
     await make_items(edge, 5)
     client = InProcessCentral(central.use_cases.sync)
-    async with Replicator(edge.store, client, settings("in-process"), utc_now) as replicator:
+    async with edge_replicator(edge.store, client, settings("in-process"), utc_now) as replicator:
         status = await reaches(replicator, lambda s: s.state is ReplicatorState.IDLE and s.backlog == 0, "idle")
     assert status.connected and status.last_error == "" and status.acked_seq > 0
     assert await client.watermark(status.origin_id) == status.acked_seq  # type: ignore[arg-type]
@@ -133,7 +134,7 @@ async def test_a_wrong_key_is_permanent_logged_once_and_retried_only_on_a_commit
 ) -> None:
     async with GrpcCentralClient(central.address, "sek_0123456789ab_" + "x" * 43) as grpc_client:
         client = Counting(grpc_client)
-        async with Replicator(edge.store, client, settings(central.address), utc_now) as replicator:
+        async with edge_replicator(edge.store, client, settings(central.address), utc_now) as replicator:
             edge.store.on_commit.append(replicator.notify)
             status = await reaches(replicator, lambda s: s.state is ReplicatorState.FAILED, "the failure")
             assert status.last_error.startswith("permanent: ") and "UNAUTHENTICATED" in status.last_error
@@ -161,7 +162,7 @@ async def test_a_bug_in_our_code_is_permanent_not_an_outage(
     edge: Edge, central: Edge, captured: structlog.testing.CapturingLogger
 ) -> None:
     client = Counting(InProcessCentral(central.use_cases.sync), bug_in="pull")
-    async with Replicator(edge.store, client, settings("in-process"), utc_now) as replicator:
+    async with edge_replicator(edge.store, client, settings("in-process"), utc_now) as replicator:
         status = await reaches(replicator, lambda s: s.state is ReplicatorState.FAILED, "the failure")
     assert status.last_error.startswith("permanent: KeyError")
     assert status.backlog == 0  # the push before the pull went through
@@ -187,7 +188,7 @@ async def test_central_down_is_transient_and_replication_recovers(
     await make_items(edge, 20)
     async with (
         GrpcCentralClient(address, key) as client,
-        Replicator(edge.store, client, settings(address), utc_now) as replicator,
+        edge_replicator(edge.store, client, settings(address), utc_now) as replicator,
     ):
         status = await reaches(replicator, lambda s: s.state is ReplicatorState.RETRYING, "retrying")
         assert status.last_error.startswith("transient: UNAVAILABLE") and status.backlog > 0
@@ -210,7 +211,7 @@ async def test_shutdown_logs_what_it_could_not_flush(edge: Edge, captured: struc
     address = f"127.0.0.1:{_free_port()}"  # nobody serves here
     async with (
         GrpcCentralClient(address, "key") as client,
-        Replicator(edge.store, client, settings(address, flush_timeout_s=1), utc_now) as replicator,
+        edge_replicator(edge.store, client, settings(address, flush_timeout_s=1), utc_now) as replicator,
     ):
         await make_items(edge, 3)
         last = await replicator.status()
