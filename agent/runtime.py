@@ -30,7 +30,7 @@ from server.store.engine import database_url
 from server.store.repository import Store
 from server.usecases.app import UseCases, build
 from server.usecases.entities import utc_now
-from server.usecases.sync import PullApplier, ResyncApplier
+from server.usecases.replication.edge import PullApplier, ResyncApplier
 
 log = structlog.get_logger("smooth_edge.runtime")
 

@@ -111,7 +111,7 @@ class GrpcCentralClient:
         request = sync_pb2.PullChangesRequest(origin_id=str(origin_id), after_seq=after_seq, limit=limit)
         page = await self._call(self._rpc().PullChanges, request, self._timeout_s)
         return PullPage(
-            changes=[change_from_proto(c, i) for i, c in enumerate(page.changes)],
+            changes=[change_from_proto(c) for c in page.changes],
             next_cursor=page.next_cursor,
             more=page.more,
             central_id=_uuid(page.central_id, "central_id"),

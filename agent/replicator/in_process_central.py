@@ -17,7 +17,7 @@ from server.domain.entities import Revision
 from server.domain.errors import SmoothError
 from server.domain.identity import Principal
 from server.domain.schema import compact_json
-from server.usecases.sync import SyncApplier
+from server.usecases.replication.central import SyncApplier
 
 R = TypeVar("R")
 
@@ -35,7 +35,7 @@ class InProcessCentral:
     async def push(
         self, origin_id: uuid.UUID, after_seq: int, changes: Sequence[Revision], schema_version: str
     ) -> PushResult:
-        arrived = [change_from_proto(change_to_proto(c), i) for i, c in enumerate(changes)]
+        arrived = [change_from_proto(change_to_proto(c)) for c in changes]
         acked, rejected = await _answer(
             self._applier.push(
                 origin_id, after_seq, arrived, schema_version, principal=self._principal, peer="in-process"
@@ -47,7 +47,7 @@ class InProcessCentral:
         changes, cursor, more, central_id, resync = await _answer(
             self._applier.pull(origin_id, after_seq, limit, principal=self._principal)
         )
-        arrived = [change_from_proto(change_to_proto(c), i) for i, c in enumerate(changes)]
+        arrived = [change_from_proto(change_to_proto(c)) for c in changes]
         return PullPage(arrived, cursor, more, central_id, resync)
 
     async def snapshot(

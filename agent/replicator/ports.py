@@ -1,6 +1,6 @@
 """What the replicator needs of this edge, as narrow protocols: the store's replication state and change log,
 and the use cases that apply what comes from central. The composition root (agent/runtime.py) passes the real
-ones (server.store's Store, server.usecases.sync's PullApplier and ResyncApplier)."""
+ones (server.store's Store; PullApplier and ResyncApplier of server.usecases.replication.edge)."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ from agent.replicator.wire import wire_size
 from server.domain import failpoints
 from server.domain.entities import Revision
 from server.domain.errors import SmoothError
-from server.usecases.sync import RESYNC_ORDER
+from server.usecases.replication.edge import RESYNC_ORDER
 
 log = structlog.get_logger("smooth_edge.replicator")
 

@@ -1,13 +1,14 @@
 """The replicator's wire form: a change record (`Revision`) <-> `smooth.core.v1.Change`, and the replicator's
 status -> `ReplicationStatus`. Pure functions; the gRPC client and the composition root call them.
 
-Operations are table-driven; CHANGE_OPERATION_UNSPECIFIED (or any unknown number) from the wire is malformed.
+Operations are table-driven; CHANGE_OPERATION_UNSPECIFIED (or any unknown number) from the wire is a defect.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,6 @@ from smooth.core.v1 import common_pb2, sync_pb2
 
 from agent.replicator.status import ReplicatorStatus
 from server.domain.entities import ChangeOperation, Revision
-from server.domain.errors import FieldViolation, InvalidArgument
 from server.domain.schema import compact_json
 
 _OPERATIONS = {
@@ -25,6 +25,7 @@ _OPERATIONS = {
 }
 _FROM_WIRE = {v: k for k, v in _OPERATIONS.items()}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NIL = uuid.UUID(int=0)
 _FIELDS_SIZE = 256  # a change's bytes on the wire besides its snapshot: ids, type, version, time, tags
 
 
@@ -44,27 +45,36 @@ def change_to_proto(change: Revision) -> sync_pb2.Change:
     return msg
 
 
-def change_from_proto(msg: sync_pb2.Change, index: int) -> Revision:
-    """A change as central sent it; anything malformed is an `InvalidArgument` naming `changes.<index>`."""
-    try:
-        data = json.loads(msg.data_json)
-        if not isinstance(data, dict):
-            raise ValueError("data_json must be a JSON object")
-        return Revision(
-            sequence=msg.seq,
-            entity_type=msg.entity_type,
-            entity_id=uuid.UUID(msg.entity_id),
-            version=msg.version,
-            operation=_FROM_WIRE[msg.operation],
-            change_time=_datetime(msg.change_time),
-            actor_id=uuid.UUID(msg.actor_id) if msg.actor_id else None,
-            request_id=msg.request_id,
-            snapshot=data,
-            tx_id=uuid.UUID(msg.tx_id) if msg.tx_id else None,
-            snapshot_json=msg.data_json,
-        )
-    except (ValueError, KeyError, RecursionError) as exc:
-        raise InvalidArgument.of([FieldViolation(f"changes.{index}", f"malformed change: {exc!r}")]) from None
+def change_from_proto(msg: sync_pb2.Change) -> Revision:
+    """A change as it arrived. What is malformed about it (ids, operation, time, JSON) is kept as its `defect`,
+    so the apply rejects that change alone and applies the rest of its batch (as central does with a push)."""
+    defects: list[str] = []
+
+    def parse(what: str, convert: Callable[[], Any], default: Any) -> Any:
+        try:
+            return convert()
+        except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
+            defects.append(f"{what}: {str(exc)[:200] or type(exc).__name__}")
+            return default
+
+    data = parse("data_json", lambda: json.loads(msg.data_json), {})
+    if not isinstance(data, dict):
+        defects.append("data_json: must be a JSON object")
+        data = {}
+    return Revision(
+        sequence=msg.seq,
+        entity_type=msg.entity_type,
+        entity_id=parse("entity_id", lambda: uuid.UUID(msg.entity_id), _NIL),
+        version=msg.version,
+        operation=parse("operation", lambda: _FROM_WIRE[msg.operation], ChangeOperation.UPDATE),
+        change_time=parse("change_time", lambda: _datetime(msg.change_time), _EPOCH),
+        actor_id=parse("actor_id", lambda: uuid.UUID(msg.actor_id) if msg.actor_id else None, None),
+        request_id=msg.request_id,
+        snapshot=data,
+        tx_id=parse("tx_id", lambda: uuid.UUID(msg.tx_id) if msg.tx_id else None, None),
+        snapshot_json=msg.data_json if not defects else "",
+        defect="; ".join(defects),
+    )
 
 
 def wire_size(change: Revision) -> int:
@@ -99,8 +109,8 @@ def _data_json(change: Revision) -> str:
 
 def _datetime(ts: Any) -> datetime:  # a google.protobuf Timestamp (no type stubs here)
     if not 0 <= ts.nanos < 1_000_000_000:
-        raise ValueError("change_time: nanos must be in [0, 1e9)")
+        raise ValueError("nanos must be in [0, 1e9)")
     try:
         return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
     except (ValueError, OverflowError):
-        raise ValueError("change_time: out of range (years 1 to 9999)") from None
+        raise ValueError("out of range (years 1 to 9999)") from None

@@ -1,22 +1,52 @@
-"""The gRPC `CentralClient`'s own edge: every gRPC status central can answer comes back as our error (the one
-table in grpc_central.py, the inverse of server/api/errors.py), a central nobody serves is transient, a wrong
-key permanent."""
+"""The gRPC `CentralClient`'s own edge: its wire codec round-trips a change and keeps what is malformed as the
+change's defect; every gRPC status central can answer comes back as our error (the one table in grpc_central.py,
+the inverse of server/api/errors.py); a central nobody serves is transient, a wrong key permanent."""
 
 from __future__ import annotations
 
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import pytest
 from conftest import Edge, start_edge
+from test_central_client_contract import creations
 
 from agent.replicator.errors import CentralFailed, SequenceGap, is_transient
 from agent.replicator.grpc_central import GrpcCentralClient, error_from_status
+from agent.replicator.wire import change_from_proto, change_to_proto
 from server.api.errors import to_status
 from server.domain import errors as e
+from server.domain.entities import ChangeOperation
+
+
+@pytest.mark.parametrize("operation", list(ChangeOperation))
+@pytest.mark.parametrize("with_ids", [True, False])
+def test_a_change_round_trips_through_the_wire(operation: ChangeOperation, with_ids: bool) -> None:
+    (change,) = creations(7, 1)
+    change = replace(
+        change,
+        operation=operation,
+        actor_id=uuid.uuid4() if with_ids else None,
+        tx_id=uuid.uuid4() if with_ids else None,
+        request_id="req-1" if with_ids else "",
+    )
+    arrived = change_from_proto(change_to_proto(change))
+    assert arrived.defect == "" and arrived.snapshot_json
+    assert replace(arrived, snapshot_json="") == change
+
+
+def test_a_malformed_change_is_kept_with_its_defect() -> None:
+    msg = change_to_proto(creations(1, 1)[0])
+    msg.entity_id, msg.tx_id, msg.actor_id, msg.operation, msg.data_json = "x", "y", "z", 0, "[1]"
+    msg.change_time.nanos = -1
+    arrived = change_from_proto(msg)
+    for what in ("entity_id", "tx_id", "actor_id", "operation", "change_time", "data_json"):
+        assert f"{what}:" in arrived.defect
+    assert arrived.snapshot == {} and arrived.snapshot_json == "" and arrived.sequence == 1
 
 
 def _call_failed(
