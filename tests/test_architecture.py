@@ -26,8 +26,17 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     ),
     "server/validation": ("server.store", "server.usecases", "server.api", "agent", "sqlalchemy", "grpc", "smooth"),
     "server/store": ("server.usecases", "server.api", "agent", "grpc", "google.protobuf", "smooth", "asyncua"),
-    "server/usecases": ("server.api", "agent", "sqlalchemy", "grpc", "google.protobuf", "smooth", "asyncua"),
-    "server/api": ("agent", "sqlalchemy", "asyncua"),
+    "server/usecases": (
+        "server.store",
+        "server.api",
+        "agent",
+        "sqlalchemy",
+        "grpc",
+        "google.protobuf",
+        "smooth",
+        "asyncua",
+    ),
+    "server/api": ("server.store", "agent", "sqlalchemy", "asyncua"),
     # The agent calls use cases; the replicator reaches its store and central through its own ports
     # (agent/replicator/ports.py, central_client.py).
     "agent": ("server.store", "server.api"),

@@ -70,6 +70,22 @@ class ChangeLogRows(Connection):
     async def bulk_append_changes(self, rows: Sequence[dict[str, Any]]) -> None:
         await self.insert_rows(changes, [{"tx_id": self.tx_id, **r} for r in rows])
 
+    async def renumber_local_changes_after(self, after: int, above: int) -> int:
+        """Move this store's own change records with a sequence above `after` to sequences above `above`, in
+        their order (an edge whose earlier sequences another store has already seen under other changes: a
+        restored copy). Returns how many moved."""
+        last = await self.last_local_seq()
+        offset = max(above, last) - after
+        moved = (
+            await self._execute(
+                sa.update(changes)
+                .where(changes.c.seq > after, changes.c.origin_id.is_(None))
+                .values(seq=changes.c.seq + offset)
+            )
+        ).rowcount
+        await self.ensure_sequence_above(last + offset)
+        return int(moved)
+
     async def ensure_sequence_above(self, seq: int) -> None:
         """Never hand out a change sequence at or below `seq` (SQLite: after a power cut undid commits)."""
         if self._dialect == "sqlite":

@@ -49,7 +49,7 @@ from server.store import migrate
 from server.store.repository import Store
 from server.usecases.app import build
 from server.usecases.entities import Caller, utc_now
-from server.usecases.sync import MAX_BATCH
+from server.usecases.replication.central import MAX_BATCH
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 EDGE_CHILD = "_edge"  # hidden first argument: run `smooth-edge` with a replicator batch size (see edge_child)
@@ -924,7 +924,7 @@ AREAS = (
     ("socket syscalls (loopback TCP to PostgreSQL)", ("socket.send", "socket.recv")),
     ("asyncpg driver", ("asyncpg",)),
     ("SQLAlchemy (compile, execute, results, greenlet bridge)", ("sqlalchemy", "greenlet", "Greenlet")),
-    ("sync use case + repository", ("server/usecases/sync.py", "server/store/")),
+    ("sync use case + repository", ("server/usecases/replication/", "server/store/")),
     ("validation (check_entity, JSON schemas)", ("server/validation", "jsonschema", "referencing")),
     ("snapshot codec (to_json/from_json)", ("server/domain/schema.py",)),
     ("protobuf decode (change_from_proto)", ("server/api/", "google/protobuf")),
