@@ -32,6 +32,10 @@ class EdgeTransaction(Protocol):
         """Never hand out a change sequence at or below `seq`."""
         ...
 
+    async def renumber_local_changes_after(self, after: int, above: int) -> int:
+        """Move this store's own changes after `after` above `above`, in order; returns how many moved."""
+        ...
+
 
 class EdgeStore(Protocol):
     def read(self) -> AbstractAsyncContextManager[EdgeTransaction]: ...

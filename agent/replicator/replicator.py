@@ -91,6 +91,7 @@ class Replicator:
         self.sent = 0
         self.pulled_cursor = 0
         self.resyncs = 0  # full resyncs finished
+        self._resync_due = False  # this store went back in time: take central's state again
 
     def notify(self) -> None:
         """Something was committed locally: push soon."""
@@ -207,12 +208,33 @@ class Replicator:
         self._wake.clear()
 
     async def _check_watermark(self) -> None:
-        """At start-up: a sequence central has seen is never reused here, even if a power cut undid commits."""
+        """At the first answer from central: a sequence central has seen is never reused here for another change.
+
+        After a power cut (SQLite in WAL mode with synchronous=NORMAL) the commits lost were never sent: the
+        "sent" marker is fsynced before a batch leaves. If central has applied more of this origin than this store
+        durably sent, the store went back in time (restored from an older copy, or its disk lost fsynced data):
+        its own changes after what it sent may carry numbers central holds other changes under. They are moved
+        above central's watermark (so they are pushed, not skipped as duplicates), and central's state is taken
+        back with a full resync (so what the store lost returns). Logged as `replicator.rolled_back`.
+        """
         assert self.origin_id is not None
         mark = await self._central.watermark(self.origin_id)
         self._answered()
-        async with self._store.write() as tx:
-            if mark > await tx.last_local_seq():
+        async with self._store.write(durable=True) as tx:
+            durably_sent = max(int(await tx.replication_value(SENT_KEY) or 0), self.acked)
+            if mark > durably_sent:
+                moved = await tx.renumber_local_changes_after(durably_sent, mark)
+                await tx.set_replication_value(SENT_KEY, mark, self._clock())
+                self.sent = max(self.sent, mark)
+                self._resync_due = True
+                log.error(
+                    "replicator.rolled_back",
+                    central_watermark=mark,
+                    durably_sent=durably_sent,
+                    renumbered=moved,
+                    next_step="changes made here since are pushed under new sequences; central's state is resynced",
+                )
+            elif mark > await tx.last_local_seq():
                 log.error("replicator.local_log_behind_central", central=mark)
                 await tx.ensure_sequence_above(mark)
             if mark > self.acked:
@@ -297,8 +319,9 @@ class Replicator:
         cursor = await self._pull.cursor()
         page = await self._central.pull(self.origin_id, cursor, PULL_PAGE)
         self._answered()
-        if page.resync_required:
+        if page.resync_required or self._resync_due:
             await self._resync(page.central_id)
+            self._resync_due = False
             return True
         if page.next_cursor <= cursor:
             return False

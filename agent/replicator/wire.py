@@ -85,8 +85,7 @@ def wire_size(change: Revision) -> int:
 
 
 def status_to_proto(status: ReplicatorStatus) -> sync_pb2.ReplicationStatus:
-    """What the proto can carry of the status. (It has no state or resync field: `last_error` names the
-    failure class instead, see ReplicatorStatus.last_error.)"""
+    """The status as the proto carries it."""
     msg = sync_pb2.ReplicationStatus(
         central=status.central,
         origin_id=str(status.origin_id or ""),
@@ -97,6 +96,9 @@ def status_to_proto(status: ReplicatorStatus) -> sync_pb2.ReplicationStatus:
         lag_seconds=status.lag_seconds,
         last_error=status.last_error,
         rejected=status.rejected,
+        state=str(status.state),
+        resyncs=status.resyncs,
+        pulled_cursor=status.pulled_cursor,
     )
     if status.last_success is not None:
         msg.last_success_time.FromDatetime(status.last_success)

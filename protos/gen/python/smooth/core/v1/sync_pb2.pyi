@@ -179,7 +179,7 @@ class GetReplicationStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ReplicationStatus(_message.Message):
-    __slots__ = ("central", "origin_id", "connected", "last_local_seq", "acked_seq", "backlog", "lag_seconds", "last_error", "last_success_time", "rejected")
+    __slots__ = ("central", "origin_id", "connected", "last_local_seq", "acked_seq", "backlog", "lag_seconds", "last_error", "last_success_time", "rejected", "state", "resyncs", "pulled_cursor")
     CENTRAL_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_ID_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
@@ -190,6 +190,9 @@ class ReplicationStatus(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     LAST_SUCCESS_TIME_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    RESYNCS_FIELD_NUMBER: _ClassVar[int]
+    PULLED_CURSOR_FIELD_NUMBER: _ClassVar[int]
     central: str
     origin_id: str
     connected: bool
@@ -200,4 +203,7 @@ class ReplicationStatus(_message.Message):
     last_error: str
     last_success_time: _timestamp_pb2.Timestamp
     rejected: int
-    def __init__(self, central: _Optional[str] = ..., origin_id: _Optional[str] = ..., connected: _Optional[bool] = ..., last_local_seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., backlog: _Optional[int] = ..., lag_seconds: _Optional[float] = ..., last_error: _Optional[str] = ..., last_success_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rejected: _Optional[int] = ...) -> None: ...
+    state: str
+    resyncs: int
+    pulled_cursor: int
+    def __init__(self, central: _Optional[str] = ..., origin_id: _Optional[str] = ..., connected: _Optional[bool] = ..., last_local_seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., backlog: _Optional[int] = ..., lag_seconds: _Optional[float] = ..., last_error: _Optional[str] = ..., last_success_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rejected: _Optional[int] = ..., state: _Optional[str] = ..., resyncs: _Optional[int] = ..., pulled_cursor: _Optional[int] = ...) -> None: ...
