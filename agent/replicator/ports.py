@@ -59,6 +59,10 @@ class Refusal(Protocol):
 
 
 class PullApply(Protocol):
+    async def store_id(self) -> uuid.UUID:
+        """This edge's origin id (made once, the first time it is asked; the use cases own it)."""
+        ...
+
     async def cursor(self) -> int:
         """Central's sequence this edge has applied up to."""
         ...

@@ -34,7 +34,6 @@ from server.usecases.replication.edge import RESYNC_ORDER
 
 log = structlog.get_logger("smooth_edge.replicator")
 
-ORIGIN_KEY = "origin_id"
 ACKED_KEY = "acked_seq"
 SENT_KEY = "sent_seq"  # the highest sequence ever offered to central, written durably before it is sent
 MAX_BATCH_BYTES = 4 * 1024 * 1024  # well under central's 16 MiB message limit
@@ -98,11 +97,8 @@ class Replicator:
         self._wake.set()
 
     async def __aenter__(self) -> Replicator:
+        origin = await self._pull.store_id()
         async with self._store.write() as tx:
-            origin = await tx.replication_value(ORIGIN_KEY)
-            if origin is None:
-                origin = str(uuid.uuid4())
-                await tx.set_replication_value(ORIGIN_KEY, origin, self._clock())
             self.acked = int(await tx.replication_value(ACKED_KEY) or 0)
             self.rejected = int(await tx.replication_value(REJECTED_KEY) or 0)
             # Before anything can write (this runs before the API and the collector start): a power cut may have
@@ -111,9 +107,9 @@ class Replicator:
             if sent > await tx.last_local_seq():
                 log.error("replicator.local_log_behind_sent", sent=sent)
             await tx.ensure_sequence_above(sent)
-        self.origin_id = uuid.UUID(origin)
+        self.origin_id = origin
         self._task = asyncio.create_task(self._run(), name="replicator")
-        log.info("replicator.started", central=self._settings.central, origin_id=origin, acked=self.acked)
+        log.info("replicator.started", central=self._settings.central, origin_id=str(origin), acked=self.acked)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -17,7 +17,7 @@ from server.domain.schema import to_json
 from server.usecases import rulebook
 from server.usecases.listing import build_query
 from server.usecases.ports import Transaction, UnitOfWork
-from server.usecases.replication.apply import Rejected, apply_changes, rejection_reason
+from server.usecases.replication.apply import Rejected, apply_changes, rejection_reason, store_id
 from server.validation.snapshots import decode_entity
 
 PULL_CURSOR_KEY = "pull_cursor"
@@ -29,6 +29,11 @@ class PullApplier:
     def __init__(self, store: UnitOfWork, clock: Callable[[], datetime]) -> None:
         self.store = store
         self._clock = clock
+
+    async def store_id(self) -> uuid.UUID:
+        """This edge's origin id (made once, the first time it is asked)."""
+        async with self.store.write() as tx:
+            return await store_id(tx, self._clock())
 
     async def cursor(self) -> int:
         async with self.store.read() as tx:
