@@ -20,7 +20,6 @@ from smooth.core.v1 import sync_pb2, sync_pb2_grpc
 from agent.grpc_client import authorized_channel
 from agent.replicator.central_client import PullPage, PushResult, RejectedChange, SnapshotPage
 from agent.replicator.errors import CentralFailed, refined
-from agent.replicator.wire import change_from_proto, change_to_proto
 from server.domain.entities import Revision
 from server.domain.errors import (
     Aborted,
@@ -34,6 +33,7 @@ from server.domain.errors import (
     Unauthenticated,
     Unavailable,
 )
+from server.wire import change_from_proto, change_to_proto
 
 R = TypeVar("R")
 

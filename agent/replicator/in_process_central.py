@@ -12,12 +12,12 @@ from typing import TypeVar
 
 from agent.replicator.central_client import PullPage, PushResult, RejectedChange, SnapshotPage
 from agent.replicator.errors import CentralFailed, refined
-from agent.replicator.wire import change_from_proto, change_to_proto
 from server.domain.entities import Revision
 from server.domain.errors import SmoothError
 from server.domain.identity import Principal
 from server.domain.schema import compact_json
 from server.usecases.replication.central import SyncApplier
+from server.wire import change_from_proto, change_to_proto
 
 R = TypeVar("R")
 

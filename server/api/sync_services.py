@@ -5,77 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from smooth.core.v1 import common_pb2, sync_pb2, sync_pb2_grpc
+from smooth.core.v1 import sync_pb2, sync_pb2_grpc
 
 from server.api import mapping
 from server.api.interceptors import CURRENT_CALL
-from server.domain.entities import ChangeOperation, Revision
+from server.domain.entities import Revision
 from server.domain.errors import FieldViolation, InvalidArgument
 from server.domain.schema import compact_json
 from server.usecases.replication.central import SyncApplier
-
-_OPERATIONS = {
-    ChangeOperation.CREATE: common_pb2.CHANGE_OPERATION_CREATE,
-    ChangeOperation.UPDATE: common_pb2.CHANGE_OPERATION_UPDATE,
-    ChangeOperation.DELETE: common_pb2.CHANGE_OPERATION_DELETE,
-}
-_FROM_WIRE = {v: k for k, v in _OPERATIONS.items()}
-_NIL = uuid.UUID(int=0)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def change_to_proto(change: Revision) -> sync_pb2.Change:
-    msg = sync_pb2.Change(
-        seq=change.sequence,
-        tx_id=str(change.tx_id or ""),
-        entity_type=change.entity_type,
-        entity_id=str(change.entity_id),
-        version=change.version,
-        operation=_OPERATIONS[ChangeOperation(change.operation)],
-        data_json=change.snapshot_json or compact_json(change.snapshot),
-        actor_id=str(change.actor_id or ""),
-        request_id=change.request_id,
-    )
-    msg.change_time.FromDatetime(change.change_time)
-    return msg
-
-
-def change_from_proto(msg: sync_pb2.Change) -> Revision:
-    """A pushed change. What is malformed about it (ids, operation, time, JSON) is kept as its `defect`, so the
-    apply rejects that change alone and applies the rest of its batch."""
-    defects: list[str] = []
-
-    def parse(what: str, convert: Callable[[], Any], default: Any) -> Any:
-        try:
-            return convert()
-        except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
-            defects.append(f"{what}: {str(exc)[:200] or type(exc).__name__}")
-            return default
-
-    data = parse("data_json", lambda: json.loads(msg.data_json), {})
-    if not isinstance(data, dict):
-        defects.append("data_json: must be a JSON object")
-        data = {}
-    return Revision(
-        sequence=msg.seq,
-        entity_type=msg.entity_type,
-        entity_id=parse("entity_id", lambda: uuid.UUID(msg.entity_id), _NIL),
-        version=msg.version,
-        operation=parse("operation", lambda: _FROM_WIRE[msg.operation], ChangeOperation.UPDATE),
-        change_time=parse("change_time", lambda: mapping.timestamp_to_datetime(msg.change_time), _EPOCH),
-        actor_id=parse("actor_id", lambda: uuid.UUID(msg.actor_id) if msg.actor_id else None, None),
-        request_id=msg.request_id,
-        snapshot=data,
-        tx_id=parse("tx_id", lambda: uuid.UUID(msg.tx_id) if msg.tx_id else None, None),
-        snapshot_json=msg.data_json if not defects else "",
-        defect="; ".join(defects),
-    )
+from server.wire import change_from_proto, change_to_proto
 
 
 class SyncServicer(sync_pb2_grpc.SyncServiceServicer):  # type: ignore[misc]

@@ -17,10 +17,10 @@ from test_central_client_contract import creations
 
 from agent.replicator.errors import CentralFailed, SequenceGap, is_transient
 from agent.replicator.grpc_central import GrpcCentralClient, error_from_status
-from agent.replicator.wire import change_from_proto, change_to_proto
 from server.api.errors import to_status
 from server.domain import errors as e
 from server.domain.entities import ChangeOperation
+from server.wire import change_from_proto, change_to_proto
 
 
 @pytest.mark.parametrize("operation", list(ChangeOperation))

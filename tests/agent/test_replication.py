@@ -22,13 +22,13 @@ from test_replicator import eventually, reaches
 from agent.grpc_client import authorized_channel
 from agent.replicator.replicator import ReplicatorSettings
 from agent.replicator.status import ReplicatorState
-from agent.replicator.wire import change_to_proto
 from agent.runtime import replicating
 from server.domain.entities import Revision, ToolType, UserRole
 from server.domain.registry import KINDS
 from server.domain.schema import to_json
 from server.store import migrate
 from server.usecases.entities import Caller, utc_now
+from server.wire import change_to_proto
 
 pytestmark = pytest.mark.postgres
 SYSTEM = Caller(peer="test")

@@ -40,7 +40,6 @@ from sqlalchemy.engine import make_url
 from agent.grpc_client import authorized_channel
 from agent.logs import configure_logging
 from agent.replicator.replicator import ACKED_KEY, ReplicatorSettings
-from server.api.sync_services import change_from_proto, change_to_proto
 from server.domain.entities import ChangeOperation, Revision, ToolItem, ToolType, UserRole
 from server.domain.ids import uuid7
 from server.domain.registry import KINDS
@@ -50,6 +49,7 @@ from server.store.repository import Store
 from server.usecases.app import build
 from server.usecases.entities import Caller, utc_now
 from server.usecases.replication.central import MAX_BATCH
+from server.wire import change_from_proto, change_to_proto
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 EDGE_CHILD = "_edge"  # hidden first argument: run `smooth-edge` with a replicator batch size (see edge_child)
