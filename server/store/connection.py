@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, SmoothError, Unavailable
 from server.domain.schema import JsonText
+from server.store.inline import InlineConnection
 
 log = structlog.get_logger("smooth_edge.store")
 
@@ -78,7 +79,7 @@ def bind_processors(
 class Connection:
     """One open connection inside a transaction; the row classes build on it."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection | InlineConnection) -> None:
         self._conn = conn
         self._dialect = conn.dialect.name
         self.tx_id = uuid.uuid4()
@@ -121,6 +122,7 @@ class Connection:
     async def _copy(self, table: sa.Table, columns: list[str], records: list[tuple[Any, ...]]) -> None:
         if not records:
             return
+        assert isinstance(self._conn, AsyncConnection), "COPY is PostgreSQL's (asyncpg)"
         raw = await self._conn.get_raw_connection()
         try:
             await raw.driver_connection.copy_records_to_table(table.name, records=records, columns=columns)  # type: ignore[union-attr]

@@ -10,6 +10,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 BUSY_TIMEOUT_MS = 10_000
+# The inline engine runs statements on the event loop's thread: SQLite may wait only briefly there; a writer
+# of another process holding the lock longer is waited for without blocking the loop (Store.write).
+INLINE_BUSY_TIMEOUT_MS = 20
 WRITE_OPTION = "smooth_write"
 
 
@@ -34,7 +37,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     url = database_url(url)
     if make_url(url).get_backend_name() == "sqlite":
         engine = create_async_engine(url, pool_size=8, max_overflow=0, **kwargs)
-        _configure_sqlite(engine)
+        _configure_sqlite(engine.sync_engine, BUSY_TIMEOUT_MS)
         return engine
     # Custom plans for every execution: a generic plan cached while a table was small (a fresh central) keeps
     # scanning it sequentially after it has grown, until an ANALYZE that may come much later.
@@ -49,8 +52,17 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     )
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @sa.event.listens_for(engine.sync_engine, "connect")
+def create_inline_engine(url: str) -> sa.Engine:
+    """A synchronous engine on the same SQLite file, for statements run inline on the event loop's thread
+    (server/store/inline.py). Connections never wait for the pool: transactions there rarely overlap."""
+    sync_url = make_url(database_url(url)).set(drivername="sqlite")
+    engine = sa.create_engine(sync_url, poolclass=sa.pool.QueuePool, pool_size=8, max_overflow=-1)
+    _configure_sqlite(engine, INLINE_BUSY_TIMEOUT_MS)
+    return engine
+
+
+def _configure_sqlite(engine: sa.Engine, busy_timeout_ms: int) -> None:
+    @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let us emit BEGIN ourselves (pysqlite's implicit transactions cannot do BEGIN IMMEDIATE).
         dbapi_connection.isolation_level = None
@@ -58,7 +70,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         for pragma in (
             "PRAGMA journal_mode=WAL",
             "PRAGMA foreign_keys=ON",
-            f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
+            f"PRAGMA busy_timeout={busy_timeout_ms}",
             # NORMAL is durable across process crashes in WAL mode; a power cut may undo the last commits
             # (DESIGN decision 7 says how replication copes).
             "PRAGMA synchronous=NORMAL",
@@ -66,7 +78,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             cursor.execute(pragma)
         cursor.close()
 
-    @sa.event.listens_for(engine.sync_engine, "begin")
+    @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         # Writers take the write lock up front, so two writers never deadlock on a lock upgrade.
         immediate = conn.get_execution_options().get(WRITE_OPTION, False)

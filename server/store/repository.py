@@ -15,14 +15,15 @@ from contextlib import asynccontextmanager
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.store.change_log import ChangeLogRows
 from server.store.collector_rows import CollectorRows
 from server.store.connection import map_db_error
-from server.store.engine import WRITE_OPTION, create_engine, is_sqlite
+from server.store.engine import BUSY_TIMEOUT_MS, WRITE_OPTION, create_engine, create_inline_engine, is_sqlite
 from server.store.entity_rows import EntityRows
 from server.store.identity_rows import IdentityRows
+from server.store.inline import InlineConnection, raw_pragma
 from server.store.replication_rows import ReplicationRows
 
 
@@ -34,19 +35,13 @@ class Transaction(EntityRows, ChangeLogRows, IdentityRows, CollectorRows, Replic
 WRITE_LOCK = 0x5E_A0D1
 
 
-async def _sqlite_pragma(conn: AsyncConnection, pragma: str) -> None:
-    """Run a pragma outside any transaction (SQLAlchemy would begin one first; some pragmas refuse that)."""
-    raw = await conn.get_raw_connection()
-    cursor = await raw.driver_connection.execute(pragma)  # type: ignore[union-attr]
-    await cursor.close()
-
-
 class Store:
     """Owns the engine. `async with Store(url) as store:` opens it; leaving disposes every connection."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._engine: AsyncEngine | None = None
+        self._inline: sa.Engine | None = None  # SQLite: statements run inline on the loop (store/inline.py)
         self._write_lock = asyncio.Lock()
         # Called after every committed write (the replicator wakes on them); must not block.
         self.on_commit: list[Callable[[], None]] = []
@@ -63,15 +58,23 @@ class Store:
 
     async def __aenter__(self) -> Store:
         self._engine = create_engine(self.url)
+        if is_sqlite(self._engine):
+            self._inline = create_inline_engine(self.url)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        if self._inline is not None:
+            self._inline.dispose()
         if self._engine is not None:
             await self._engine.dispose()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Transaction]:
         try:
+            if self._inline is not None:
+                with self._inline.connect() as sync_conn, sync_conn.begin():
+                    yield Transaction(InlineConnection(sync_conn))
+                return
             async with self.engine.connect() as conn:
                 async with conn.begin():
                     yield Transaction(conn)
@@ -85,29 +88,58 @@ class Store:
         `durable`: on SQLite, this commit is fsynced (synchronous=FULL), and with it every earlier commit in the
         WAL — what the replicator does before central may see a sequence.
         """
-        sqlite = is_sqlite(self.engine)
-        if sqlite:
-            await self._write_lock.acquire()
-        try:
-            async with self.engine.connect() as conn:
-                if sqlite:
-                    conn = await conn.execution_options(**{WRITE_OPTION: True})
-                    if durable:
-                        await _sqlite_pragma(conn, "PRAGMA synchronous=FULL")
-                try:
-                    async with conn.begin():
-                        if not sqlite:
-                            # One writer at a time, as on SQLite: every write appends to the audit chain anyway,
-                            # and this keeps `changes.seq` in commit order (the replication outbox), no deadlocks.
-                            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE_LOCK})
-                        yield Transaction(conn)
-                finally:
-                    if sqlite and durable:
-                        await _sqlite_pragma(conn, "PRAGMA synchronous=NORMAL")
-        except (sa_exc.StatementError, OSError, TimeoutError) as exc:
-            raise map_db_error(exc) from exc
-        finally:
-            if sqlite:
-                self._write_lock.release()
+        if self._inline is not None:
+            async with self._write_lock:
+                async with self._inline_write(durable) as tx:
+                    yield tx
+        else:
+            try:
+                async with self.engine.connect() as conn, conn.begin():
+                    # One writer at a time, as on SQLite: every write appends to the audit chain anyway, and this
+                    # keeps `changes.seq` in commit order (the replication outbox), no deadlocks.
+                    await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE_LOCK})
+                    yield Transaction(conn)
+            except (sa_exc.StatementError, OSError, TimeoutError) as exc:
+                raise map_db_error(exc) from exc
         for callback in self.on_commit:
             callback()
+
+    @asynccontextmanager
+    async def _inline_write(self, durable: bool) -> AsyncIterator[Transaction]:
+        """A SQLite write transaction run inline (server/store/inline.py); the caller holds the write lock."""
+        assert self._inline is not None
+        try:
+            with self._inline.connect().execution_options(**{WRITE_OPTION: True}) as sync_conn:
+                if durable:
+                    raw_pragma(sync_conn, "PRAGMA synchronous=FULL")
+                try:
+                    await _begin_immediate(sync_conn)
+                    try:
+                        yield Transaction(InlineConnection(sync_conn))
+                    except BaseException:
+                        sync_conn.rollback()
+                        raise
+                    sync_conn.commit()
+                finally:
+                    if durable:
+                        raw_pragma(sync_conn, "PRAGMA synchronous=NORMAL")
+        except (sa_exc.StatementError, OSError, TimeoutError) as exc:
+            raise map_db_error(exc) from exc
+
+
+async def _begin_immediate(conn: sa.Connection) -> None:
+    """BEGIN IMMEDIATE, waiting (without blocking the event loop) while another process holds the write lock."""
+    deadline = asyncio.get_running_loop().time() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.002
+    while True:
+        try:
+            conn.begin()
+            return
+        except sa_exc.OperationalError as exc:
+            conn.rollback()
+            if "locked" not in str(exc.orig) and "busy" not in str(exc.orig):
+                raise
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.05)
