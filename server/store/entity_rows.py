@@ -5,6 +5,7 @@ writes of replication.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -20,8 +21,9 @@ from server.store.connection import Connection, bind_processors
 from server.store.tables import ENTITY_TABLES, MEMBER_TABLES
 
 
-def _columns(kind: EntityKind) -> list[str]:
-    return [f.name for f in fields_of(kind.cls) if f.kind != "members"]
+@functools.cache
+def _columns(kind: EntityKind) -> tuple[str, ...]:
+    return tuple(f.name for f in fields_of(kind.cls) if f.kind != "members")
 
 
 class EntityRows(Connection):
@@ -30,13 +32,13 @@ class EntityRows(Connection):
     # --- reads ---------------------------------------------------------------------------------------
 
     async def get(self, kind: EntityKind, entity_id: uuid.UUID) -> Versioned | None:
-        items = await self._load(kind, ENTITY_TABLES[kind.name].c.id == entity_id)
+        items = await self._load_prepared(kind, _by_id(kind), {"id": entity_id})
         return items[0] if items else None
 
     async def get_many(self, kind: EntityKind, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Versioned]:
         if not ids:
             return {}
-        items = await self._load(kind, ENTITY_TABLES[kind.name].c.id.in_(list(ids)))
+        items = await self._load_prepared(kind, _by_ids(kind), {"ids": list(ids)})
         return {item.id: item for item in items}
 
     async def find_by(self, kind: EntityKind, field: str, value: Any) -> list[Versioned]:
@@ -75,6 +77,19 @@ class EntityRows(Connection):
         rows = (await self._execute(stmt)).mappings().all()
         members = await self._members(kind, [r["id"] for r in rows])
         return [kind.cls(**{**dict(r), **members.get(r["id"], {})}) for r in rows]
+
+    async def _load_prepared(self, kind: EntityKind, stmt: sa.Select[Any], params: dict[str, Any]) -> list[Versioned]:
+        """`_load` for a statement built once per kind (`_by_id`, `_by_ids`): SQLAlchemy neither builds it nor
+        computes its cache key again on each call."""
+        columns = _columns(kind)
+        rows = (await self._execute(stmt, params)).all()
+        members = await self._members(kind, [r[0] for r in rows]) if _has_members(kind) else {}
+        out: list[Versioned] = []
+        for r in rows:
+            values: dict[str, Any] = dict(zip(columns, r, strict=True))
+            values.update(members.get(r[0], {}))
+            out.append(kind.cls(**values))
+        return out
 
     async def _members(self, kind: EntityKind, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, list[Any]]]:
         member_fields = [f.name for f in fields_of(kind.cls) if f.kind == "members"]
@@ -205,7 +220,7 @@ class EntityRows(Connection):
                 )
                 for e in entities
             ]
-            await self._copy(table, columns, records)
+            await self._copy(table, list(columns), records)
             return
         await self.insert_rows(table, [{c: getattr(e, c) for c in columns} for e in entities])
 
@@ -224,3 +239,20 @@ class EntityRows(Connection):
             return result.rowcount == len(rows)
         found = await self.versions_of(kind, [e.id for e, _ in updates])
         return all(found.get(e.id) == e.version for e, _ in updates)
+
+
+@functools.cache
+def _has_members(kind: EntityKind) -> bool:
+    return any(f.kind == "members" for f in fields_of(kind.cls))
+
+
+@functools.cache
+def _by_id(kind: EntityKind) -> sa.Select[Any]:
+    table = ENTITY_TABLES[kind.name]
+    return sa.select(*(table.c[c] for c in _columns(kind))).where(table.c.id == sa.bindparam("id"))
+
+
+@functools.cache
+def _by_ids(kind: EntityKind) -> sa.Select[Any]:
+    table = ENTITY_TABLES[kind.name]
+    return sa.select(*(table.c[c] for c in _columns(kind))).where(table.c.id.in_(sa.bindparam("ids", expanding=True)))
