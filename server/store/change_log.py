@@ -52,19 +52,20 @@ class ChangeLogRows(Connection):
         origin: tuple[uuid.UUID, int] | None = None,
     ) -> None:
         await self._execute(
-            changes.insert().values(
-                origin_id=origin[0] if origin else None,
-                origin_seq=origin[1] if origin else None,
-                tx_id=self.tx_id,
-                entity_type=kind.name,
-                entity_id=entity.id,
-                version=entity.version,
-                operation=operation,
-                data=to_json(entity),
-                actor_id=actor_id,
-                request_id=request_id,
-                change_time=at,
-            )
+            _INSERT_CHANGE,
+            {
+                "origin_id": origin[0] if origin else None,
+                "origin_seq": origin[1] if origin else None,
+                "tx_id": self.tx_id,
+                "entity_type": kind.name,
+                "entity_id": entity.id,
+                "version": entity.version,
+                "operation": operation,
+                "data": to_json(entity),
+                "actor_id": actor_id,
+                "request_id": request_id,
+                "change_time": at,
+            },
         )
 
     async def bulk_append_changes(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -190,7 +191,11 @@ class ChangeLogRows(Connection):
         self, caller: str, request_id: str, method: str, entity_id: uuid.UUID, at: datetime
     ) -> None:
         await self._execute(
-            request_log.insert().values(
-                caller=caller, request_id=request_id, method=method, entity_id=entity_id, created_at=at
-            )
+            _INSERT_REQUEST,
+            {"caller": caller, "request_id": request_id, "method": method, "entity_id": entity_id, "created_at": at},
         )
+
+
+# Statements built once (SQLAlchemy neither builds them nor computes their cache keys again per call).
+_INSERT_CHANGE = changes.insert()
+_INSERT_REQUEST = request_log.insert()

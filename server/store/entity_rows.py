@@ -149,20 +149,20 @@ class EntityRows(Connection):
     # --- writes --------------------------------------------------------------------------------------
 
     async def insert(self, kind: EntityKind, entity: Versioned) -> None:
-        table = ENTITY_TABLES[kind.name]
-        await self._execute(table.insert().values({c: getattr(entity, c) for c in _columns(kind)}))
-        await self._write_members(kind, entity, replace=False)
+        await self._execute(_INSERTS[kind.name], {c: getattr(entity, c) for c in _columns(kind)})
+        if _has_members(kind):
+            await self._write_members(kind, entity, replace=False)
 
     async def update(self, kind: EntityKind, entity: Versioned, expected_version: int) -> bool:
         """Write all columns if the row still has `expected_version`; False when it does not."""
-        table = ENTITY_TABLES[kind.name]
-        values = {c: getattr(entity, c) for c in _columns(kind) if c not in ("id", "created_at", "owner_id")}
+        values = {c: getattr(entity, c) for c in _updated_columns(kind)}
         result = await self._execute(
-            table.update().where(table.c.id == entity.id, table.c.version == expected_version).values(values)
+            _update_if_version(kind), {**values, "b_id": entity.id, "b_version": expected_version}
         )
         if result.rowcount != 1:
             return False
-        await self._write_members(kind, entity, replace=True)
+        if _has_members(kind):
+            await self._write_members(kind, entity, replace=True)
         return True
 
     async def delete(self, kind: EntityKind, entity_id: uuid.UUID, expected_version: int) -> bool:
@@ -256,3 +256,22 @@ def _by_id(kind: EntityKind) -> sa.Select[Any]:
 def _by_ids(kind: EntityKind) -> sa.Select[Any]:
     table = ENTITY_TABLES[kind.name]
     return sa.select(*(table.c[c] for c in _columns(kind))).where(table.c.id.in_(sa.bindparam("ids", expanding=True)))
+
+
+_INSERTS = {name: table.insert() for name, table in ENTITY_TABLES.items()}
+
+
+@functools.cache
+def _updated_columns(kind: EntityKind) -> tuple[str, ...]:
+    return tuple(c for c in _columns(kind) if c not in ("id", "created_at", "owner_id"))
+
+
+@functools.cache
+def _update_if_version(kind: EntityKind) -> sa.Update:
+    """UPDATE of every changeable column where the row still has the expected version (b_id, b_version)."""
+    table = ENTITY_TABLES[kind.name]
+    return (
+        table.update()
+        .where(table.c.id == sa.bindparam("b_id"), table.c.version == sa.bindparam("b_version"))
+        .values({c: sa.bindparam(c) for c in _updated_columns(kind)})
+    )

@@ -68,12 +68,12 @@ class IdentityRows(Connection):
 
     async def audit_head(self) -> tuple[int, str]:
         """(sequence, hash) of the newest entry; (0, "") for an empty log. Writers are serialized, so this is safe."""
-        row = (await self._execute(sa.select(audit_head.c.seq, audit_head.c.hash))).mappings().first()
+        row = (await self._execute(_AUDIT_HEAD)).mappings().first()
         return (int(row["seq"]), str(row["hash"])) if row is not None else (0, "")
 
     async def insert_audit(self, entry: AuditEntry) -> None:
         """Insert an entry with its own sequence and move the head to it."""
-        await self._execute(audit_log.insert().values(_row(entry)))
+        await self._execute(_INSERT_AUDIT, _row(entry))
         await self._move_audit_head(entry)
 
     async def insert_audit_many(self, entries: Sequence[AuditEntry]) -> None:
@@ -82,9 +82,7 @@ class IdentityRows(Connection):
         await self._move_audit_head(entries[-1])
 
     async def _move_audit_head(self, last: AuditEntry) -> None:
-        moved = await self._execute(
-            audit_head.update().where(audit_head.c.id == 1).values(seq=last.seq, hash=last.hash)
-        )
+        moved = await self._execute(_MOVE_AUDIT_HEAD, {"b_seq": last.seq, "b_hash": last.hash})
         if moved.rowcount == 0:
             await self._execute(audit_head.insert().values(id=1, seq=last.seq, hash=last.hash))
 
@@ -103,3 +101,11 @@ class IdentityRows(Connection):
             sa.select(audit_log).where(audit_log.c.seq > after_seq, *conditions).order_by(audit_log.c.seq).limit(limit)
         )
         return [AuditEntry(**r) for r in (await self._execute(stmt)).mappings().all()]
+
+
+# Statements built once (SQLAlchemy neither builds them nor computes their cache keys again per call).
+_AUDIT_HEAD = sa.select(audit_head.c.seq, audit_head.c.hash)
+_INSERT_AUDIT = audit_log.insert()
+_MOVE_AUDIT_HEAD = (
+    audit_head.update().where(audit_head.c.id == 1).values(seq=sa.bindparam("b_seq"), hash=sa.bindparam("b_hash"))
+)
