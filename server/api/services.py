@@ -6,6 +6,7 @@ No error handling here: the interceptor maps domain errors once.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any
@@ -49,6 +50,30 @@ def service_descriptor(kind: EntityKind) -> ServiceDescriptor:
     return PROTO_MODULES[kind.name].DESCRIPTOR.services_by_name[f"{kind.label}Service"]  # type: ignore[no-any-return]
 
 
+MESSAGE_CACHE_SIZE = 20_000  # entity messages kept per kind (a few MB for typical tool items)
+
+
+class MessageCache:
+    """Least recently used messages by (id, version, updated_at): an entity's state never changes without its
+    version changing (a replicated state written at the same version carries its own updated_at)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[Any, ...], Message] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...]) -> Message | None:
+        msg = self._items.get(key)
+        if msg is not None:
+            self._items.move_to_end(key)
+        return msg
+
+    def put(self, key: tuple[Any, ...], msg: Message) -> Message:
+        self._items[key] = msg
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+        return msg
+
+
 class EntityServicer:
     """Implements one `<Entity>Service`; the method set comes from the service descriptor."""
 
@@ -57,13 +82,20 @@ class EntityServicer:
         self.service = service
         self.message_cls: type[Message] = getattr(PROTO_MODULES[kind.name], kind.label)
         self.descriptor = service_descriptor(kind)
+        self._messages = MessageCache(MESSAGE_CACHE_SIZE)
 
     def _caller(self, request: Message | None = None) -> Caller:
         call = CURRENT_CALL.get()
         return Caller(principal=call.principal, request_id=getattr(request, "request_id", ""), peer=call.peer)
 
     def _out(self, entity: Any) -> Message:
-        return mapping.to_proto(entity, self.message_cls)
+        """The entity's message, built once per version (`MessageCache`): a List of 50 rows or a hot Get does not
+        rebuild Structs and timestamps for states it has sent before. Callers never modify what it returns."""
+        key = (entity.id, entity.version, entity.updated_at)
+        msg = self._messages.get(key)
+        if msg is None:
+            msg = self._messages.put(key, mapping.to_proto(entity, self.message_cls))
+        return msg
 
     async def get(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
         return self._out(await self.service.get(mapping.require_id(request.id), self._caller()))
