@@ -74,15 +74,16 @@ class EntityRows(Connection):
         stmt = sa.select(*(table.c[c] for c in _columns(kind))).where(*conditions).order_by(*order)
         if limit is not None:
             stmt = stmt.limit(limit)
-        rows = (await self._execute(stmt)).mappings().all()
-        members = await self._members(kind, [r["id"] for r in rows])
-        return [kind.cls(**{**dict(r), **members.get(r["id"], {})}) for r in rows]
+        return await self._entities(kind, (await self._execute(stmt)).all())
 
     async def _load_prepared(self, kind: EntityKind, stmt: sa.Select[Any], params: dict[str, Any]) -> list[Versioned]:
         """`_load` for a statement built once per kind (`_by_id`, `_by_ids`): SQLAlchemy neither builds it nor
         computes its cache key again on each call."""
+        return await self._entities(kind, (await self._execute(stmt, params)).all())
+
+    async def _entities(self, kind: EntityKind, rows: Sequence[sa.Row[Any]]) -> list[Versioned]:
+        """Entities from rows of `_columns(kind)` (id first), with their member lists."""
         columns = _columns(kind)
-        rows = (await self._execute(stmt, params)).all()
         members = await self._members(kind, [r[0] for r in rows]) if _has_members(kind) else {}
         out: list[Versioned] = []
         for r in rows:
