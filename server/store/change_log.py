@@ -51,8 +51,8 @@ class ChangeLogRows(Connection):
         at: datetime,
         origin: tuple[uuid.UUID, int] | None = None,
     ) -> None:
-        await self._execute(
-            _INSERT_CHANGE,
+        await self._insert(
+            changes,
             {
                 "origin_id": origin[0] if origin else None,
                 "origin_seq": origin[1] if origin else None,
@@ -190,12 +190,7 @@ class ChangeLogRows(Connection):
     async def remember_request(
         self, caller: str, request_id: str, method: str, entity_id: uuid.UUID, at: datetime
     ) -> None:
-        await self._execute(
-            _INSERT_REQUEST,
+        await self._insert(
+            request_log,
             {"caller": caller, "request_id": request_id, "method": method, "entity_id": entity_id, "created_at": at},
         )
-
-
-# Statements built once (SQLAlchemy neither builds them nor computes their cache keys again per call).
-_INSERT_CHANGE = changes.insert()
-_INSERT_REQUEST = request_log.insert()

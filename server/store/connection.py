@@ -91,6 +91,16 @@ class Connection:
         except (sa_exc.StatementError, TimeoutError) as exc:
             raise map_db_error(exc) from exc
 
+    async def _insert(self, table: sa.Table, row: dict[str, Any]) -> None:
+        """Insert one row: straight to the driver on inline SQLite (server/store/inline.py), a Core INSERT elsewhere."""
+        if isinstance(self._conn, InlineConnection):
+            try:
+                await self._conn.insert(table, row)
+            except sa_exc.StatementError as exc:
+                raise map_db_error(exc) from exc
+        else:
+            await self._execute(table.insert(), row)
+
     def _upsert_into(self, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
         """An INSERT of this dialect that can take ON CONFLICT DO UPDATE."""
         return postgresql.insert(table) if self._dialect == "postgresql" else sqlite.insert(table)

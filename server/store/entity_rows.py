@@ -150,7 +150,7 @@ class EntityRows(Connection):
     # --- writes --------------------------------------------------------------------------------------
 
     async def insert(self, kind: EntityKind, entity: Versioned) -> None:
-        await self._execute(_INSERTS[kind.name], {c: getattr(entity, c) for c in _columns(kind)})
+        await self._insert(ENTITY_TABLES[kind.name], {c: getattr(entity, c) for c in _columns(kind)})
         if _has_members(kind):
             await self._write_members(kind, entity, replace=False)
 
@@ -257,9 +257,6 @@ def _by_id(kind: EntityKind) -> sa.Select[Any]:
 def _by_ids(kind: EntityKind) -> sa.Select[Any]:
     table = ENTITY_TABLES[kind.name]
     return sa.select(*(table.c[c] for c in _columns(kind))).where(table.c.id.in_(sa.bindparam("ids", expanding=True)))
-
-
-_INSERTS = {name: table.insert() for name, table in ENTITY_TABLES.items()}
 
 
 @functools.cache

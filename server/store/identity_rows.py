@@ -73,7 +73,7 @@ class IdentityRows(Connection):
 
     async def insert_audit(self, entry: AuditEntry) -> None:
         """Insert an entry with its own sequence and move the head to it."""
-        await self._execute(_INSERT_AUDIT, _row(entry))
+        await self._insert(audit_log, _row(entry))
         await self._move_audit_head(entry)
 
     async def insert_audit_many(self, entries: Sequence[AuditEntry]) -> None:
@@ -105,7 +105,6 @@ class IdentityRows(Connection):
 
 # Statements built once (SQLAlchemy neither builds them nor computes their cache keys again per call).
 _AUDIT_HEAD = sa.select(audit_head.c.seq, audit_head.c.hash)
-_INSERT_AUDIT = audit_log.insert()
 _MOVE_AUDIT_HEAD = (
     audit_head.update().where(audit_head.c.id == 1).values(seq=sa.bindparam("b_seq"), hash=sa.bindparam("b_hash"))
 )

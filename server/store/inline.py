@@ -8,9 +8,12 @@ another process is waited for without blocking the loop (Store.write retries BEG
 
 from __future__ import annotations
 
+import functools
+import sqlite3
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 
 
 class InlineNested:
@@ -39,9 +42,33 @@ class InlineConnection:
     async def begin_nested(self) -> InlineNested:
         return InlineNested(self.sync.begin_nested())
 
+    async def insert(self, table: sa.Table, row: dict[str, Any]) -> None:
+        """One row straight to the driver: the SQL compiled once per (table, columns) and the values through the
+        columns' own bind processors, as SQLAlchemy would send them (its execution machinery was about half the
+        cost of an API Create)."""
+        sql, names, processors = _compiled_insert(self.dialect, table, tuple(row))
+        params = tuple(row[n] if p is None else p(row[n]) for n, p in zip(names, processors, strict=True))
+        dbapi = self.sync.connection.dbapi_connection
+        assert dbapi is not None
+        try:
+            dbapi.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise sa_exc.DBAPIError.instance(sql, params, exc, sqlite3.Error) from exc
+
 
 def raw_pragma(conn: sa.Connection, pragma: str) -> None:
     """Run a pragma outside any transaction (SQLAlchemy would begin one first; some pragmas refuse that)."""
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
     dbapi.execute(pragma)
+
+
+@functools.cache
+def _compiled_insert(
+    dialect: sa.Dialect, table: sa.Table, columns: tuple[str, ...]
+) -> tuple[str, tuple[str, ...], tuple[Any, ...]]:
+    """(SQL, parameter names in order, bind processors) of an INSERT of `columns` into `table`."""
+    compiled = table.insert().compile(dialect=dialect, column_keys=list(columns))
+    names = tuple(compiled.positiontup or ())
+    processors = tuple(table.c[n].type._cached_bind_processor(dialect) for n in names)
+    return compiled.string, names, processors
