@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -56,12 +58,15 @@ def create_inline_engine(url: str) -> sa.Engine:
     """A synchronous engine on the same SQLite file, for statements run inline on the event loop's thread
     (server/store/inline.py). Connections never wait for the pool: transactions there rarely overlap."""
     sync_url = make_url(database_url(url)).set(drivername="sqlite")
-    engine = sa.create_engine(sync_url, poolclass=sa.pool.QueuePool, pool_size=8, max_overflow=-1)
-    _configure_sqlite(engine, INLINE_BUSY_TIMEOUT_MS)
+    # Every transaction there ends in an explicit commit or rollback: no reset on return to the pool.
+    engine = sa.create_engine(
+        sync_url, poolclass=sa.pool.QueuePool, pool_size=8, max_overflow=-1, pool_reset_on_return=None
+    )
+    _configure_sqlite(engine, INLINE_BUSY_TIMEOUT_MS, raw_begin=True)
     return engine
 
 
-def _configure_sqlite(engine: sa.Engine, busy_timeout_ms: int) -> None:
+def _configure_sqlite(engine: sa.Engine, busy_timeout_ms: int, *, raw_begin: bool = False) -> None:
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let us emit BEGIN ourselves (pysqlite's implicit transactions cannot do BEGIN IMMEDIATE).
@@ -82,4 +87,11 @@ def _configure_sqlite(engine: sa.Engine, busy_timeout_ms: int) -> None:
     def _on_begin(conn: sa.Connection) -> None:
         # Writers take the write lock up front, so two writers never deadlock on a lock upgrade.
         immediate = conn.get_execution_options().get(WRITE_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if raw_begin:  # a synchronous driver: straight to it (SQLAlchemy's statement machinery costs more)
+            sql = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+            try:
+                conn.connection.dbapi_connection.execute(sql)  # type: ignore[union-attr]
+            except sqlite3.Error as exc:  # raised as SQLAlchemy would, so the store maps it like any other
+                raise sa_exc.DBAPIError.instance(sql, (), exc, sqlite3.Error) from exc
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
