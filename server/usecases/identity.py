@@ -259,7 +259,8 @@ class Authenticator:
     def __init__(self, store: UnitOfWork, clock: Callable[[], datetime] = utc_now) -> None:
         self.store = store
         self._clock = clock
-        self._cache: dict[str, tuple[float, ApiKey, User]] = {}
+        # key_id -> (when read, key, its user, the principal they make): read again after AUTH_CACHE_SECONDS
+        self._cache: dict[str, tuple[float, ApiKey, User, Principal]] = {}
         # Bumped by every invalidation: a lookup that started before one must not refill the cache after it.
         self._generation = 0
 
@@ -282,7 +283,7 @@ class Authenticator:
         key_id = match.group(1)
         cached = self._cache.get(key_id)
         if cached is not None and time.monotonic() - cached[0] < AUTH_CACHE_SECONDS:
-            _, key, user = cached
+            _, key, user, principal = cached
         else:
             generation = self._generation
             async with self.store.read() as tx:
@@ -291,8 +292,11 @@ class Authenticator:
             if found is None or not isinstance(user_row, User):
                 raise Unauthenticated("unknown API key", reason="UNKNOWN_KEY", metadata={"key_id": key_id})
             key, user = found, user_row
+            principal = Principal(
+                user_id=user.id, role=user.role, scopes=effective_scopes(key, user.role), api_key_id=key.id
+            )
             if generation == self._generation:
-                self._cache[key_id] = (time.monotonic(), key, user)
+                self._cache[key_id] = (time.monotonic(), key, user, principal)
         if not hmac.compare_digest(hash_secret(secret), key.secret_hash):
             raise Unauthenticated("wrong API key secret", reason="BAD_SECRET", metadata={"key_id": key_id})
         now = self._clock()
@@ -306,7 +310,7 @@ class Authenticator:
             raise Unauthenticated("the key's user is deactivated", reason="USER_INACTIVE", metadata={"key_id": key_id})
         if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
             await self._touch(key, now)
-        return Principal(user_id=user.id, role=user.role, scopes=effective_scopes(key, user.role), api_key_id=key.id)
+        return principal
 
     async def _touch(self, key: ApiKey, now: datetime) -> None:
         generation = self._generation
@@ -314,4 +318,4 @@ class Authenticator:
             await tx.set_api_key_times(key.id, last_used_at=now)
         cached = self._cache.get(key.key_id)
         if cached is not None and generation == self._generation:
-            self._cache[key.key_id] = (cached[0], dataclasses.replace(key, last_used_at=now), cached[2])
+            self._cache[key.key_id] = (cached[0], dataclasses.replace(key, last_used_at=now), cached[2], cached[3])
