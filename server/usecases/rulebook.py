@@ -12,7 +12,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from server.domain.entities import ToolAssembly, ToolInstance, Versioned
 from server.domain.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, SmoothError
 from server.domain.registry import KIND_BY_CLASS, KINDS
-from server.domain.rulebook import RULES, referrers
+from server.domain.rulebook import RULES, Role, referrers
 from server.domain.schema import fields_of
 from server.usecases.ports import Entities
 from server.validation.rules import check_entity
@@ -128,30 +128,35 @@ async def _references(tx: Entities, batch: dict[uuid.UUID, Versioned], errors: d
 
 async def _roles_in_use(tx: Entities, batch: dict[uuid.UUID, Versioned], errors: dict[uuid.UUID, SmoothError]) -> None:
     """An entity that another references in a role must keep fitting it (a HOLDER item held by an assembly
-    cannot become a drill)."""
-    for entity in list(batch.values()):
+    cannot become a drill). One query per role for the whole batch."""
+    misfits: dict[tuple[str, Role], list[Versioned]] = {}
+    for entity in batch.values():
         if entity.id in errors:
             continue
-        kind = KIND_BY_CLASS[type(entity)]
-        for ref_kind, role in referrers(kind.name):
-            if role.fits(entity):
+        for ref_kind, role in referrers(KIND_BY_CLASS[type(entity)].name):
+            if not role.fits(entity):
+                misfits.setdefault((ref_kind, role), []).append(entity)
+    for (ref_kind, role), entities in misfits.items():
+        ref_cls = KINDS[ref_kind].cls
+        users: dict[uuid.UUID, Versioned] = {}  # referenced id -> one entity that references it in the role
+        for stored in await tx.find_in(KINDS[ref_kind], role.field, sorted(e.id for e in entities)):
+            if stored.id not in batch:  # the batch's own state of a referrer counts instead
+                users.setdefault(getattr(stored, role.field), stored)
+        for e in batch.values():
+            if type(e) is ref_cls and getattr(e, role.field) is not None:
+                users.setdefault(getattr(e, role.field), e)
+        for entity in entities:
+            user = users.get(entity.id)
+            if user is None or entity.id in errors:
                 continue
-            users = [
-                e for e in batch.values() if type(e) is KINDS[ref_kind].cls and getattr(e, role.field) == entity.id
-            ]
-            stored = await tx.find_in(KINDS[ref_kind], role.field, [entity.id])
-            users += [e for e in stored if e.id not in batch]
-            if users:
-                errors[entity.id] = FailedPrecondition(
-                    f"{kind.label} {entity.id} is the {role.field} of {KINDS[ref_kind].label} {users[0].id}, "
-                    f"which needs {role.needs}: change that {KINDS[ref_kind].label} first",
-                    reason="ROLE_IN_USE",
-                    violations=[
-                        FieldViolation("tool_type", f"must stay {role.needs} while referenced as {role.field}")
-                    ],
-                    metadata={"referenced_by": str(users[0].id)},
-                )
-                break
+            kind = KIND_BY_CLASS[type(entity)]
+            errors[entity.id] = FailedPrecondition(
+                f"{kind.label} {entity.id} is the {role.field} of {KINDS[ref_kind].label} {user.id}, "
+                f"which needs {role.needs}: change that {KINDS[ref_kind].label} first",
+                reason="ROLE_IN_USE",
+                violations=[FieldViolation("tool_type", f"must stay {role.needs} while referenced as {role.field}")],
+                metadata={"referenced_by": str(user.id)},
+            )
 
 
 async def _unique_keys(tx: Entities, batch: dict[uuid.UUID, Versioned], errors: dict[uuid.UUID, SmoothError]) -> None:
