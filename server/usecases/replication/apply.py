@@ -78,25 +78,53 @@ async def apply_changes(
 
     `arbiter` is central: it decides conflicts. An edge skips a change older than its own version (central
     decides, and its decision arrives with a newer version).
+
+    On central, each run of plain creates and updates (`parse_bulk`) goes through the bulk path in a handful of
+    statements; what is left — deletes, tool sets, users, conflicts, invalid changes — is applied change by
+    change between the runs, in order. One delete no longer sends a whole batch down the slow path (issue 11).
     """
     if not batch:
         return []
-    if arbiter:
-        if parsed is None:
-            parsed = parse_bulk(batch)
-        if parsed is not None:
-            try:
-                async with tx.savepoint():
-                    if await _apply_bulk(tx, origin_id, parsed, now):
-                        return []
-            except (Unavailable, Aborted):
-                raise
-            except SmoothError as exc:
-                # The database refused what the rulebook let through (a race, or a rule it keeps alone): the
-                # careful path finds the change and rejects it alone.
-                log.warning("sync.bulk_refused", error=exc.message, reason=exc.reason)
+    if not arbiter:
+        return await _apply_careful(tx, origin_id, batch, now, arbiter=False)
+    if parsed is None:
+        parsed = parse_bulk(batch)
+    by_seq = {p.change.sequence: p for p in parsed}
+    rejected: list[Rejected] = []
+    start = 0
+    while start < len(batch):
+        bulk = batch[start].sequence in by_seq
+        end = start
+        while end < len(batch) and (batch[end].sequence in by_seq) == bulk:
+            end += 1
+        run = batch[start:end]
+        if not bulk or not await _try_bulk(tx, origin_id, [by_seq[c.sequence] for c in run], now):
+            rejected += await _apply_careful(tx, origin_id, run, now, arbiter=True)
+        start = end
+    return rejected
+
+
+async def _try_bulk(tx: Transaction, origin_id: uuid.UUID, parsed: Parsed, now: datetime) -> bool:
+    """The bulk path for one run, under a savepoint: False (having written nothing) when the run needs the
+    careful path."""
     try:
-        # The whole batch under one savepoint (two round trips instead of two per change).
+        async with tx.savepoint():
+            return await _apply_bulk(tx, origin_id, parsed, now)
+    except (Unavailable, Aborted):
+        raise
+    except SmoothError as exc:
+        # The database refused what the rulebook let through (a race, or a rule it keeps alone): the careful
+        # path finds the change and rejects it alone.
+        log.warning("sync.bulk_refused", error=exc.message, reason=exc.reason)
+        return False
+
+
+async def _apply_careful(
+    tx: Transaction, origin_id: uuid.UUID, batch: Sequence[Revision], now: datetime, *, arbiter: bool
+) -> list[Rejected]:
+    """Change by change: first all of them under one savepoint (two round trips instead of two per change), and
+    when one cannot apply, again one savepoint each, so that only that one is set aside."""
+    try:
         async with tx.savepoint():
             for change in batch:
                 await _apply(tx, origin_id, change, now, arbiter=arbiter)
@@ -169,24 +197,21 @@ def _snapshot(entity: Versioned, change: Revision) -> dict[str, Any] | JsonText:
     return JsonText(change.snapshot_json) if change.snapshot_json and data == change.snapshot else data
 
 
-async def parse_bulk_yielding(batch: Sequence[Revision]) -> Parsed | None:
+async def parse_bulk_yielding(batch: Sequence[Revision]) -> Parsed:
     """`parse_bulk` in slices, handing the event loop back between them: a push being applied meanwhile gets
     its database answers handled at once instead of after the whole parse."""
     parsed: Parsed = []
     for start in range(0, len(batch), PARSE_SLICE):
         if start:
             await asyncio.sleep(0)
-        part = parse_bulk(batch[start : start + PARSE_SLICE])
-        if part is None:
-            return None
-        parsed += part
+        parsed += parse_bulk(batch[start : start + PARSE_SLICE])
     return parsed
 
 
-def parse_bulk(batch: Sequence[Revision]) -> Parsed | None:
-    """The bulk path's entities, decoded and validated, and their change records' data: CPU only, done before
-    the write transaction. None when some change needs the careful path (a delete, a tool set or user, a
-    malformed or invalid snapshot: the careful path rejects it alone)."""
+def parse_bulk(batch: Sequence[Revision]) -> Parsed:
+    """The changes the bulk path can take, decoded and validated, with their change records' data: CPU only,
+    done before the write transaction. A change left out (a delete, a tool set or user, a malformed or invalid
+    snapshot) is applied change by change, where it is decided or rejected alone."""
     parsed: Parsed = []
     for change in batch:
         kind = KINDS.get(change.entity_type)
@@ -197,13 +222,13 @@ def parse_bulk(batch: Sequence[Revision]) -> Parsed | None:
             or change.operation == ChangeOperation.DELETE
             or (change.operation == ChangeOperation.CREATE and change.version != 1)
         ):
-            return None
+            continue
         try:
             entity = decode_entity(kind.cls, change.snapshot)
         except InvalidArgument:
-            return None
+            continue
         if entity.id != change.entity_id or entity.version != change.version or check_entity(entity):
-            return None
+            continue
         parsed.append(ParsedChange(kind, entity, change, _snapshot(entity, change)))
     return parsed
 

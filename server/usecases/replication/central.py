@@ -144,7 +144,7 @@ class SyncApplier:
         origin_id: uuid.UUID,
         after_seq: int,
         batch: Sequence[Revision],
-        parsed: Parsed | None,
+        parsed: Parsed,
         schema_version: str,
         principal: Principal | None,
         peer: str,
@@ -161,8 +161,7 @@ class SyncApplier:
                     metadata={"watermark": str(watermark)},
                 )
             fresh = [c for c in batch if c.sequence > watermark]
-            if parsed is not None:
-                parsed = [p for p in parsed if p.change.sequence > watermark]
+            parsed = [p for p in parsed if p.change.sequence > watermark]
             rejected = await apply_changes(tx, origin_id, fresh, now, arbiter=True, parsed=parsed)
             if fresh:
                 failpoints.hit("central-mid-apply")  # applied, not committed
