@@ -123,6 +123,20 @@ class EntityRows(Connection):
                 out[f"{kind.name}.{field}"] = int(n)
         return out
 
+    async def referenced(self, target: str, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these entities some row still points at (one query per referencing field)."""
+        out: set[uuid.UUID] = set()
+        if not ids:
+            return out
+        for kind, field in references_to(target):
+            if field in MEMBER_TABLES:
+                table, column = MEMBER_TABLES[field]
+                col = table.c[column]
+            else:
+                col = ENTITY_TABLES[kind.name].c[field]
+            out.update(r[0] for r in (await self._execute(sa.select(col).where(col.in_(list(ids))).distinct())).all())
+        return out
+
     async def versions_of(self, kind: EntityKind, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
         table = ENTITY_TABLES[kind.name]
         stmt = sa.select(table.c.id, table.c.version).where(table.c.id.in_(list(ids)))
@@ -196,6 +210,11 @@ class EntityRows(Connection):
     async def delete_row(self, kind: EntityKind, entity_id: uuid.UUID) -> None:
         table = ENTITY_TABLES[kind.name]
         await self._execute(table.delete().where(table.c.id == entity_id))
+
+    async def delete_rows(self, kind: EntityKind, ids: Sequence[uuid.UUID]) -> None:
+        """Many rows of a kind without member lists, in one statement."""
+        table = ENTITY_TABLES[kind.name]
+        await self._execute(table.delete().where(table.c.id.in_(list(ids))))
 
     # --- bulk (replication fast path) -----------------------------------------------------------------
 

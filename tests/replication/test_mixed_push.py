@@ -12,7 +12,7 @@ from pushing import central, new_item, sync_key, wire
 from smooth.core.v1 import common_pb2, sync_pb2, sync_pb2_grpc
 
 from agent.grpc_client import authorized_channel
-from server.domain.entities import ToolSet
+from server.domain.entities import ToolInstance, ToolSet
 from server.domain.registry import KINDS
 from server.store import migrate
 from server.usecases.entities import utc_now
@@ -51,3 +51,38 @@ async def test_creates_around_a_delete_and_a_tool_set_all_apply_in_order(central
     assert [r.operation for r in history] == ["CREATE", "DELETE"]
     assert set(sets) == {tool_set.id}
     assert first is not None and first.version == 2 and getattr(first, "name", "") == "renamed after the delete"
+
+
+async def test_a_run_of_deletes_applies_whole_and_a_referenced_one_is_rejected_alone(central: object) -> None:
+    origin = uuid.uuid4()
+    items = [new_item(f"to delete {i}") for i in range(100)]
+    held = new_item("held by an instance")
+    now = utc_now()
+    instance = ToolInstance(
+        id=uuid.uuid4(), tool_item_id=held.id, serial_number=f"SN-{uuid.uuid4().hex[:8]}", created_at=now,
+        updated_at=now, version=1,
+    )  # fmt: skip
+    creates = [wire(1 + i, item) for i, item in enumerate([*items, held])] + [wire(200, instance)]
+    deletes = [wire(300 + i, item, common_pb2.CHANGE_OPERATION_DELETE) for i, item in enumerate(items[:50])]
+    deletes.append(wire(400, held, common_pb2.CHANGE_OPERATION_DELETE))
+    deletes += [wire(401 + i, item, common_pb2.CHANGE_OPERATION_DELETE) for i, item in enumerate(items[50:])]
+    async with authorized_channel(central.address, await sync_key(central)) as channel:  # type: ignore[attr-defined]
+        stub = sync_pb2_grpc.SyncServiceStub(channel)
+        first = await stub.PushChanges(
+            sync_pb2.PushChangesRequest(
+                origin_id=str(origin), after_seq=0, changes=creates, schema_version=migrate.head_revision()
+            )
+        )
+        assert first.acked_seq == 200 and not first.rejected
+        second = await stub.PushChanges(
+            sync_pb2.PushChangesRequest(
+                origin_id=str(origin), after_seq=200, changes=deletes, schema_version=migrate.head_revision()
+            )
+        )
+    assert second.acked_seq == deletes[-1].seq
+    assert [r.seq for r in second.rejected] == [400] and "STILL_REFERENCED" in second.rejected[0].reason
+    async with central.store.read() as tx:  # type: ignore[attr-defined]
+        left = await tx.get_many(KINDS["tool_item"], [i.id for i in [*items, held]])
+        history = await tx.revisions(KINDS["tool_item"], items[0].id, 0, 10)
+    assert set(left) == {held.id}, "every unreferenced delete applied; the referenced item stays"
+    assert [r.operation for r in history] == ["CREATE", "DELETE"]
