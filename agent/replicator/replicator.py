@@ -37,6 +37,7 @@ log = structlog.get_logger("smooth_edge.replicator")
 ACKED_KEY = "acked_seq"
 SENT_KEY = "sent_seq"  # the highest sequence ever offered to central, written durably before it is sent
 MAX_BATCH_BYTES = 4 * 1024 * 1024  # well under central's 16 MiB message limit
+MIN_BATCH = 20  # the smallest push a flapping link shrinks batches to
 REJECTED_KEY = "rejected_count"
 IN_FLIGHT = 3  # pushes on the wire at once (central applies them one after another, in order)
 PULL_PAGE = 500  # central's changes applied per local transaction
@@ -91,6 +92,9 @@ class Replicator:
         self.pulled_cursor = 0
         self.resyncs = 0  # full resyncs finished
         self._resync_due = False  # this store went back in time: take central's state again
+        # Changes per push: halved when a push fails on the way (a link that drops before a long push is
+        # answered), doubled back after each answered one, so replication progresses on a flapping link.
+        self.batch_limit = settings.batch_size
 
     def notify(self) -> None:
         """Something was committed locally: push soon."""
@@ -258,7 +262,14 @@ class Replicator:
                 if not inflight:
                     return
                 task, batch = inflight.popleft()
-                if await self._receive(task, batch):
+                try:
+                    moved = await self._receive(task, batch)
+                except SmoothError as exc:
+                    if is_transient(exc) and not isinstance(exc, SequenceGap):
+                        self._shrink_batches(len(batch))
+                    raise
+                self._grow_batches()
+                if moved:
                     # Central's position is not where ours was: drop what is in flight, go on from its position.
                     await _cancel([t for t, _ in inflight] + ([ahead] if ahead is not None else []))
                     inflight.clear()
@@ -267,13 +278,22 @@ class Replicator:
         finally:
             await _cancel([t for t, _ in inflight] + ([ahead] if ahead is not None else []))
 
+    def _shrink_batches(self, failed: int) -> None:
+        smaller = max(MIN_BATCH, min(self.batch_limit, failed) // 2)
+        if smaller < self.batch_limit:
+            log.info("replicator.batch_smaller", changes=smaller)
+        self.batch_limit = smaller
+
+    def _grow_batches(self) -> None:
+        self.batch_limit = min(self._settings.batch_size, self.batch_limit * 2)
+
     async def _prepare(self, after: int) -> list[Revision]:
         """The batch after `after`, read, with the "sent" marker made durable (empty: nothing to send)."""
         async with self._store.read() as tx:
-            candidates = await tx.local_changes(after, self._settings.batch_size + 200, as_text=True)
+            candidates = await tx.local_changes(after, self.batch_limit + 200, as_text=True)
         if not candidates:
             return []
-        batch = _batch(candidates, self._settings.batch_size)
+        batch = _batch(candidates, self.batch_limit)
         # Durable first: this fsyncs the WAL, so every change we are about to send survives a power cut.
         if batch[-1].sequence > self.sent:
             async with self._store.write(durable=True) as tx:

@@ -24,6 +24,7 @@ from agent.replicator.replicator import Replicator, ReplicatorSettings
 from agent.replicator.status import ReplicatorState, ReplicatorStatus
 from agent.runtime import edge_replicator
 from server.domain.entities import ToolType, UserRole
+from server.domain.errors import Unavailable
 from server.store import migrate
 from server.usecases.entities import Caller, utc_now
 
@@ -218,3 +219,40 @@ async def test_shutdown_logs_what_it_could_not_flush(edge: Edge, captured: struc
     (incomplete,) = events(captured, "replicator.flush_incomplete")
     assert incomplete["unsent"] == last.backlog >= 3 and incomplete["acked"] == 0
     assert "UNAVAILABLE" in incomplete["error"] or "TimeoutError" in incomplete["error"]
+
+
+class DropsLongPushes:
+    """A central behind a link that drops any push of more than `longest` changes before it is answered (the
+    link stays up for short calls only) — a seam we own, over the real in-process central."""
+
+    def __init__(self, inner: InProcessCentral, longest: int) -> None:
+        self._inner = inner
+        self.longest = longest
+        self.dropped = 0
+        self.sizes: list[int] = []
+
+    async def watermark(self, origin_id: uuid.UUID) -> int:
+        return await self._inner.watermark(origin_id)
+
+    async def push(self, origin_id: uuid.UUID, after_seq: int, changes: Any, schema_version: str) -> Any:
+        self.sizes.append(len(changes))
+        if len(changes) > self.longest:
+            self.dropped += 1
+            raise Unavailable("the link dropped before central answered", reason="UNAVAILABLE")
+        return await self._inner.push(origin_id, after_seq, changes, schema_version)
+
+    async def pull(self, origin_id: uuid.UUID, after_seq: int, limit: int) -> Any:
+        return await self._inner.pull(origin_id, after_seq, limit)
+
+    async def snapshot(self, origin_id: uuid.UUID, *args: Any, **kwargs: Any) -> Any:
+        return await self._inner.snapshot(origin_id, *args, **kwargs)
+
+
+async def test_a_link_that_drops_long_pushes_still_drains_with_smaller_batches(edge: Edge, central: Edge) -> None:
+    await make_items(edge, 300)
+    client = DropsLongPushes(InProcessCentral(central.use_cases.sync), longest=60)
+    quick = settings("in-process", batch_size=400, max_backoff_s=0.05)
+    async with edge_replicator(edge.store, client, quick, utc_now) as replicator:
+        status = await reaches(replicator, lambda s: s.state is ReplicatorState.IDLE and s.backlog == 0, "drained")
+        assert client.dropped > 0 and max(client.sizes[-3:]) <= 60, "batches shrank to what the link carries"
+    assert await client.watermark(status.origin_id) == status.acked_seq  # type: ignore[arg-type]
