@@ -318,4 +318,10 @@ class Authenticator:
             await tx.set_api_key_times(key.id, last_used_at=now)
         cached = self._cache.get(key.key_id)
         if cached is not None and generation == self._generation:
-            self._cache[key.key_id] = (cached[0], dataclasses.replace(key, last_used_at=now), cached[2], cached[3])
+            # The cached copy, not ours: a revocation may have been cached meanwhile, and must stay (issue 11 race).
+            self._cache[key.key_id] = (
+                cached[0],
+                dataclasses.replace(cached[1], last_used_at=now),
+                cached[2],
+                cached[3],
+            )
