@@ -30,6 +30,7 @@ from types import FrameType
 from typing import Any, Generic, TypeVar
 from unittest import mock
 
+import asyncpg
 import grpc
 import sqlalchemy as sa
 from benchkit import Processes, free_port, log_tail, smooth_edge_command
@@ -37,6 +38,7 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from smooth.core.v1 import tool_item_pb2 as item_pb
 from smooth.core.v1 import tool_item_pb2_grpc as item_grpc
+from sqlalchemy.engine import make_url
 
 from agent.logs import configure_logging
 from server.api import mapping
@@ -66,8 +68,14 @@ AUTH_ON, AUTH_OFF, ECHO = "auth on", "auth off", "echo"
 WITH_AUDIT, WITHOUT_AUDIT = "audit", "no audit"
 # What the server passes as the caller's peer; the in-process Create gets the same, so its audit entry matches.
 IN_PROCESS_PEER = "ipv4:127.0.0.1:0"
-# The SQLite store serializes writers on one lock, so more in-flight in-process Creates would only queue.
+# The SQLite store serializes writers on one lock, so more in-flight in-process Creates would only queue. So does
+# the PostgreSQL store (--pg), on one advisory lock.
 IN_PROCESS_CONCURRENCY = 1
+SEED_LABEL, IN_PROCESS_LABEL = "seed", "in-process"
+# --pg: every database of a run is bench_api_<run tag>_<label>; CREATE DATABASE ... TEMPLATE refuses a template
+# with a connection, so a leftover one (a backend still closing) is terminated and the copy tried again.
+PG_PREFIX = "bench_api"
+PG_COPY_ATTEMPTS = 5
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -126,11 +134,11 @@ def run_cli(args: Sequence[str], log: Path) -> str:
     return done.stdout.decode(errors="replace")
 
 
-def create_api_key(workdir: Path, db: Path) -> str:
+def create_api_key(workdir: Path, db: str) -> str:
     """Migrate a fresh database and create an admin user in it, as an operator would; return the key's secret."""
     log = workdir / "cli.log"
-    run_cli(["migrate", "--db", str(db)], log)
-    out = run_cli(["user", "create", "--db", str(db), "--email", BENCH_EMAIL, "--admin"], log)
+    run_cli(["migrate", "--db", db], log)
+    out = run_cli(["user", "create", "--db", db, "--email", BENCH_EMAIL, "--admin"], log)
     lines = out.strip().splitlines()
     secret = lines[-1].strip() if lines else ""
     if not secret.startswith("sek_"):  # the output is not shown: it may hold the secret in an unexpected place
@@ -144,24 +152,166 @@ def copy_database(source: Path, target: Path) -> None:
         src.backup(dst)
 
 
+class SqliteFiles:
+    """The default: every server, and the in-process run, on its own SQLite file in the work dir; the copies are
+    made with the online backup while the seeding server still runs."""
+
+    engine = "SQLite"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+
+    def db(self, label: str) -> str:
+        return str(self.workdir / f"{label}.db")
+
+    async def create_seed(self) -> None:
+        """Nothing to do: `smooth-edge migrate` creates the file."""
+
+    async def copy_seed(self, seed_server: SmoothServer, procs: Processes, labels: Sequence[str]) -> None:
+        progress(f"copying the seeded database to {', '.join(Path(self.db(label)).name for label in labels)}")
+        for label in labels:
+            await asyncio.to_thread(copy_database, Path(seed_server.db), Path(self.db(label)))
+        procs.stop(seed_server.proc)
+
+    def title(self) -> str | None:
+        return None
+
+
+class PgDatabases:
+    """--pg: every server, and the in-process run, on its own fresh PostgreSQL database, bench_api_<run>_<label>.
+    The copies are CREATE DATABASE ... TEMPLATE of the seeded database, once its server has stopped. Leaving the
+    context (on any exit; the children must be gone by then) drops every database this run created."""
+
+    engine = "PostgreSQL"
+
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        self.admin_dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._app_url = parsed.set(drivername="postgresql+asyncpg")
+        self.run_tag = uuid.uuid4().hex[:8]
+        self.created: list[str] = []
+        self.server: dict[str, str] = {}  # version and the settings that bear on a commit's cost
+
+    def name(self, label: str) -> str:
+        return f"{PG_PREFIX}_{self.run_tag}_{label.replace('-', '_')}"
+
+    def db(self, label: str) -> str:
+        return self._app_url.set(database=self.name(label)).render_as_string(hide_password=False)
+
+    async def _admin(self) -> asyncpg.Connection:
+        try:
+            conn: asyncpg.Connection = await asyncpg.connect(self.admin_dsn, timeout=STARTUP_TIMEOUT_S)
+        except (OSError, asyncpg.PostgresError) as err:  # a timeout is an OSError too
+            raise BenchError(f"--pg: cannot connect to PostgreSQL: {type(err).__name__}: {err}") from err
+        return conn
+
+    async def _create(self, conn: asyncpg.Connection, label: str, template: str | None = None) -> None:
+        name = self.name(label)
+        self.created.append(name)  # before CREATE: an interrupt in between still gets a DROP ... IF EXISTS
+        await conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+
+    async def create_seed(self) -> None:
+        conn = await self._admin()
+        try:
+            for setting in ("server_version", "synchronous_commit", "fsync", "autovacuum"):
+                self.server[setting] = str(await conn.fetchval(f"SHOW {setting}"))
+            await self._create(conn, SEED_LABEL)
+        finally:
+            await conn.close()
+
+    async def copy_seed(self, seed_server: SmoothServer, procs: Processes, labels: Sequence[str]) -> None:
+        # A template must have no connection: the seeding server goes first.
+        procs.stop(seed_server.proc)
+        seed = self.name(SEED_LABEL)
+        # Every copy starts vacuumed and with planner statistics, whether or not autovacuum (off on some
+        # machines) got to the seeded tables: as a central that has been running would be, and all alike.
+        progress(f"VACUUM (ANALYZE) of {seed}")
+        conn = await asyncpg.connect(make_url(self.admin_dsn).set(database=seed).render_as_string(hide_password=False))
+        try:
+            await conn.execute("VACUUM (ANALYZE)")
+        finally:
+            await conn.close()
+        progress(f"copying the seeded database to {', '.join(self.name(label) for label in labels)}")
+        conn = await self._admin()
+        try:
+            for label in labels:
+                for attempt in range(1, PG_COPY_ATTEMPTS + 1):
+                    leftovers = await conn.fetch(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                        seed,
+                    )
+                    if leftovers:
+                        progress(f"terminated {len(leftovers)} leftover connection(s) to {seed}")
+                    try:
+                        await self._create(conn, label, template=seed)
+                        break
+                    except asyncpg.ObjectInUseError:
+                        self.created.remove(self.name(label))
+                        if attempt == PG_COPY_ATTEMPTS:
+                            raise
+        finally:
+            await conn.close()
+
+    async def drop_all(self) -> None:
+        conn = await self._admin()
+        try:
+            for name in list(self.created):
+                try:
+                    # FORCE: a child killed mid-transaction may leave a backend behind for a moment.
+                    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    self.created.remove(name)
+                except asyncpg.PostgresError as err:
+                    progress(f"could not drop {name}: {err}")
+        finally:
+            await conn.close()
+
+    def __enter__(self) -> PgDatabases:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self.created:
+            return
+        progress(f"dropping {', '.join(self.created)}")
+        try:
+            asyncio.run(self.drop_all())
+        except BenchError as err:
+            progress(f"{err}; drop them by hand: {', '.join(self.created)}")
+
+    def title(self) -> str:
+        settings = ", ".join(
+            f"{key} {self.server.get(key, '?')}" for key in ("synchronous_commit", "fsync", "autovacuum")
+        )
+        return "\n".join(
+            [
+                f"engine: PostgreSQL {self.server.get('server_version', '?')}; {settings}",
+                "  serve --db postgresql+asyncpg://... (central mode's store): a database per smooth-edge process and",
+                "  one for the in-process run, each a copy of the seeded database made after VACUUM (ANALYZE)",
+            ]
+        )
+
+
+Storage = SqliteFiles | PgDatabases
+
+
 @dataclass(frozen=True)
 class SmoothServer:
     name: str
-    db: Path
+    db: str  # what --db got: a SQLite file's path or a PostgreSQL URL
     port: int
     proc: subprocess.Popen[bytes]
     log: Path
 
 
-def start_smooth(procs: Processes, workdir: Path, db: Path, *, auth: bool) -> SmoothServer:
-    name = f"smooth-edge ({db.stem})"
+def start_smooth(procs: Processes, workdir: Path, label: str, db: str, *, auth: bool) -> SmoothServer:
+    name = f"smooth-edge ({label})"
     port = free_port()
-    log = workdir / f"{db.stem}.log"
+    log = workdir / f"{label}.log"
     argv = [
         *smooth_edge_command(),
         # WARNING: at INFO the server writes a JSON line per RPC, and that would be part of the measurement.
         "--log-level", "WARNING",
-        "serve", "--db", str(db), "--listen", f"127.0.0.1:{port}", "--migrate",
+        "serve", "--db", db, "--listen", f"127.0.0.1:{port}", "--migrate",
         *([] if auth else ["--insecure-disable-auth"]),
     ]  # fmt: skip
     proc = procs.start(name, argv, log, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
@@ -538,12 +688,20 @@ class Settings:
     items: int
     skip_echo: bool
     json_path: Path | None
+    pg: str | None = None  # --pg: the PostgreSQL server the databases go on, instead of SQLite files
 
 
 async def seed_and_copy(
-    settings: Settings, seed_server: SmoothServer, metadata: Metadata, copies: Sequence[Path]
+    settings: Settings,
+    seed_server: SmoothServer,
+    metadata: Metadata,
+    storage: Storage,
+    procs: Processes,
+    copies: Sequence[str],
 ) -> list[str]:
-    """Seed through the seeding server (auth on), then copy its database to each of `copies`; return the ids."""
+    """Seed through the seeding server (auth on), copy its database to each label of `copies`, and stop the
+    seeding server (SQLite: after the copies; PostgreSQL: before, a template must have no connection); return the
+    seeded ids."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{seed_server.port}") as channel:
         progress(f"waiting for {seed_server.name} on port {seed_server.port} to be SERVING")
         await wait_serving(channel, seed_server)
@@ -551,9 +709,7 @@ async def seed_and_copy(
         ids = await seed(item_grpc.ToolItemServiceStub(channel), settings.items, metadata)
     if not ids:
         raise BenchError("--items must be at least 1: Get needs existing ids")
-    progress(f"copying the seeded database to {', '.join(p.name for p in copies)}")
-    for copy in copies:
-        await asyncio.to_thread(copy_database, seed_server.db, copy)
+    await storage.copy_seed(seed_server, procs, copies)
     return ids
 
 
@@ -578,7 +734,7 @@ async def run_grpc(
     echo_port: int | None,
     metadata: Metadata,
     seed_server: SmoothServer,
-    in_process_db: Path,
+    storage: Storage,
 ) -> list[Row]:
     # Every measured server starts at the same time on a copy of one seeded database: the same rows (ids,
     # owner, audit chain), so Get and List read and send the same data with auth on and off, and no server
@@ -586,10 +742,11 @@ async def run_grpc(
     # per mode: a process can run a few percent faster or slower than its twin for as long as it lives
     # (placement, memory layout), which averages out over two, and the twins' ratio shows that noise (A/A).
     replicas = range(1, settings.servers_per_mode + 1)
-    dbs = {(auth, i): workdir / f"auth-{'on' if auth else 'off'}-{i}.db" for i in replicas for auth in (True, False)}
-    ids = await seed_and_copy(settings, seed_server, metadata, [*dbs.values(), in_process_db])
-    procs.stop(seed_server.proc)
-    servers = {key: start_smooth(procs, workdir, db, auth=key[0]) for key, db in dbs.items()}
+    labels = {(auth, i): f"auth-{'on' if auth else 'off'}-{i}" for i in replicas for auth in (True, False)}
+    ids = await seed_and_copy(settings, seed_server, metadata, storage, procs, [*labels.values(), IN_PROCESS_LABEL])
+    servers = {
+        key: start_smooth(procs, workdir, label, storage.db(label), auth=key[0]) for key, label in labels.items()
+    }
     # One channel (so one HTTP/2 connection) per server, with identical options. One connection carries all
     # in-flight calls: HTTP/2 multiplexes them, and grpc's default stream limit is far above 50, so the calls
     # are truly concurrent on the wire.
@@ -691,9 +848,9 @@ async def check_audit_patch(store: Store, load: Load[Any]) -> None:
         )
 
 
-async def run_in_process(db: Path, secret: str, settings: Settings) -> InProcess:
+async def run_in_process(db: str, secret: str, settings: Settings) -> InProcess:
     configure_logging("WARNING")  # as the servers run: no log line per call
-    async with Store(str(db)) as store:
+    async with Store(db) as store:
         # As `serve --migrate` does: the copy is at the schema of the servers, this process may see a newer one.
         await migrate.upgrade(store.engine)
         use_cases = build(store)
@@ -717,13 +874,18 @@ async def run_in_process(db: Path, secret: str, settings: Settings) -> InProcess
 
 
 async def run(
-    settings: Settings, procs: Processes, workdir: Path, echo_port: int | None, secret: str, seed_server: SmoothServer
+    settings: Settings,
+    procs: Processes,
+    workdir: Path,
+    echo_port: int | None,
+    secret: str,
+    seed_server: SmoothServer,
+    storage: Storage,
 ) -> tuple[list[Row], InProcess]:
     metadata: Metadata = (("authorization", f"Bearer {secret}"),)
-    in_process_db = workdir / "in-process.db"
-    rows = await run_grpc(settings, procs, workdir, echo_port, metadata, seed_server, in_process_db)
+    rows = await run_grpc(settings, procs, workdir, echo_port, metadata, seed_server, storage)
     # After the gRPC runs, with the servers idle: the client and the servers do not compete with it for CPU.
-    in_process = await run_in_process(in_process_db, secret, settings)
+    in_process = await run_in_process(storage.db(IN_PROCESS_LABEL), secret, settings)
     return rows, in_process
 
 
@@ -769,10 +931,15 @@ def _rule(header: str) -> list[str]:
     return [header, "-" * len(header)]
 
 
-def grpc_table(rows: Sequence[Row], servers_per_mode: int) -> list[str]:
+def _on(engine: str) -> str:
+    """What the title lines add to name the engine: nothing for SQLite, the default (its report is unchanged)."""
+    return "" if engine == SqliteFiles.engine else f" on {engine}"
+
+
+def grpc_table(rows: Sequence[Row], servers_per_mode: int, engine: str = SqliteFiles.engine) -> list[str]:
     lines = [
-        f"gRPC: {AUTH_ON} (API key checked) vs {AUTH_OFF} (serve --insecure-disable-auth) vs {ECHO} (bare grpc.aio); "
-        f"{servers_per_mode} smooth-edge process(es) per mode"
+        f"gRPC{_on(engine)}: {AUTH_ON} (API key checked) vs {AUTH_OFF} (serve --insecure-disable-auth) "
+        f"vs {ECHO} (bare grpc.aio); {servers_per_mode} smooth-edge process(es) per mode"
     ]
     lines += _rule(
         f"{'operation':<9} {'conc':>4} {'on/s':>7} {'off/s':>7} {'on/off':>6} {'per round':>11} {'A/A':>5} "
@@ -802,8 +969,8 @@ def grpc_table(rows: Sequence[Row], servers_per_mode: int) -> list[str]:
     return lines
 
 
-def latency_table(rows: Sequence[Row]) -> list[str]:
-    lines = ["latency per call, ms (nearest-rank percentiles)"]
+def latency_table(rows: Sequence[Row], engine: str = SqliteFiles.engine) -> list[str]:
+    lines = [f"latency per call{_on(engine)}, ms (nearest-rank percentiles)"]
     lines += _rule(
         f"{'operation':<9} {'conc':>4} {'on p50':>8} {'p99':>7} {'off p50':>8} {'p99':>7} {'echo p50':>8} {'p99':>7}"
     )
@@ -819,9 +986,9 @@ def latency_table(rows: Sequence[Row]) -> list[str]:
     return lines
 
 
-def in_process_table(result: InProcess, rows: Sequence[Row]) -> list[str]:
+def in_process_table(result: InProcess, rows: Sequence[Row], engine: str = SqliteFiles.engine) -> list[str]:
     a, n, c = result.audit, result.no_audit, result.audit_vs_none
-    lines = ["in-process EntityService.create (ToolItem, SQLite, no gRPC): audit.append vs a no-op in its place"]
+    lines = [f"in-process EntityService.create (ToolItem, {engine}, no gRPC): audit.append vs a no-op in its place"]
     lines += _rule(
         f"{'operation':<9} {'conc':>4} {'audit/s':>8} {'no-audit/s':>10} {'ratio':>6} {'per round':>11} "
         f"{'+us/call':>8} {'audit p50':>9} {'p99':>7} {'no-audit p50':>12} {'p99':>7} {'errors':>6}"
@@ -834,7 +1001,8 @@ def in_process_table(result: InProcess, rows: Sequence[Row]) -> list[str]:
     lines += [
         "ratio = audit calls/s / no-audit calls/s; +us/call = 1e6/audit - 1e6/no-audit (time audit adds per Create)",
         "",
-        "Create, authentication + audit vs neither (estimate: 1/neither = 1/off - the in-process audit time per call)",
+        f"Create{_on(engine)}, authentication + audit vs neither "
+        "(estimate: 1/neither = 1/off - the in-process audit time per call)",
     ]
     lines += _rule(f"{'operation':<9} {'conc':>4} {'on/s':>7} {'neither/s':>9} {'ratio':>6}")
     for e in estimates(rows, result):
@@ -845,15 +1013,32 @@ def in_process_table(result: InProcess, rows: Sequence[Row]) -> list[str]:
     return lines
 
 
-def tables(rows: Sequence[Row], in_process: InProcess, servers_per_mode: int) -> str:
+def tables(rows: Sequence[Row], in_process: InProcess, servers_per_mode: int, storage: Storage) -> str:
+    title = storage.title()
     return "\n".join(
-        [*grpc_table(rows, servers_per_mode), "", *latency_table(rows), "", *in_process_table(in_process, rows)]
+        [
+            *([title, ""] if title else []),
+            *grpc_table(rows, servers_per_mode, storage.engine),
+            "",
+            *latency_table(rows, storage.engine),
+            "",
+            *in_process_table(in_process, rows, storage.engine),
+        ]
     )
 
 
 def report(
-    settings: Settings, rows: Sequence[Row], in_process: InProcess, load_before: tuple[float, float, float]
+    settings: Settings,
+    rows: Sequence[Row],
+    in_process: InProcess,
+    load_before: tuple[float, float, float],
+    storage: Storage,
 ) -> dict[str, Any]:
+    # Without --pg the JSON is as it always was; with it, "postgresql" says where the databases were.
+    postgresql: dict[str, Any] = {}
+    if isinstance(storage, PgDatabases):
+        url = make_url(storage.admin_dsn)
+        postgresql = {"postgresql": {"host": url.host, "port": url.port, **storage.server}}
     return {
         "settings": {
             "seconds": settings.seconds,
@@ -866,6 +1051,7 @@ def report(
             "list_page_size": LIST_PAGE_SIZE,
             "echo": not settings.skip_echo,
             "in_process_concurrency": IN_PROCESS_CONCURRENCY,
+            **postgresql,
         },
         "machine": {
             "python": platform.python_version(),
@@ -908,6 +1094,14 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--items", type=int, default=2000, help="tool items to seed before measuring (default 2000)")
     parser.add_argument("--skip-echo", action="store_true", help="no echo server, so no on/echo ratio (saves a third)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument(
+        "--pg",
+        metavar="URL",
+        default=None,
+        help="run every server, and the in-process Create, on its own fresh PostgreSQL database on this server "
+        "(postgresql://user@host:port/db; the role must create databases), not on a SQLite file; "
+        "the bench_api_* databases are dropped on exit",
+    )
     args = parser.parse_args(argv)
     try:
         levels = tuple(int(part) for part in args.concurrency.split(",") if part.strip())
@@ -917,9 +1111,27 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         parser.error("--concurrency needs at least one level, each >= 1")
     if args.seconds <= 0 or args.warmup < 0 or min(args.items, args.rounds, args.servers_per_mode) < 1:
         parser.error("--seconds must be > 0, --warmup >= 0, and --items, --rounds, --servers-per-mode >= 1")
+    if args.pg is not None and make_url_or_none(args.pg) is None:
+        parser.error(f"--pg must be a postgresql:// URL, not {args.pg!r}")
     return Settings(
-        args.seconds, args.warmup, args.rounds, args.servers_per_mode, levels, args.items, args.skip_echo, args.json
+        args.seconds,
+        args.warmup,
+        args.rounds,
+        args.servers_per_mode,
+        levels,
+        args.items,
+        args.skip_echo,
+        args.json,
+        args.pg,
     )
+
+
+def make_url_or_none(url: str) -> sa.URL | None:
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError:
+        return None
+    return parsed if parsed.get_backend_name() == "postgresql" else None
 
 
 @contextlib.contextmanager
@@ -940,24 +1152,29 @@ def sigterm_as_exit() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
     load_before = os.getloadavg()
+    pg = PgDatabases(settings.pg) if settings.pg is not None else None
     try:
-        # Exit order is the reverse: processes stop first, then the temp dir (with the SQLite files) goes.
+        # Exit order is the reverse: processes stop first, then the PostgreSQL databases (--pg) are dropped, then
+        # the temp dir (with the SQLite files) goes.
         with (
             sigterm_as_exit(),
             tempfile.TemporaryDirectory(prefix="smooth-bench-") as tmp,
+            pg if pg is not None else contextlib.nullcontext(),
             Processes(STOP_GRACE_S, progress) as procs,
         ):
             workdir = Path(tmp)
+            storage: Storage = pg if pg is not None else SqliteFiles(workdir)
             progress(f"work dir {workdir}")
             echo_port: int | None = None
             if not settings.skip_echo:
                 progress("starting the echo server")
                 echo_port = start_echo(procs, workdir)
-            seed_db = workdir / "seed.db"
-            progress("smooth-edge migrate + user create --admin on a fresh SQLite file, for an API key")
-            secret = create_api_key(workdir, seed_db)
-            seed_server = start_smooth(procs, workdir, seed_db, auth=True)
-            rows, in_process = asyncio.run(run(settings, procs, workdir, echo_port, secret, seed_server))
+            asyncio.run(storage.create_seed())
+            fresh = "SQLite file" if pg is None else f"PostgreSQL database {pg.name(SEED_LABEL)}"
+            progress(f"smooth-edge migrate + user create --admin on a fresh {fresh}, for an API key")
+            secret = create_api_key(workdir, storage.db(SEED_LABEL))
+            seed_server = start_smooth(procs, workdir, SEED_LABEL, storage.db(SEED_LABEL), auth=True)
+            rows, in_process = asyncio.run(run(settings, procs, workdir, echo_port, secret, seed_server, storage))
     except KeyboardInterrupt:
         progress("interrupted; processes stopped and temp files removed")
         return 130
@@ -967,10 +1184,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SmoothError as err:  # from the in-process use cases
         progress(f"error: {err.message}")
         return 1
+    except asyncpg.PostgresError as err:  # --pg: creating or copying a database
+        progress(f"error: PostgreSQL: {type(err).__name__}: {err}")
+        return 1
     progress("done")
-    print(tables(rows, in_process, settings.servers_per_mode))
+    print(tables(rows, in_process, settings.servers_per_mode, storage))
     if settings.json_path is not None:
-        settings.json_path.write_text(json.dumps(report(settings, rows, in_process, load_before), indent=2) + "\n")
+        result = report(settings, rows, in_process, load_before, storage)
+        settings.json_path.write_text(json.dumps(result, indent=2) + "\n")
         progress(f"wrote {settings.json_path}")
     return 0
 
