@@ -80,6 +80,9 @@ def _versioned(name: str, cls: type[Versioned], *columns: sa.Column[Any] | sa.In
         sa.Column("version", sa.Integer(), nullable=False),
         sa.CheckConstraint("version >= 1", name="version_positive"),
         *_text_limits(cls),
+        # Lists walk pages in (created_at, id) order unless told otherwise: the first page reads 50 index entries
+        # instead of sorting the table (issue 11).
+        sa.Index(f"ix_{name}_created_at_id", "created_at", "id"),
     )
 
 
@@ -146,6 +149,8 @@ tool_items = _versioned(
     sa.Column("geometry", JSON, nullable=False),
     _tags(),
 )
+# The common filtered lists, in their default order (issue 11).
+sa.Index("ix_tool_items_tool_type_created_at_id", tool_items.c.tool_type, tool_items.c.created_at, tool_items.c.id)
 
 tool_assemblies = _versioned(
     "tool_assemblies",
@@ -173,6 +178,12 @@ tool_instances = _versioned(
     _tags(),
     sa.CheckConstraint("tool_item_id IS NOT NULL OR tool_assembly_id IS NOT NULL", name="has_item"),
     sa.Index("ix_tool_instances_serial_number", "serial_number", unique=True),
+)
+sa.Index(
+    "ix_tool_instances_status_created_at_id",
+    tool_instances.c.status,
+    tool_instances.c.created_at,
+    tool_instances.c.id,
 )
 
 tool_presets = _versioned(
@@ -205,6 +216,7 @@ tool_usages = _versioned(
     sa.CheckConstraint("end_time IS NULL OR end_time >= start_time", name="end_after_start"),
     sa.Index("ix_tool_usages_machine_id_start_time", "machine_id", "start_time"),
     sa.Index("ix_tool_usages_start_time", "start_time"),
+    sa.Index("ix_tool_usages_tool_instance_id_start_time", "tool_instance_id", "start_time"),
 )
 
 tool_sets = _versioned(
