@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -22,6 +22,7 @@ from server.store.collector_rows import CollectorRows
 from server.store.connection import map_db_error
 from server.store.engine import BUSY_TIMEOUT_MS, WRITE_OPTION, create_engine, create_inline_engine, is_sqlite
 from server.store.entity_rows import EntityRows
+from server.store.group_commit import GroupCommit
 from server.store.identity_rows import IdentityRows
 from server.store.inline import InlineConnection, raw_pragma
 from server.store.replication_rows import ReplicationRows
@@ -43,6 +44,7 @@ class Store:
         self._engine: AsyncEngine | None = None
         self._inline: sa.Engine | None = None  # SQLite: statements run inline on the loop (store/inline.py)
         self._write_lock = asyncio.Lock()
+        self._group: GroupCommit[Transaction] | None = None
         # Called after every committed write (the replicator wakes on them); must not block.
         self.on_commit: list[Callable[[], None]] = []
 
@@ -83,26 +85,43 @@ class Store:
 
     @asynccontextmanager
     async def write(self, *, durable: bool = False) -> AsyncIterator[Transaction]:
-        """One atomic unit of work: everything written inside commits together or not at all.
+        """One atomic unit of work: everything written inside commits together or not at all, before this returns.
 
-        `durable`: on SQLite, this commit is fsynced (synchronous=FULL), and with it every earlier commit in the
-        WAL — what the replicator does before central may see a sequence.
+        On PostgreSQL concurrent units are grouped into one transaction and one commit (a round trip and a WAL
+        flush), each in its own savepoint (server/store/group_commit.py). `durable`: on SQLite, this commit is
+        fsynced (synchronous=FULL), and with it every earlier commit in the WAL — what the replicator does before
+        central may see a sequence; such a unit runs alone.
         """
+        if durable or self._inline is not None:
+            # SQLite commits in microseconds (WAL, synchronous=NORMAL): grouping would cost more than it saves.
+            async with self._transaction(durable=durable) as tx:
+                yield tx
+            self._committed()
+            return
+        if self._group is None:
+            self._group = GroupCommit(lambda: self._transaction(durable=False), _savepoint, self._committed)
+        async with self._group.unit() as tx:
+            yield tx
+
+    def _committed(self) -> None:
+        for callback in self.on_commit:
+            callback()
+
+    @asynccontextmanager
+    async def _transaction(self, *, durable: bool) -> AsyncIterator[Transaction]:
+        """One exclusive write transaction: writers take turns (SQLite's lock here and BEGIN IMMEDIATE; an advisory
+        lock on PostgreSQL, which also keeps `changes.seq` in commit order for the replication outbox)."""
         if self._inline is not None:
             async with self._write_lock:
                 async with self._inline_write(durable) as tx:
                     yield tx
-        else:
-            try:
-                async with self.engine.connect() as conn, conn.begin():
-                    # One writer at a time, as on SQLite: every write appends to the audit chain anyway, and this
-                    # keeps `changes.seq` in commit order (the replication outbox), no deadlocks.
-                    await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE_LOCK})
-                    yield Transaction(conn)
-            except (sa_exc.StatementError, OSError, TimeoutError) as exc:
-                raise map_db_error(exc) from exc
-        for callback in self.on_commit:
-            callback()
+            return
+        try:
+            async with self.engine.connect() as conn, conn.begin():
+                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE_LOCK})
+                yield Transaction(conn)
+        except (sa_exc.StatementError, OSError, TimeoutError) as exc:
+            raise map_db_error(exc) from exc
 
     @asynccontextmanager
     async def _inline_write(self, durable: bool) -> AsyncIterator[Transaction]:
@@ -143,3 +162,7 @@ async def _begin_immediate(conn: sa.Connection) -> None:
                 raise
         await asyncio.sleep(pause)
         pause = min(pause * 2, 0.05)
+
+
+def _savepoint(tx: Transaction) -> AbstractAsyncContextManager[None]:
+    return tx.savepoint()

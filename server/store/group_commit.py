@@ -1,0 +1,148 @@
+"""Group commit: concurrent units of work share one database transaction and one commit, each inside its own
+savepoint, so one unit's failure undoes only that unit (DESIGN decision 2; issue 11).
+
+A writer joins the queue; the first one starts a leader task that opens a transaction, hands it to the queued
+writers one at a time (each body runs in its writer's own task, inside a savepoint the leader opened), and commits
+once for all whose bodies succeeded. A writer returns from its `async with` only after that commit: what is
+acknowledged is committed. A failing body gets its own exception; a failing commit fails every unit of the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+GROUP_MAX = 64  # units of work in one transaction at most (bounds its size and the wait of the last one)
+
+
+class _BodyFailed(Exception):
+    """A unit's body raised: its savepoint is rolled back (the unit's task re-raises the original)."""
+
+
+class _Turn(Generic[T]):
+    """One writer's place in the queue."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.granted: asyncio.Future[T] = loop.create_future()  # the shared transaction, inside a savepoint
+        self.finished: asyncio.Future[BaseException | None] = loop.create_future()  # the body's outcome
+        self.committed: asyncio.Future[None] = loop.create_future()
+        for future in (self.granted, self.committed):  # an outcome nobody waits for any more is not an error
+            future.add_done_callback(_retrieve)
+
+
+def _settle(turns: list[_Turn[Any]]) -> None:
+    """The group's outcome is known: units whose bodies failed may now raise their own errors."""
+    for turn in turns:
+        if not turn.committed.done():
+            turn.committed.set_result(None)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+class GroupCommit(Generic[T]):
+    """Runs units of work through `open_transaction` (an exclusive write transaction yielding `T`, which has an
+    async `savepoint()` context manager), grouped."""
+
+    def __init__(
+        self,
+        open_transaction: Callable[[], AbstractAsyncContextManager[T]],
+        savepoint: Callable[[T], AbstractAsyncContextManager[None]],
+        after_commit: Callable[[], None],
+    ) -> None:
+        self._open = open_transaction
+        self._savepoint = savepoint
+        self._after_commit = after_commit
+        self._queue: deque[_Turn[T]] = deque()
+        self._leader: asyncio.Task[None] | None = None
+
+    @asynccontextmanager
+    async def unit(self) -> AsyncIterator[T]:
+        loop = asyncio.get_running_loop()
+        turn: _Turn[T] = _Turn(loop)
+        self._queue.append(turn)
+        if self._leader is None or self._leader.done():
+            self._leader = loop.create_task(self._lead(), name="group-commit")
+        try:
+            tx = await turn.granted
+        except asyncio.CancelledError:
+            if turn.granted.done() and not turn.granted.cancelled() and turn.granted.exception() is None:
+                turn.finished.set_result(asyncio.CancelledError())  # granted as we were cancelled: release it
+            else:
+                turn.granted.cancel()  # the leader skips it
+            raise
+        try:
+            yield tx
+        except BaseException as exc:
+            turn.finished.set_result(exc)
+            if not isinstance(exc, asyncio.CancelledError):
+                # Refused only once the group's outcome is settled: an ABORTED that names a version another unit
+                # of the group wrote must not reach the caller before a read can see that version.
+                await asyncio.shield(turn.committed)
+            raise
+        turn.finished.set_result(None)
+        await asyncio.shield(turn.committed)
+
+    async def _lead(self) -> None:
+        while self._queue:
+            # The units queued now share this transaction; later ones wait for the next. A unit alone in its
+            # transaction needs no savepoint: if it fails, the whole transaction is rolled back.
+            batch: list[_Turn[T]] = []
+            while self._queue and len(batch) < GROUP_MAX:
+                turn = self._queue.popleft()
+                if not turn.granted.done():  # (done: cancelled while it waited)
+                    batch.append(turn)
+            if not batch:
+                return
+            alone = len(batch) == 1
+            done: list[_Turn[T]] = []
+            failed: list[_Turn[T]] = []
+            current: _Turn[T] | None = None
+            try:
+                async with self._open() as tx:
+                    for current in batch:
+                        if current.granted.done():
+                            continue
+                        try:
+                            async with nullcontext() if alone else self._savepoint(tx):
+                                current.granted.set_result(tx)
+                                outcome = await current.finished
+                                if outcome is not None:
+                                    raise _BodyFailed
+                        except _BodyFailed:
+                            failed.append(current)
+                            if alone:
+                                raise  # rolls the transaction back
+                        else:
+                            done.append(current)
+                    current = None
+            except _BodyFailed:
+                _settle(failed)
+                continue  # the unit's writer raises its own error; nothing was committed
+            except BaseException as exc:
+                # The transaction could not be opened or committed, or the leader was cancelled: every unit of
+                # this group fails with it, and so do the ones queued behind it (no retry loop here: the callers
+                # see the database's error, as they would without grouping).
+                for turn in done:
+                    if not turn.committed.done():
+                        turn.committed.set_exception(exc)
+                _settle(failed)
+                for turn in [*batch, *self._queue]:
+                    if not turn.granted.done():
+                        turn.granted.set_exception(exc)
+                self._queue.clear()
+                if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+                    raise
+                return
+            for turn in done:
+                turn.committed.set_result(None)
+            _settle(failed)
+            if done:
+                self._after_commit()

@@ -1,0 +1,84 @@
+"""Group commit on PostgreSQL (server/store/group_commit.py): concurrent units share one commit, a failing unit
+is undone alone and gets its own error, cancelled units leave nothing, and every acknowledged unit is
+committed. Real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from server.store import migrate
+from server.store.repository import Store
+
+pytestmark = pytest.mark.postgres
+
+
+class Refused(Exception):
+    pass
+
+
+@pytest.fixture
+async def store(pg_database: str) -> AsyncIterator[Store]:
+    async with Store(pg_database) as s:
+        await migrate.upgrade(s.engine)
+        yield s
+
+
+async def test_units_share_commits_and_a_failing_one_is_undone_alone(store: Store) -> None:
+    commits = 0
+
+    def counted() -> None:
+        nonlocal commits
+        commits += 1
+
+    store.on_commit.append(counted)
+
+    async def unit(i: int) -> None:
+        async with store.write() as tx:
+            await tx.set_replication_value(f"k{i}", i, datetime.now(UTC))
+            await asyncio.sleep(0)  # a real await inside the unit, as a network round trip would be
+            if i % 7 == 3:
+                raise Refused(i)
+
+    results = await asyncio.gather(*(unit(i) for i in range(40)), return_exceptions=True)
+    refused = {r.args[0] for r in results if isinstance(r, Refused)}
+    assert refused == {i for i in range(40) if i % 7 == 3}
+    assert all(r is None for i, r in enumerate(results) if i not in refused)
+    async with store.read() as tx:
+        for i in range(40):
+            assert await tx.replication_value(f"k{i}") == (None if i in refused else i)
+    assert 1 <= commits < 40, "concurrent units were grouped into fewer commits"
+
+
+async def test_a_unit_alone_that_fails_leaves_nothing(store: Store) -> None:
+    with pytest.raises(Refused):
+        async with store.write() as tx:
+            await tx.set_replication_value("alone", 1, datetime.now(UTC))
+            raise Refused("alone")
+    async with store.read() as tx:
+        assert await tx.replication_value("alone") is None
+
+
+async def test_cancelled_units_leave_nothing_and_the_rest_commit(store: Store) -> None:
+    started = asyncio.Event()
+
+    async def unit(i: int, *, hold: bool) -> None:
+        async with store.write() as tx:
+            await tx.set_replication_value(f"c{i}", i, datetime.now(UTC))
+            if hold:
+                started.set()
+                await asyncio.Event().wait()  # until cancelled
+
+    held = asyncio.create_task(unit(0, hold=True))
+    others = [asyncio.create_task(unit(i, hold=False)) for i in range(1, 10)]
+    await started.wait()
+    held.cancel()
+    await asyncio.gather(*others)
+    with pytest.raises(asyncio.CancelledError):
+        await held
+    async with store.read() as tx:
+        assert await tx.replication_value("c0") is None
+        assert [await tx.replication_value(f"c{i}") for i in range(1, 10)] == list(range(1, 10))
