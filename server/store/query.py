@@ -53,16 +53,22 @@ def _has_tag(column: sa.ColumnElement[Any], tag: str, dialect: str) -> sa.Column
     return sa.exists().select_from(each).where(each.c.value == tag)
 
 
+def _nullable(table: sa.Table, key: OrderKey) -> bool:
+    """Whether the sort column can hold NULL: the table decides (created_at is optional on the entity, never
+    NULL in the table). An ORDER BY that starts with a NULLs-last expression can use no index (issue 11)."""
+    return bool(table.c[key.field.name].nullable)
+
+
 def _sort_parts(table: sa.Table, key: OrderKey) -> list[tuple[sa.ColumnElement[Any], bool]]:
     column = table.c[key.field.name]
-    if key.field.nullable:
+    if _nullable(table, key):
         # NULLs last in both directions, on both engines.
         return [(sa.case((column.is_(None), 1), else_=0), False), (column, key.desc)]
     return [(column, key.desc)]
 
 
-def _part_values(key: OrderKey, value: Any) -> list[Any]:
-    return [1 if value is None else 0, value] if key.field.nullable else [value]
+def _part_values(table: sa.Table, key: OrderKey, value: Any) -> list[Any]:
+    return [1 if value is None else 0, value] if _nullable(table, key) else [value]
 
 
 def order_by(table: sa.Table, query: ListQuery) -> list[sa.ColumnElement[Any]]:
@@ -73,15 +79,22 @@ def keyset_after(table: sa.Table, query: ListQuery) -> sa.ColumnElement[bool] | 
     """Rows strictly after the page token's position: (a > x) OR (a = x AND b > y) OR ..."""
     if query.after is None:
         return None
-    parts: list[tuple[sa.ColumnElement[Any], bool, Any]] = []
+    parts: list[tuple[sa.ColumnElement[Any], bool, Any, bool]] = []
     for key, value in zip(query.order, query.after, strict=True):
-        for (expr, desc), v in zip(_sort_parts(table, key), _part_values(key, value), strict=True):
-            parts.append((expr, desc, v))
+        nullable = _nullable(table, key)
+        for (expr, desc), v in zip(_sort_parts(table, key), _part_values(table, key, value), strict=True):
+            parts.append((expr, desc, v, nullable))
+    if not any(n for *_, n in parts) and len({d for _, d, _, _ in parts}) == 1:
+        # One direction, no NULLs: a row-value comparison, which both engines answer from an index range.
+        left = sa.tuple_(*(e for e, _, _, _ in parts))
+        right = sa.tuple_(*(sa.literal(v, type_=e.type) for e, _, v, _ in parts))
+        return left < right if parts[0][1] else left > right
     alternatives: list[sa.ColumnElement[bool]] = []
-    for i, (expr, desc, value) in enumerate(parts):
+    for i, (expr, desc, value, _) in enumerate(parts):
         if value is None:
             continue  # nothing sorts after NULL within this key (NULLs are last)
-        same_prefix = [e.is_not_distinct_from(v) for e, _, v in parts[:i]]
+        # `=` where NULL cannot occur: an index can serve it (IS NOT DISTINCT FROM it cannot, on PostgreSQL).
+        same_prefix = [e.is_not_distinct_from(v) if n else e == v for e, _, v, n in parts[:i]]
         beyond = expr < value if desc else expr > value
         alternatives.append(sa.and_(*same_prefix, beyond))
     return sa.or_(*alternatives) if alternatives else sa.false()
