@@ -50,7 +50,9 @@ def service_descriptor(kind: EntityKind) -> ServiceDescriptor:
     return PROTO_MODULES[kind.name].DESCRIPTOR.services_by_name[f"{kind.label}Service"]  # type: ignore[no-any-return]
 
 
-MESSAGE_CACHE_SIZE = 20_000  # entity messages kept per kind (a few MB for typical tool items)
+# Entity messages kept, all kinds together: about 2.5 KB of memory each (Python message objects), so about 20 MB
+# at most — the agent's memory stays bounded however many entities are read (issue 11: RSS < 200 MB).
+MESSAGE_CACHE_SIZE = 8_192
 
 
 class MessageCache:
@@ -77,12 +79,12 @@ class MessageCache:
 class EntityServicer:
     """Implements one `<Entity>Service`; the method set comes from the service descriptor."""
 
-    def __init__(self, kind: EntityKind, service: EntityService) -> None:
+    def __init__(self, kind: EntityKind, service: EntityService, messages: MessageCache | None = None) -> None:
         self.kind = kind
         self.service = service
         self.message_cls: type[Message] = getattr(PROTO_MODULES[kind.name], kind.label)
         self.descriptor = service_descriptor(kind)
-        self._messages = MessageCache(MESSAGE_CACHE_SIZE)
+        self._messages = messages if messages is not None else MessageCache(MESSAGE_CACHE_SIZE)
 
     def _caller(self, request: Message | None = None) -> Caller:
         call = CURRENT_CALL.get()
@@ -91,7 +93,7 @@ class EntityServicer:
     def _out(self, entity: Any) -> Message:
         """The entity's message, built once per version (`MessageCache`): a List of 50 rows or a hot Get does not
         rebuild Structs and timestamps for states it has sent before. Callers never modify what it returns."""
-        key = (entity.id, entity.version, entity.updated_at)
+        key = (self.kind.name, entity.id, entity.version, entity.updated_at)
         msg = self._messages.get(key)
         if msg is None:
             msg = self._messages.put(key, mapping.to_proto(entity, self.message_cls))
@@ -210,4 +212,5 @@ def _response_cls(service: ServiceDescriptor, method: str) -> type[Message]:
 
 
 def entity_servicers(services: dict[str, EntityService]) -> list[EntityServicer]:
-    return [EntityServicer(KINDS[name], services[name]) for name in PROTO_MODULES]
+    messages = MessageCache(MESSAGE_CACHE_SIZE)  # one budget shared by every kind
+    return [EntityServicer(KINDS[name], services[name], messages) for name in PROTO_MODULES]
