@@ -17,7 +17,7 @@ pytestmark = pytest.mark.postgres
 
 
 class Refused(Exception):
-    pass
+    """A unit's own failure, raised inside its body."""
 
 
 @pytest.fixture
