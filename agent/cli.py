@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import os
 import sys
@@ -249,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         from server.domain import failpoints
 
         failpoints.arm(os.environ["SMOOTH_EDGE_FAILPOINTS"])
+    if os.environ.get("SMOOTH_EDGE_DUMP_STACKS_AFTER_S"):  # tests: a hang shows where every thread stands
+        faulthandler.dump_traceback_later(float(os.environ["SMOOTH_EDGE_DUMP_STACKS_AFTER_S"]), exit=False)
     log = structlog.get_logger("smooth_edge.cli")
     try:
         if args.command in ("serve", "central"):
