@@ -280,8 +280,7 @@ async def test_umati_profile(
             "source": "COLLECTOR",
             "tool_number": 3,
             "time_in_spindle_s": 4.0,
-            "spindle_runtime_s": 1.0,
-            "max_speed_rpm": 0.0,  # umati reports rotation, not speed
+            "spindle_runtime_s": 1.0,  # umati reports rotation, not speed: no max_speed_rpm (issue 10, case 6)
             "programs": ["PART-A"],
             "parts": 2,
             "cycles": 1,

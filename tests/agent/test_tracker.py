@@ -8,6 +8,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from agent.collector.tracker import PROGRAM_MAX_LEN, Tracker, TrackerState
 from server.domain.collector import UsageClosed, UsageEvent, UsageOpened
 
@@ -120,11 +122,11 @@ def test_spindle_running_time_counts_only_while_it_turns_with_the_tool_in() -> N
     t1 = closed(t.tool(0, at(34)))
     assert t1.metrics["spindle_runtime_s"] == 12.0 and t1.metrics["time_in_spindle_s"] == 24.0
     assert t1.metrics["max_speed_rpm"] == 8000.0
-    t.spindle(True, 12000.0, at(36))  # no tool: neither time nor speed counts for the next one
-    t.tool(2, at(40))  # comes in while the spindle turns: its time starts now
+    t.spindle(True, 12000.0, at(36))  # no tool: its time counts for nobody
+    t.tool(2, at(40))  # comes in while the spindle turns: its time starts now, at the speed it turns at
     t.spindle(False, 0.0, at(45))
     t2 = closed(t.tool(0, at(50)))
-    assert t2.metrics["spindle_runtime_s"] == 5.0 and t2.metrics["max_speed_rpm"] == 0.0
+    assert t2.metrics["spindle_runtime_s"] == 5.0 and t2.metrics["max_speed_rpm"] == 12000.0
 
 
 def test_spindle_running_time_never_exceeds_the_time_in_the_spindle() -> None:
@@ -218,17 +220,16 @@ def test_operating_time_is_the_counter_difference_and_never_negative() -> None:
 
 
 def test_what_a_machine_does_not_report_is_left_out_of_the_metrics() -> None:
-    t = watching()  # no part counter, program status, operation mode or operating-time counter
+    t = watching()  # no speed, part counter, program status, operation mode or operating-time counter
     t.tool(1, at(10))
+    t.spindle(True, None, at(12))  # umati: IsRotating, no speed (issue 10, case 6: no max_speed_rpm of 0.0)
     metrics = closed(t.tool(0, at(20))).metrics
-    assert set(metrics) == {
-        "source",
-        "tool_number",
-        "time_in_spindle_s",
-        "spindle_runtime_s",
-        "max_speed_rpm",
-        "programs",
-    }
+    assert set(metrics) == {"source", "tool_number", "time_in_spindle_s", "spindle_runtime_s", "programs"}
+    assert metrics["spindle_runtime_s"] == 8.0
+    cnc = Tracker("M1")
+    cnc.reconnected(0, False, 0.0, at(0))  # a speed is reported, even if it is 0
+    cnc.tool(1, at(10))
+    assert closed(cnc.tool(0, at(20))).metrics["max_speed_rpm"] == 0.0
 
 
 # --- outages, restarts, first contact ----------------------------------------------------------------------------
@@ -306,7 +307,8 @@ def test_a_reconnect_on_a_controller_clock_set_back_counts_no_outage_and_keeps_t
     t.seen(at(50))
     t.reconnected(1, False, None, at(40))
     assert t.state.outage_s == 0.0 and t.state.last_seen == at(50)
-    assert closed(t.tool(0, at(45))).end == at(50)
+    # A keep-alive is not a change: the tool's leaving keeps its own time, after the last change (10).
+    assert closed(t.tool(0, at(45))).end == at(45)
 
 
 def test_a_restart_resumes_from_the_saved_state() -> None:
@@ -334,3 +336,145 @@ def test_saved_state_from_another_agent_version_loads() -> None:
     assert TrackerState.from_json(newer) == TrackerState()
     older = {k: v for k, v in TrackerState(tool=3, stays=4).to_json().items() if k not in ("cycles", "modes", "mode")}
     assert TrackerState.from_json(older) == TrackerState(tool=3, stays=4)
+
+
+# --- the timing model (README "Collector timing model", issue 10) -------------------------------------------------
+
+
+@pytest.mark.parametrize("quiet_s", [1.0, 2.5, 5.0, 7.5, 10.0])
+@pytest.mark.parametrize("publishing_s", [0.05, 0.25, 1.0])
+def test_a_keep_alive_never_moves_a_change_that_is_still_on_its_way(quiet_s: float, publishing_s: float) -> None:
+    # Case 1: after a quiet spell the session asks the server's time; a change stamped before that answer, still
+    # in the next publish response, keeps its own time.
+    t = watching()
+    t.tool(1, at(10))
+    t.spindle(True, 3000.0, at(11))
+    t.seen(at(11 + quiet_s + publishing_s))  # the keep-alive's answer
+    t.spindle(False, 0.0, at(11 + quiet_s))  # stamped before it, delivered after it
+    t.seen(at(11 + 2 * quiet_s + publishing_s))
+    events = t.tool(2, at(11 + 2 * quiet_s))
+    done = closed(events)
+    assert done.end == at(11 + 2 * quiet_s) and events[1].start == at(11 + 2 * quiet_s)
+    assert done.metrics["spindle_runtime_s"] == round(quiet_s, 3)
+    assert done.metrics["time_in_spindle_s"] == round(1 + 2 * quiet_s, 3) and "x-clamped" not in done.metrics
+
+
+def test_a_change_stamped_before_the_last_change_is_placed_after_it_and_counted() -> None:
+    t = watching()
+    t.tool(1, at(10))
+    t.program("O1", at(12))
+    t.spindle(True, 3000.0, at(11))  # the controller stamped it before a change already applied
+    t.program("O1", at(11.5))  # no transition: nothing to count
+    done = closed(t.tool(0, at(20)))
+    assert done.metrics["spindle_runtime_s"] == 8.0 and done.metrics["x-clamped"] == 1
+
+
+def test_a_connection_loss_keeps_the_spindle_time_seen_before_it_and_counts_the_outage_from_the_loss() -> None:
+    # Case 2: the spindle turned from 12 s; the connection was known live up to 15.2 s and lost there; the
+    # controller came back, its spindle turning since 20 s (its own stamp); the session reconnected at 22.5 s.
+    t = watching()
+    t.tool(1, at(10))
+    t.spindle(True, 5000.0, at(12))
+    t.seen(at(15.2))
+    assert t.reconnected(1, True, 5000.0, at(22.5), tool_at=at(20), rotating_at=at(20)) == []
+    t.spindle(False, 0.0, at(25))
+    done = closed(t.tool(0, at(30)))
+    assert done.metrics["spindle_runtime_s"] == 8.2  # 12 -> 15.2 and 20 -> 25
+    assert done.metrics["x-outage_s"] == 7.3 and done.metrics["interrupted"] is True
+    assert (done.start, done.end) == (at(10), at(30)) and "x-clamped" not in done.metrics
+
+
+def test_a_spindle_the_controller_says_never_stopped_is_credited_through_the_gap() -> None:
+    # umati after a link cut: IsRotating unchanged since 12 s (its stamp lies before the gap).
+    t = watching()
+    t.tool(1, at(10))
+    t.spindle(True, None, at(12))
+    t.seen(at(15))
+    t.reconnected(1, True, None, at(20), rotating_at=at(12))
+    done = closed(t.tool(0, at(30)))
+    assert done.metrics["spindle_runtime_s"] == 18.0 and done.metrics["x-outage_s"] == 5.0
+    assert "max_speed_rpm" not in done.metrics
+
+
+def test_a_spindle_stopped_during_the_gap_is_credited_only_up_to_the_gap() -> None:
+    t = watching()
+    t.tool(1, at(10))
+    t.spindle(True, 5000.0, at(12))
+    t.seen(at(15))
+    t.reconnected(1, False, 0.0, at(20), rotating_at=at(17))  # it stopped at 17; between 15 and 17 unknown
+    done = closed(t.tool(0, at(30)))
+    assert done.metrics["spindle_runtime_s"] == 3.0
+
+
+def test_an_agent_killed_mid_usage_keeps_what_it_saved_and_the_next_tool_starts_at_the_controllers_stamp() -> None:
+    # Case 3: the agent saved its state at 15.2 s (T1 in since 10 s, spindle on since 12 s) and was killed; T1
+    # left and T2 came at 18.4 s (ToolId's SourceTimestamp); the agent came back at 30 s.
+    t = watching()
+    first = opened(t.tool(1, at(10)))
+    t.spindle(True, 5000.0, at(12))
+    t.seen(at(15.2))
+    saved = json.loads(json.dumps(t.state.to_json()))
+    restarted = Tracker("M1", TrackerState.from_json(saved))
+    events = restarted.reconnected(2, True, 5000.0, at(30), tool_at=at(18.4), rotating_at=at(12))
+    old, new = closed(events), events[1]
+    assert (old.usage_id, old.end) == (first.usage_id, at(15.2))
+    assert old.metrics["spindle_runtime_s"] == 3.2 and old.metrics["time_in_spindle_s"] == 5.2
+    assert old.metrics["interrupted"] is True
+    assert isinstance(new, UsageOpened) and (new.tool_number, new.start, new.interrupted) == (2, at(18.4), False)
+    done = closed(restarted.tool(0, at(40)))
+    # The spindle never stopped (its stamp is before the gap): T2 turned from its start.
+    assert done.metrics["spindle_runtime_s"] == 21.6 and "interrupted" not in done.metrics
+
+
+def test_an_agent_killed_mid_spindle_credits_the_whole_run_when_the_controller_shows_it_never_stopped() -> None:
+    t = watching()
+    t.tool(1, at(10))
+    t.spindle(True, 5000.0, at(12))
+    t.seen(at(15.2))
+    restarted = Tracker("M1", TrackerState.from_json(json.loads(json.dumps(t.state.to_json()))))
+    assert restarted.reconnected(1, True, 5000.0, at(30), tool_at=at(10), rotating_at=at(12)) == []
+    restarted.spindle(False, 0.0, at(33))
+    done = closed(restarted.tool(0, at(35)))
+    assert done.metrics["spindle_runtime_s"] == 21.0 and done.metrics["x-outage_s"] == 14.8
+
+
+def test_the_first_contact_starts_the_usage_at_the_controllers_stamps() -> None:
+    # Case 4: T4 went in at -7 s and the spindle started at -3.5 s (controller stamps); the agent looked at 0 s.
+    t = Tracker("M1")
+    first = opened(t.reconnected(4, True, 3000.0, at(0), tool_at=at(-7), rotating_at=at(-3.5), program="O7"))
+    assert (first.start, first.interrupted, first.program) == (at(-7), False, "O7")
+    done = closed(t.tool(0, at(10)))
+    assert done.metrics["time_in_spindle_s"] == 17.0 and done.metrics["spindle_runtime_s"] == 13.5
+    assert "interrupted" not in done.metrics and "x-clamped" not in done.metrics
+
+
+def test_stamps_in_the_future_or_before_the_gap_are_clamped_to_the_reconnect_and_marked() -> None:
+    t = Tracker("M1")
+    first = opened(t.reconnected(4, True, 3000.0, at(0), tool_at=at(3600), rotating_at=at(-5)))
+    assert (first.start, first.interrupted) == (at(0), True)
+    done = closed(t.tool(0, at(10)))
+    assert done.metrics["spindle_runtime_s"] == 10.0 and done.metrics["x-clamped"] == 1
+    within_skew = Tracker("M1")
+    assert opened(within_skew.reconnected(4, False, None, at(0), tool_at=at(1))).start == at(0)
+    # A tool found in whose stamp lies before what the agent last saw (when the spindle was empty).
+    t = watching()
+    t.seen(at(20))
+    late = opened(t.reconnected(5, False, None, at(30), tool_at=at(15)))
+    assert (late.start, late.interrupted) == (at(30), True)
+    assert closed(t.tool(0, at(40))).metrics["x-clamped"] == 1
+
+
+def test_a_program_changed_at_the_instant_of_a_tool_change_belongs_to_the_new_tool() -> None:
+    # Case 5: T12 -> T3 and O1001 -> O1002 stamped at the same instant.
+    t = watching()
+    t.program("O1001", at(5))
+    t.tool(12, at(10))
+    events = t.tool(3, at(20), program="O1002")
+    old, new = closed(events), events[1]
+    assert old.metrics["programs"] == ["O1001"]
+    assert isinstance(new, UsageOpened) and new.program == "O1002"
+    assert closed(t.tool(0, at(30))).metrics["programs"] == ["O1002"]
+    same = watching()
+    same.tool(3, at(10))
+    assert same.tool(3, at(20), program="O1002") == []  # no tool change: an ordinary program change
+    assert closed(same.tool(0, at(30))).metrics["programs"] == ["O1002"]
