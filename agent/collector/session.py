@@ -1,6 +1,11 @@
 """One machine's OPC UA session: connect (with capped exponential backoff, the first connect included),
 resolve the profile, read the current state and reconcile it, subscribe, feed the tracker, record usage.
 
+Timing (README "Collector timing model"): every change counts at the controller's SourceTimestamp; once a second
+the session asks the controller's clock (a keep-alive, which also serves as the watchdog's probe) and saves how
+far the machine was observed, so a kill -9 loses at most about that second. What the tracker holds in memory is
+kept across a lost connection; the saved state is loaded once, when the session starts.
+
 A new `Client` is made for every attempt: a same-instance reconnect can hang on a blackholed link, so the
 watchdog (no data and no answer to a read for `watchdog_s`) simply drops the client and starts again. Only the
 failures in RETRYABLE lead to a reconnect; anything else is a bug that stops this machine's session, loudly.
@@ -13,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -23,7 +28,7 @@ from asyncua.common.node import Node
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
 from agent.collector import profiles
-from agent.collector.tracker import Tracker, TrackerState
+from agent.collector.tracker import CLOCK_SKEW, Tracker, TrackerState
 from agent.config import MachineConfig
 from server.domain.collector import MachineStatus, UsageClosed, UsageEvent
 from server.domain.entities import Versioned
@@ -41,7 +46,25 @@ for noisy in (
 ):
     logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
-HEARTBEAT_S = 5.0  # how often the tracker's "last seen" is saved while nothing changes
+
+class _ToStructlog(logging.Handler):
+    """What asyncua still logs (its warnings and errors, e.g. "Publish iteration crashed" with a traceback) goes
+    out as one structlog line like every other, not as plain text in the middle of the JSON log."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        structlog.get_logger(record.name).log(
+            record.levelno, "asyncua.log", message=record.getMessage(), exc_info=record.exc_info or False
+        )
+
+
+_asyncua_log = logging.getLogger("asyncua")
+if not any(isinstance(h, _ToStructlog) for h in _asyncua_log.handlers):
+    _asyncua_log.addHandler(_ToStructlog())
+    _asyncua_log.propagate = False
+
+# How often the session asks the controller's clock (keep-alive and watchdog probe) and saves how far it observed
+# the machine. A kill -9 loses what was observed since the last save: about this plus one publishing interval.
+HEARTBEAT_S = 1.0
 QUEUE_SIZE = 10  # per monitored item: T1 -> T2 -> T1 within one publish cycle is not collapsed
 TOOL_BROWSE_S = 5.0  # umati: how often Equipment/Tools is browsed for tools loaded while connected
 
@@ -50,6 +73,35 @@ TOOL_BROWSE_S = 5.0  # umati: how often Equipment/Tools is browsed for tools loa
 # a cut stream), an address space that does not fit the profile (yet), and the database being unavailable for a
 # moment or a write colliding with another (STYLE 15: caught by type; anything else is not an outage).
 RETRYABLE: tuple[type[Exception], ...] = (OSError, EOFError, UaError, profiles.ProfileError, Unavailable, Aborted)
+# Same-instant changes apply in this order, whatever order their notifications came in (issue 10, case 5): a
+# finished part and the operating-time counter belong to the tool that leaves; a program named at the instant of
+# a tool change to the tool that comes (the tracker moves it); a program start, a mode, a speed to the new tool.
+_ORDER = {"parts": 0, "operation_counter": 0, "program": 1, "tool": 2, "last_usage": 2}
+
+
+class SubscriptionLost(ConnectionError):
+    """The controller reported our subscription's status as bad (asyncua's status change notification)."""
+
+    def __init__(self, status: Any) -> None:
+        code = getattr(status, "Status", status)
+        self.status_name = str(getattr(code, "name", code))
+        super().__init__(self.status_name)
+
+
+# What to check, by OPC UA status name, for the machine's last_error (README "Collector timing model").
+_STATUS_HINTS = {
+    "BadServerNotConnected": "the connection to the controller was lost; check that its OPC UA server runs and "
+    "that the network reaches the endpoint",
+    "BadConnectionClosed": "the controller closed the connection; check that its OPC UA server runs",
+    "BadSecureChannelClosed": "the controller closed the secure channel; check its OPC UA server and its log",
+    "BadShutdown": "the controller's OPC UA server shut down (a restart?); it is connected again when it is back",
+    "BadSessionClosed": "the controller closed our session (restarted, or timed it out); it is opened again",
+    "BadSessionIdInvalid": "the controller no longer knows our session (restarted?); it is opened again",
+    "BadSubscriptionIdInvalid": "the controller no longer knows our subscription (restarted?); it is made again",
+    "BadTimeout": "the controller did not answer in time; check its load and the network",
+    "BadTooManySessions": "the controller takes no more sessions; check how many clients connect to it",
+    "BadTooManySubscriptions": "the controller takes no more subscriptions; check how many clients connect to it",
+}
 # What disconnecting from a controller that is already gone raises.
 DISCONNECT_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, UaError)
 
@@ -79,7 +131,7 @@ class _Handler:
         self._queue.put_nowait(_Change(self._names.get(node.nodeid, "?"), value, at))
 
     def status_change_notification(self, status: Any) -> None:
-        self._queue.put_nowait(ConnectionError(f"subscription status changed: {status}"))
+        self._queue.put_nowait(SubscriptionLost(status))
 
 
 class MachineSession:
@@ -91,7 +143,10 @@ class MachineSession:
         self._last_usage: dict[int, tuple[int, datetime]] = {}  # tool index -> (T number, LastUsage)
         self.status = MachineStatus(config.machine_id, endpoint=config.endpoint, profile=config.profile)
         self._committed = TrackerState()
+        self._loaded = False  # the saved state is read once: after that, the memory is the newer truth
         self._saved_at = 0.0
+        # The controller's clock as last asked (CurrentTime) and our monotonic clock then: is a stamp ahead of it?
+        self._controller_now: tuple[datetime, float] | None = None
         self._status_drives_rotation = False  # cnc: the spindle's ActStatus, not its speed, says it turns
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -107,6 +162,7 @@ class MachineSession:
                 await self._session()
             except RETRYABLE as exc:
                 message = _describe(exc)
+                await self._save_observed()  # before the status says disconnected: what was seen is saved by then
                 self.status = replace(
                     self.status,
                     connected=False,
@@ -128,6 +184,16 @@ class MachineSession:
                 backoff = 0.5  # it ran for a while: start the backoff over
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.config.reconnect_max_s)
+
+    async def _save_observed(self) -> None:
+        """After a lost connection: save what was observed up to the loss, so an agent restart during the outage
+        keeps it. The database may be what failed: then it is tried again at the next commit."""
+        if not self._loaded or self._tracker.state == self._committed:
+            return
+        try:
+            await self._record([])
+        except (Unavailable, Aborted) as exc:
+            log.warning("collector.save_failed", machine_id=self.config.machine_id, error=str(exc))
 
     async def close(self) -> None:
         """Save what the tracker saw since its last commit (the agent is stopping).
@@ -162,10 +228,12 @@ class MachineSession:
 
     async def _session(self) -> None:
         cfg = self.config
-        # The committed state is the truth: whatever a failed session held in memory is dropped.
-        saved = await self._recorder.load_state(cfg.machine_id)
-        self._tracker.state = TrackerState.from_json(saved) if saved else TrackerState()
-        self._committed = self._tracker.state
+        if not self._loaded:
+            # Once: across a lost connection the memory holds more than the last save (issue 10, case 2).
+            saved = await self._recorder.load_state(cfg.machine_id)
+            self._tracker.state = TrackerState.from_json(saved) if saved else TrackerState()
+            self._committed = self._tracker.state
+            self._loaded = True
         client = Client(cfg.endpoint, timeout=max(2.0, cfg.watchdog_s / 2))
         client.session_timeout = 60_000
         await self._secure(client)
@@ -179,8 +247,7 @@ class MachineSession:
                 cfg.publishing_interval_ms, _Handler(queue, names, self._clock)
             )
             # The tracker runs on the controller's clock (its SourceTimestamps), never on ours.
-            subscribed_at = await self._server_time(client)
-            await self._reconcile(signals, subscribed_at)
+            subscribed_at = await self._reconcile(client, signals)
             monitored = list(signals.nodes.values()) + [node for _, node in signals.last_usage]
             await subscription.subscribe_data_change(monitored, queuesize=QUEUE_SIZE)
             self.status = replace(
@@ -223,16 +290,25 @@ class MachineSession:
             client.set_user(sec.username)
             client.set_password(sec.password)
 
-    async def _reconcile(self, signals: profiles.Signals, at: datetime) -> None:
-        """The current values are state, not transitions: close what ended unseen, open what is in now."""
-        values = {name: await node.read_value() for name, node in signals.nodes.items()}
+    async def _reconcile(self, client: Client, signals: profiles.Signals) -> datetime:
+        """The current values are state, not transitions: close what ended unseen, open what is in now. Each value
+        comes with the controller's time of its last change; the controller's clock is read after them."""
+        found = {name: await node.read_data_value() for name, node in signals.nodes.items()}
+        values = {name: dv.Value.Value if dv.Value is not None else None for name, dv in found.items()}
         self._last_usage = {i: (t, await n.read_value()) for i, (t, n) in enumerate(signals.last_usage)}
-        tool = profiles.whole_number("tool", values["tool"]) if "tool" in values else self._active_umati_tool()
+        at = await self._server_time(client)
+        self._controller_now = (at, time.monotonic())
+        if "tool" in values:
+            tool, tool_at = profiles.whole_number("tool", values["tool"]), _stamp(found["tool"])
+        else:  # umati: LastUsage is the time the tool became the active one
+            tool, tool_at = self._active_umati_tool(), self._active_umati_since()
         speed = abs(profiles.to_number(values["speed"])) if "speed" in values else None
         if "spindle_status" in values:
-            rotating = profiles.spindle_turning(values["spindle_status"])
+            rotating, rotation = profiles.spindle_turning(values["spindle_status"]), "spindle_status"
+        elif "rotating" in values:
+            rotating, rotation = bool(values["rotating"]), "rotating"
         else:
-            rotating = bool(values["rotating"]) if "rotating" in values else (speed or 0) > 0
+            rotating, rotation = (speed or 0) > 0, "speed"
         self._status_drives_rotation = "spindle_status" in values
         first_time = self._tracker.state.last_seen is None
         profile = self.config.profile
@@ -241,6 +317,8 @@ class MachineSession:
             rotating,
             speed,
             at,
+            tool_at=tool_at,
+            rotating_at=_stamp(found[rotation]) if rotation in found else None,
             program=str(values["program"] or "") if "program" in values else None,
             parts=profiles.whole_number("parts", values["parts"]) if "parts" in values else None,
             program_running=profiles.program_running(values["program_status"]) if "program_status" in values else None,
@@ -252,11 +330,19 @@ class MachineSession:
         if first_time:
             log.info("collector.first_contact", machine_id=self.config.machine_id, tool=tool)
         await self._record(events)
+        return at
 
     def _active_umati_tool(self) -> int:
         """umati has no active-tool variable: the active tool is the one used last (DOMAIN.md §1.2)."""
-        known = [(ts, t) for t, ts in self._last_usage.values() if isinstance(ts, datetime) and ts.year > 2000]
+        known = self._umati_usages()
         return max(known)[1] if known else 0
+
+    def _active_umati_since(self) -> datetime | None:
+        known = self._umati_usages()
+        return max(known)[0] if known else None
+
+    def _umati_usages(self) -> list[tuple[datetime, int]]:
+        return [(_utc(ts), t) for t, ts in self._last_usage.values() if isinstance(ts, datetime) and ts.year > 2000]
 
     async def _consume(
         self,
@@ -264,26 +350,31 @@ class MachineSession:
         queue: asyncio.Queue[_Change | Exception],
         follow_new_tools: Callable[[], Awaitable[None]],
     ) -> None:
-        watchdog = self.config.watchdog_s
         browsed = time.monotonic()
+        keep_alive = time.monotonic() + HEARTBEAT_S
         while True:
             if time.monotonic() - browsed >= TOOL_BROWSE_S:
-                await asyncio.wait_for(follow_new_tools(), timeout=watchdog)
+                await asyncio.wait_for(follow_new_tools(), timeout=self.config.watchdog_s)
                 browsed = time.monotonic()
+            wait = keep_alive - time.monotonic()
+            if wait <= 0:
+                # Busy or quiet, the machine is asked its time every HEARTBEAT_S: silence on a dead link shows as a
+                # read that times out (the watchdog), and how far the machine was observed is saved.
+                await self._keep_alive(client)
+                keep_alive = time.monotonic() + HEARTBEAT_S
+                continue
             try:
-                first = await asyncio.wait_for(queue.get(), timeout=min(watchdog, HEARTBEAT_S))
+                first = await asyncio.wait_for(queue.get(), timeout=wait)
             except TimeoutError:
-                # Quiet is normal for an idle machine; silence on a dead link is not: ask the server.
-                self._tracker.seen(await asyncio.wait_for(self._server_time(client), timeout=watchdog))
-                await self._heartbeat()
                 continue
             # One publish response arrives grouped by monitored item, not by time: take everything queued and
-            # apply it in timestamp order (a stable sort keeps same-time changes in arrival order).
+            # apply it in timestamp order, same-instant changes in _ORDER (not in arrival order).
             items = [first]
             while not queue.empty():
                 items.append(queue.get_nowait())
             failure = next((i for i in items if isinstance(i, Exception)), None)
-            batch = sorted((i for i in items if isinstance(i, _Change)), key=lambda c: c.at)
+            changes = [replace(i, at=await self._not_ahead(client, i.at)) for i in items if isinstance(i, _Change)]
+            batch = sorted(changes, key=lambda c: (c.at, _ORDER.get(c.signal.split(":", 1)[0], 3)))
             events: list[UsageEvent] = []
             for change in batch:
                 events += self._apply(change)
@@ -295,6 +386,36 @@ class MachineSession:
                 await self._heartbeat()
             if failure is not None:
                 raise failure
+
+    async def _keep_alive(self, client: Client) -> None:
+        now = await asyncio.wait_for(self._server_time(client), timeout=self.config.watchdog_s)
+        self._controller_now = (now, time.monotonic())
+        # Observed up to `now` less one publishing interval: a change stamped just before `now` may still be in the
+        # next publish response, and the keep-alive must not claim it as unchanged (issue 10, case 1).
+        self._tracker.seen(now - timedelta(milliseconds=self.config.publishing_interval_ms))
+        await self._heartbeat()
+
+    async def _not_ahead(self, client: Client, at: datetime) -> datetime:
+        """A stamp later than the controller's own clock by more than CLOCK_SKEW is not believed: it counts at the
+        controller's time now and is marked on the usage. The clock is asked again before deciding (it may have
+        been set forward since it was last asked)."""
+        if self._controller_now is not None:
+            then, mono = self._controller_now
+            if at <= then + timedelta(seconds=time.monotonic() - mono) + CLOCK_SKEW:
+                return at
+        now = await asyncio.wait_for(self._server_time(client), timeout=self.config.watchdog_s)
+        self._controller_now = (now, time.monotonic())
+        if at <= now + CLOCK_SKEW:
+            return at
+        log.warning(
+            "collector.timestamp_ahead",
+            machine_id=self.config.machine_id,
+            stamp=at.isoformat(),
+            controller_now=now.isoformat(),
+            consequence="counted at the controller's time now, marked x-clamped on the usage",
+        )
+        self._tracker.clamped()
+        return now
 
     def _apply(self, change: _Change) -> list[UsageEvent]:
         t = self._tracker
@@ -332,8 +453,8 @@ class MachineSession:
     async def _server_time(self, client: Client) -> datetime:
         value = await client.get_node(ua.ObjectIds.Server_ServerStatus_CurrentTime).read_value()  # type: ignore[attr-defined]
         if not isinstance(value, datetime):
-            return self._clock()
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+            return self._clock()  # a controller that gives no clock: ours, the only time there is
+        return _utc(value)
 
     async def _record(self, events: list[UsageEvent]) -> None:
         state = self._tracker.state
@@ -358,11 +479,26 @@ class MachineSession:
             await self._recorder.apply(
                 self.config.machine_id, events, state.to_json(), operator=self.config.operator, on_commit=committed
             )
-        except BaseException:
-            if self._committed is not state:
+        except (Unavailable, Aborted, asyncio.CancelledError):
+            if events and self._committed is not state:
                 # Not committed: forget these transitions; the reconnect reconciles with the machine's real state.
+                # (A save of observed time alone that failed forgets nothing: the memory stays the newer truth.)
                 self._tracker.state = self._committed
             raise
+        except BaseException:
+            if self._committed is not state:
+                self._tracker.state = self._committed  # a bug: nothing more is saved from this memory
+            raise
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _stamp(dv: ua.DataValue) -> datetime | None:
+    """The controller's time of a value's last change: its SourceTimestamp (else the server's), None if neither."""
+    at = dv.SourceTimestamp or dv.ServerTimestamp
+    return _utc(at) if isinstance(at, datetime) else None
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -370,6 +506,9 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SubscriptionLost):
+        hint = _STATUS_HINTS.get(exc.status_name, "the controller ended our subscription; see the agent's log")
+        return f"{exc.status_name}: {hint}"
     if isinstance(exc, UaStatusCodeError):
         name = type(exc).__name__
         if "Identity" in name or "UserAccess" in name or "Security" in name:
@@ -377,6 +516,8 @@ def _describe(exc: BaseException) -> str:
                 f"{name}: the server refused our credentials or security settings "
                 "(check username/password, certificate and security mode)"
             )
+        if name in _STATUS_HINTS:
+            return f"{name}: {_STATUS_HINTS[name]}"
         return f"{name}: {exc}"
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return "no answer in time (server down, unreachable or overloaded)"

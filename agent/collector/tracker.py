@@ -69,6 +69,8 @@ class TrackerState:
     speed_rpm: float | None = None  # the speed now, None while the machine has reported none
     programs: tuple[str, ...] = ()
     program: str = ""
+    usage_program: str = ""  # the program the stay started with: its usage's program_name
+    program_added_at: datetime | None = None  # when the last name in `programs` was added
     parts_counter: int | None = None
     parts_at_start: int | None = None
     interrupted: bool = False
@@ -102,6 +104,8 @@ class TrackerState:
         values["usage_id"] = uuid.UUID(values["usage_id"]) if values.get("usage_id") else None
         if "last_change" not in values:  # saved by an agent that kept one time for both
             values["last_change"] = values.get("last_seen")
+        if "usage_program" not in values:  # saved by an agent that named a usage after the program at its start
+            values["usage_program"] = (values.get("programs") or [""])[0]
         for key in _TIMES:
             values[key] = datetime.fromisoformat(values[key]) if values.get(key) else None
         values["programs"] = tuple(values.get("programs", ()))
@@ -110,7 +114,7 @@ class TrackerState:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-_TIMES = ("tool_since", "rotating_since", "last_seen", "last_change")
+_TIMES = ("tool_since", "rotating_since", "last_seen", "last_change", "program_added_at")
 
 
 @dataclass
@@ -120,20 +124,18 @@ class Tracker:
 
     # --- signals ---------------------------------------------------------------------------------------
 
-    def tool(self, number: int, at: datetime, *, program: str | None = None) -> list[Event]:
-        """`program`: a program name that changed at this same instant; it belongs to the stay that begins
-        (issue 10, case 5: decided by the timestamps, not by which notification arrived first)."""
+    def tool(self, number: int, at: datetime) -> list[Event]:
         changes = number != self.state.tool
         at = self._place(at, transition=changes)
         if not changes:
-            if program is not None:
-                self.program(program, at)
             return []
         events: list[Event] = []
+        s = self.state
+        if s.tool and s.program_added_at == at:
+            # The program changed at the very instant this stay ends: it is the next stay's (issue 10, case 5).
+            self.state = replace(s, programs=s.programs[:-1], program_added_at=None)
         if self.state.tool:
             events.append(self._close(at))
-        if program is not None:
-            self.state = replace(self.state, program=program_name(program))
         if number:
             events.append(self._open(number, at, interrupted=False))
         else:
@@ -153,11 +155,20 @@ class Tracker:
         self.state = s
 
     def program(self, name: str, at: datetime) -> None:
-        self._place(at)
+        at = self._place(at)
         name = program_name(name)
         s = self.state
-        programs = s.programs if (not name or name in s.programs or not s.tool) else (*s.programs, name)
-        self.state = replace(s, program=name, programs=programs)
+        if name == s.program:
+            return  # the same name again (the first notification after subscribing repeats the current value)
+        if s.tool and at == s.tool_since:
+            # The program changed at the very instant this stay began: it is the one the stay started with, and
+            # the one before ran no time in it (issue 10, case 5: decided by the timestamps, not by arrival).
+            self.state = replace(s, program=name, programs=(name,) if name else (), usage_program=name)
+            return
+        if not name or name in s.programs or not s.tool:
+            self.state = replace(s, program=name)
+            return
+        self.state = replace(s, program=name, programs=(*s.programs, name), program_added_at=at)
 
     def parts(self, counter: int, at: datetime) -> None:
         self._place(at)
@@ -327,6 +338,8 @@ class Tracker:
             rotating_since=at if s.rotating else None,
             max_speed_rpm=s.speed_rpm,  # the speed it came in at; None where none is reported
             programs=(s.program,) if s.program else (),
+            usage_program=s.program,
+            program_added_at=None,
             parts_at_start=s.parts_counter,
             cycles=0,
             modes=(s.mode,) if s.mode else (),
@@ -364,7 +377,7 @@ class Tracker:
             metrics["x-outage_s"] = round(s.outage_s, 3)
         if s.clamped:
             metrics["x-clamped"] = s.clamped
-        closed = UsageClosed(s.usage_id, s.tool, s.tool_since, at, s.program, metrics)
+        closed = UsageClosed(s.usage_id, s.tool, s.tool_since, at, s.usage_program, metrics)
         self.state = replace(
             s,
             tool=0,
@@ -373,6 +386,8 @@ class Tracker:
             runtime_s=0.0,
             max_speed_rpm=None,
             programs=(),
+            usage_program="",
+            program_added_at=None,
             parts_at_start=None,
             cycles=0,
             modes=(),

@@ -8,8 +8,9 @@ Layout (browse names and namespace URIs as the specs give them, ../shared/DOMAIN
 - umati: Objects/Machines/<Machine>/{Monitoring/<Spindle>/IsRotating, Monitoring/MachineTool/...,
   Production/ActiveProgram/..., Equipment/Tools/<Tool>/{ControlIdentifier1, LastUsage, ...}}.
 
-Every write is stamped (SourceTimestamp) with the controller's clock: ours by default; tests give it one they move
-themselves, so what the collector records follows from the steps, not from how fast the test ran.
+Every write is stamped (SourceTimestamp) with the controller's clock, and the server's CurrentTime reads it: ours by
+default; tests give it one they move themselves, so what the collector records follows from the steps, not from how
+fast the test ran.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from asyncua.common.node import Node
 from asyncua.crypto.permission_rules import SimpleRoleRuleset, User, UserRole
 from asyncua.server.server import Server
 from asyncua.server.user_managers import UserManager
+from asyncua.ua.attribute_ids import AttributeIds
 
 from agent.simulator.timeline import Step
 
@@ -122,6 +124,14 @@ class CncSimulator:
         users = self._security.users if self._security else {}
         server = Server(user_manager=_Users(users)) if users else Server()
         await server.init()
+        # The server's CurrentTime is the controller's clock too, read when asked (asyncua's own refreshes it once a
+        # second from ours): the collector's keep-alive then reads the time its changes are stamped with.
+        server.disable_clock(True)
+        server.iserver.aspace.set_attribute_value_callback(
+            ua.NodeId(ua.ObjectIds.Server_ServerStatus_CurrentTime),  # type: ignore[attr-defined,arg-type]
+            AttributeIds.Value,
+            self._current_time,
+        )
         server.set_endpoint(self.endpoint)
         server.set_server_name("Smooth Edge CNC simulator")
         if self._security and self._security.certificate and self._security.private_key:
@@ -183,6 +193,10 @@ class CncSimulator:
             await self._server.stop()
             self._server = None
         log.info("simulator.stopped", endpoint=self.endpoint)
+
+    def _current_time(self, nodeid: ua.NodeId, attribute: AttributeIds) -> ua.DataValue:
+        now = self._clock()
+        return ua.DataValue(ua.Variant(now, ua.VariantType.DateTime), SourceTimestamp=now, ServerTimestamp=now)  # type: ignore[arg-type]
 
     async def _play(self, machine: SimMachine, steps: Iterator[Step]) -> None:
         for step in steps:

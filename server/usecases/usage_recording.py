@@ -301,7 +301,13 @@ class _Plan:
                 return False  # already closed (a replay after a crash)
             before = existing.usage_metrics if existing is not None else self._opened[usage_id]
             self._closed.add(usage_id)
-            values = {"end_time": event.end, "usage_metrics": {**before, **metrics}}
+            # The close names the program the stay started with: a program changed at the very instant of the
+            # tool change may have reached the tracker after the usage was opened (issue 10, case 5).
+            values = {
+                "end_time": event.end,
+                "usage_metrics": {**before, **metrics},
+                "program_name": event.program[:200],
+            }
             self.writes.append(BatchWrite(existing, usage_id, values, caller))
             return True
         row.update(end_time=event.end, usage_metrics=metrics)

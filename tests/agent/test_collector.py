@@ -1,6 +1,6 @@
 """The OPC UA collector against real asyncua servers (the simulator), one end-to-end test per profile (cnc and
-umati here, sinumerik and custom in test_collector_profiles.py), and its resilience: a controller restart
-(SIGKILL) or an agent restart (SIGKILL) neither doubles nor drops a usage, and failures cannot hide.
+umati here, sinumerik and custom in test_collector_profiles.py), and failures that cannot hide. Restarts of the
+controller and of the agent (SIGKILL) and the timing model are in test_collector_timing.py.
 
 The tracker's timing rules are tested in test_tracker.py with explicit timestamps. Here the simulated
 controllers stamp their values with a clock the test moves (ControllerClock), so the times and durations the
@@ -10,12 +10,9 @@ waiting on real state (the store, the collector's status) with a deadline, never
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import signal
 import socket
 import sqlite3
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -90,11 +87,17 @@ def clock() -> ControllerClock:
     return ControllerClock()
 
 
+async def serve(clock: ControllerClock, *machines: SimMachine) -> AsyncIterator[CncSimulator]:
+    """A module's simulator (one per module: a server takes seconds to start) on the controller's clock."""
+    async with CncSimulator(list(machines), f"opc.tcp://127.0.0.1:{_free_port()}/sim/", clock=clock) as simulator:
+        yield simulator
+
+
 @pytest.fixture(scope="module")
 async def sim(clock: ControllerClock) -> AsyncIterator[CncSimulator]:
-    endpoint = f"opc.tcp://127.0.0.1:{_free_port()}/test-sim/"
-    machines = [SimMachine("M1", "cnc", []), SimMachine("M2", "cnc", []), SimMachine("U1", "umati", [], tools=6)]
-    async with CncSimulator(machines, endpoint, clock=clock) as simulator:
+    async for simulator in serve(
+        clock, SimMachine("M1", "cnc", []), SimMachine("M2", "cnc", []), SimMachine("U1", "umati", [], tools=6)
+    ):
         yield simulator
 
 
@@ -292,143 +295,6 @@ async def test_umati_profile(
         assert t11.end_time is None and "interrupted" not in t11.usage_metrics
     finally:
         await store.__aexit__(None, None, None)
-
-
-# A controller process the test drives: it serves with the state given on its command line, then applies each
-# JSON step it reads on stdin, so a change happens exactly when the test says (after the collector is back).
-_DRIVEN_CONTROLLER = """
-import asyncio, json, sys
-from agent.simulator.server import CncSimulator, SimMachine
-from agent.simulator.timeline import Step
-
-async def main() -> None:
-    endpoint, name, state = sys.argv[1], sys.argv[2], Step(**json.loads(sys.argv[3]))
-    async with CncSimulator([SimMachine(name, "cnc", [state])], endpoint) as sim:
-        loop = asyncio.get_running_loop()
-        while line := await loop.run_in_executor(None, sys.stdin.readline):
-            await sim.apply(name, Step(**json.loads(line)))
-
-asyncio.run(main())
-"""
-
-
-def _driven_controller(endpoint: str, name: str, state: dict[str, Any]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", _DRIVEN_CONTROLLER, endpoint, name, json.dumps(state)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-
-
-def _cli_controller(endpoint: str, tmp: Path, script: dict[str, list[dict[str, Any]]]) -> subprocess.Popen[str]:
-    """`smooth-edge simulate-cnc --script`: the steps at 0 s are the state it comes up in."""
-    path = tmp / f"script-{os.urandom(3).hex()}.json"
-    path.write_text(json.dumps(script))
-    return subprocess.Popen(
-        [*_CLI, "--log-level", "WARNING", "simulate-cnc", "--listen", endpoint, "--script", str(path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-
-
-async def test_controller_killed_and_restarted_mid_usage(tmp_path: Path) -> None:
-    port = _free_port()
-    endpoint = f"opc.tcp://127.0.0.1:{port}/kill-sim/"
-    store, uc, _ = await store_with_presets(tmp_path / "e.db", "K1", [1, 2])
-    config = MachineConfig(
-        machine_id="K1", endpoint=endpoint, profile="cnc", publishing_interval_ms=50, watchdog_s=10, reconnect_max_s=0.5
-    )
-    # The first controller is the CLI's simulator, with T1 in and the spindle turning from the start.
-    proc = _cli_controller(endpoint, tmp_path, {"K1": [{"at_s": 0, "tool": 1, "speed_rpm": 5000}]})
-    try:
-        async with Collector(CollectorConfig((config,)), uc.recorder, utc_now) as collector:
-            await eventually(stays(store, "K1", 1, closed=0), what="T1 open")
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
-
-            async def disconnected() -> bool:
-                return not collector.live_statuses()["K1"].connected
-
-            await eventually(disconnected, what="the collector to notice")
-            # The controller comes back with T1 still in; T2 comes only once the collector is connected again.
-            proc = _driven_controller(endpoint, "K1", {"at_s": 0, "tool": 1, "speed_rpm": 5000})
-            await connected(collector, "K1")
-            assert proc.stdin is not None
-            proc.stdin.write('{"at_s": 0, "tool": 2}\n')
-            proc.stdin.flush()
-            first, second = await eventually(stays(store, "K1", 2, closed=1), what="T1 closed after the restart")
-        assert first.usage_metrics["tool_number"] == 1 and second.usage_metrics["tool_number"] == 2
-        assert first.usage_metrics["interrupted"] is True and first.usage_metrics["x-outage_s"] > 0
-        assert second.end_time is None and "interrupted" not in second.usage_metrics
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-        await store.__aexit__(None, None, None)
-
-
-async def test_agent_killed_and_restarted_mid_usage(tmp_path: Path) -> None:
-    # Its own simulator on our clock: the restarted agent compares the machine's state with its saved state.
-    endpoint = f"opc.tcp://127.0.0.1:{_free_port()}/agent-kill/"
-    db = tmp_path / "agent.db"
-    store, uc, _ = await store_with_presets(db, "A1", [1, 2])
-    config_path = tmp_path / "agent.toml"
-    config_path.write_text(
-        f'[[machines]]\nmachine_id = "A1"\nendpoint = "{endpoint}"\nprofile = "cnc"\n'
-        "publishing_interval_ms = 50\nwatchdog_s = 10\nreconnect_max_s = 1\n"
-    )
-
-    agent_log = tmp_path / "agent.log"
-
-    def start_agent() -> subprocess.Popen[str]:
-        with agent_log.open("a") as log_file:
-            return subprocess.Popen(
-                [
-                    *_CLI,
-                    "--log-level",
-                    "WARNING",
-                    "serve",
-                    "--db",
-                    str(db),
-                    "--listen",
-                    f"127.0.0.1:{_free_port()}",
-                    "--config",
-                    str(config_path),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=log_file,
-                text=True,
-            )
-
-    async with CncSimulator([SimMachine("A1", "cnc", [])], endpoint) as sim:
-        agent = start_agent()
-        try:
-
-            async def first_contact() -> bool:
-                assert agent.poll() is None, agent_log.read_text()
-                return await uc.recorder.load_state("A1") is not None
-
-            # The agent saves its tracker's state when it first looks at the machine: from then on it follows.
-            await eventually(first_contact, what="the agent's first look at the machine")
-            await sim.apply("A1", Step(0, tool=1))
-            await eventually(stays(store, "A1", 1, closed=0), what="the agent to open T1")
-            agent.send_signal(signal.SIGKILL)
-            agent.wait(timeout=10)
-            await sim.apply("A1", Step(0, tool=0))  # T1 leaves and T2 comes while the agent is down
-            await sim.apply("A1", Step(0, tool=2))
-            agent = start_agent()
-            first, second = await eventually(stays(store, "A1", 2, closed=1), what="recovery after the restart")
-            assert first.usage_metrics["tool_number"] == 1 and first.usage_metrics["interrupted"] is True
-            assert second.usage_metrics["tool_number"] == 2 and second.end_time is None
-            assert second.usage_metrics["interrupted"] is True  # it began while nobody watched
-            await sim.apply("A1", Step(0, tool=0))
-            await eventually(stays(store, "A1", 2, closed=2), what="T2 closed")
-        finally:
-            agent.kill()
-            agent.wait(timeout=10)
-            await store.__aexit__(None, None, None)
 
 
 async def test_a_final_save_that_fails_is_logged_with_what_was_not_saved(

@@ -147,7 +147,7 @@ def test_programs_are_every_name_seen_while_the_tool_was_in() -> None:
     t.program("O1", at(13))  # seen before: once
     t.program("", at(14))  # no program: not a name
     done = closed(t.tool(0, at(20)))
-    assert done.metrics["programs"] == ["O1", "O2"] and done.program == ""
+    assert done.metrics["programs"] == ["O1", "O2"] and done.program == "O1"  # the one it started with
     t.program("O3", at(21))
     t.program("O4", at(22))  # no tool in: only the one current at the next change counts
     t.tool(2, at(30))
@@ -464,17 +464,31 @@ def test_stamps_in_the_future_or_before_the_gap_are_clamped_to_the_reconnect_and
     assert closed(t.tool(0, at(40))).metrics["x-clamped"] == 1
 
 
-def test_a_program_changed_at_the_instant_of_a_tool_change_belongs_to_the_new_tool() -> None:
-    # Case 5: T12 -> T3 and O1001 -> O1002 stamped at the same instant.
+@pytest.mark.parametrize("program_first", [True, False])
+def test_a_program_changed_at_the_instant_of_a_tool_change_belongs_to_the_new_tool(program_first: bool) -> None:
+    # Case 5: T12 -> T3 and O1001 -> O1002 stamped at the same instant, their notifications in either order.
     t = watching()
     t.program("O1001", at(5))
     t.tool(12, at(10))
-    events = t.tool(3, at(20), program="O1002")
-    old, new = closed(events), events[1]
-    assert old.metrics["programs"] == ["O1001"]
-    assert isinstance(new, UsageOpened) and new.program == "O1002"
-    assert closed(t.tool(0, at(30))).metrics["programs"] == ["O1002"]
-    same = watching()
-    same.tool(3, at(10))
-    assert same.tool(3, at(20), program="O1002") == []  # no tool change: an ordinary program change
-    assert closed(same.tool(0, at(30))).metrics["programs"] == ["O1002"]
+    t.program("O1005", at(12))
+    t.program("O1001", at(13))
+    if program_first:
+        t.program("O1002", at(20))
+        events = t.tool(3, at(20))
+    else:
+        events = t.tool(3, at(20))
+        t.program("O1002", at(20))
+    old = closed(events)
+    assert old.metrics["programs"] == ["O1001", "O1005"] and old.program == "O1001"
+    t.program("O1003", at(25))
+    new = closed(t.tool(0, at(30)))
+    assert new.metrics["programs"] == ["O1002", "O1003"] and new.program == "O1002"
+
+
+def test_a_program_seen_earlier_in_the_stay_stays_with_it_at_a_tool_change() -> None:
+    t = watching()
+    t.tool(12, at(10))
+    t.program("O1", at(11))
+    t.program("O2", at(12))
+    t.program("O1", at(20))  # seen before: not added at 20
+    assert closed(t.tool(3, at(20))).metrics["programs"] == ["O1", "O2"]
