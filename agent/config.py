@@ -8,10 +8,11 @@ endpoint = "opc.tcp://10.0.0.21:4840"
 profile = "cnc"                     # cnc | umati | sinumerik | custom
 channel = "Channel1"                # cnc: channel browse name; sinumerik: channel number; default: the first
 spindle = "Spindle1"                # cnc/umati: spindle browse name; sinumerik: spindle number; default: the first
-machine = "MILL-01"                 # umati: the machine's browse name under Objects/Machines; default: the only one
+machine = "MILL-01"                 # umati only: the machine's browse name under Objects/Machines; default: the
+                                    # only one there (checked at connect; two machines of one server must name it)
 publishing_interval_ms = 250
-watchdog_s = 10                     # no data and no answer for this long -> a new connection
-reconnect_max_s = 30                # backoff cap
+watchdog_s = 10                     # no answer to the keep-alive (asked every second) for this long -> new connection
+reconnect_max_s = 5                 # backoff cap: a controller back from a restart is seen within this
 operator = ""                       # recorded on every usage of this machine
 [machines.security]                 # optional
 mode = "SignAndEncrypt"             # None | Sign | SignAndEncrypt (policy Basic256Sha256)
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 PROFILES = ("cnc", "umati", "sinumerik", "custom")
+RECONNECT_MAX_S = 5.0
 SIGNALS = ("tool", "speed", "rotating", "program", "parts")
 SecurityMode = Literal["None", "Sign", "SignAndEncrypt"]
 
@@ -71,7 +73,10 @@ class MachineConfig:
     namespace: str = ""  # sinumerik: the vendor namespace URI
     publishing_interval_ms: int = 250
     watchdog_s: float = 10.0
-    reconnect_max_s: float = 30.0
+    # A shop-floor controller comes back from a restart or a power cycle within a minute or two, and every second
+    # it is up but not watched is time that cannot be credited (README "Collector timing model"); a failed attempt
+    # costs one TCP connect, so even 200 machines retrying every 5 s cost the agent and the network nothing.
+    reconnect_max_s: float = RECONNECT_MAX_S
     operator: str = ""
     nodes: Mapping[str, str] = field(default_factory=dict)
     security: SecurityConfig = field(default_factory=SecurityConfig)
@@ -158,7 +163,7 @@ def parse_collector_config(
         for key, default, low in (
             ("publishing_interval_ms", 250, 10),
             ("watchdog_s", 10.0, 1),
-            ("reconnect_max_s", 30.0, 1),
+            ("reconnect_max_s", RECONNECT_MAX_S, 1),
         ):
             value = raw.get(key, default)
             if not isinstance(value, int | float) or isinstance(value, bool) or value < low:
@@ -184,9 +189,31 @@ def parse_collector_config(
                 security=security,
             )
         )
+    problems += _umati_machines(machines)
     if problems:
         raise ConfigError(source, problems)
     return CollectorConfig(tuple(machines))
+
+
+def _umati_machines(machines: list[MachineConfig]) -> list[str]:
+    """`machine` names the umati machine; without it the session takes the only machine the server has, so two
+    umati machines on one endpoint must each name theirs (or they would both read the same one)."""
+    problems = [
+        f"{m.machine_id}: machine names a umati machine; profile {m.profile} does not use it"
+        for m in machines
+        if m.machine and m.profile != "umati"
+    ]
+    readers: dict[tuple[str, str], list[str]] = {}
+    for m in machines:
+        if m.profile == "umati":
+            readers.setdefault((m.endpoint, m.machine), []).append(m.machine_id)
+    for (endpoint, name), ids in readers.items():
+        if len(ids) > 1:
+            which = f"the machine {name!r}" if name else "the only machine (no machine key)"
+            problems.append(
+                f'{", ".join(ids)}: all read {which} at {endpoint}; give each its own machine = "<browse name>"'
+            )
+    return problems
 
 
 def _security(raw: Any, where: str, base: Path, env: Mapping[str, str]) -> tuple[SecurityConfig, list[str]]:

@@ -121,7 +121,7 @@ async def _cnc(client: Client, config: MachineConfig) -> Signals:
 async def _umati(client: Client, config: MachineConfig) -> Signals:
     await _namespace(client, MACHINE_TOOL_NS)
     machines = await _child(client.nodes.objects, "Machines", "Objects")
-    machine = await _first_child(machines, config.machine or config.machine_id, "Machines")
+    machine = await _umati_machine(machines, config.machine)
     monitoring = await _child(machine, "Monitoring", "machine")
     spindle = await _first_child(monitoring, config.spindle or "Spindle1", "Monitoring")
     nodes = {"rotating": await _child(spindle, "IsRotating", "spindle")}
@@ -155,6 +155,19 @@ async def _umati(client: Client, config: MachineConfig) -> Signals:
         tools_folder=tools,
         tool_objects={tool for tool, _, _ in found},
     )
+
+
+async def _umati_machine(machines: Node, name: str) -> Node:
+    """The configured machine, or the only one under Objects/Machines (agent/config.py: `machine`)."""
+    if name:
+        return await _child(machines, name, "Machines")
+    children = await machines.get_children()
+    if len(children) == 1:
+        return children[0]
+    names = sorted([str((await child.read_browse_name()).Name) for child in children])
+    if not names:
+        raise ProfileError("Objects/Machines is empty")
+    raise ProfileError(f"Objects/Machines has {len(names)} machines ({', '.join(names)}): name one with machine = ...")
 
 
 async def umati_tools(tools: Node, known: set[Any]) -> list[tuple[Any, int, Node]]:

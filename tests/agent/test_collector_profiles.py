@@ -5,11 +5,14 @@ retrying. As in test_collector.py, the simulated controller's clock is moved by 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from asyncua import Client
+import structlog
+from asyncua import Client, ua
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -25,7 +28,7 @@ from test_collector import (
     usages,
 )
 
-from agent.collector import profiles
+from agent.collector import profiles, session
 from agent.collector.collector import Collector
 from agent.config import CollectorConfig, MachineConfig, SecurityConfig
 from agent.simulator.server import CNC_NS, CncSimulator, SimMachine, SimSecurity
@@ -161,7 +164,12 @@ def clock() -> ControllerClock:
 @pytest.fixture(scope="module")
 async def plain_sim(clock: ControllerClock) -> AsyncIterator[CncSimulator]:
     endpoint = f"opc.tcp://127.0.0.1:{_free_port()}/profiles-sim/"
-    machines = [SimMachine("N1", "sinumerik", []), SimMachine("C1", "cnc", [])]
+    machines = [
+        SimMachine("N1", "sinumerik", []),
+        SimMachine("C1", "cnc", []),
+        SimMachine("V1", "umati", [], tools=2),
+        SimMachine("V2", "umati", [], tools=2),
+    ]
     async with CncSimulator(machines, endpoint, clock=clock) as sim:
         yield sim
 
@@ -276,3 +284,37 @@ def test_controller_values_are_read_whatever_type_arrives() -> None:
         assert profiles.operation_mode("cnc", odd) == "OTHER"
         assert profiles.spindle_turning(odd) is False and profiles.program_running(odd) is False
     assert profiles.operation_mode("cnc", 1.0) == "MDA" and profiles.spindle_turning(2) is True
+
+
+async def test_umati_machine_key_names_one_of_several_or_takes_the_only_one(plain_sim: CncSimulator) -> None:
+    config = MachineConfig(machine_id="LATHE", endpoint=plain_sim.endpoint, profile="umati")
+    async with Client(plain_sim.endpoint) as client:
+        with pytest.raises(profiles.ProfileError, match=r"2 machines \(V1, V2\): name one with machine"):
+            await profiles.resolve(client, config)
+        signals = await profiles.resolve(client, replace(config, machine="V2"))
+        assert len(signals.last_usage) == 2 and "rotating" in signals.nodes
+        with pytest.raises(profiles.ProfileError, match="no child named 'V3'"):
+            await profiles.resolve(client, replace(config, machine="V3"))
+
+
+def test_last_error_names_the_opc_ua_status_and_what_to_check() -> None:
+    lost = session.SubscriptionLost(
+        ua.StatusChangeNotification(Status=ua.StatusCode(ua.StatusCodes.BadServerNotConnected))
+    )
+    text = session._describe(lost)
+    assert text.startswith("BadServerNotConnected: ") and "check that its OPC UA server runs" in text
+    assert "StatusChangeNotification" not in text
+    unknown = session._describe(session.SubscriptionLost(ua.StatusCode(ua.StatusCodes.BadInternalError)))
+    assert unknown.startswith("BadInternalError: ")
+
+
+def test_asyncua_tracebacks_go_through_structlog() -> None:
+    library = logging.getLogger("asyncua.client.ua_session.UaSession")
+    with structlog.testing.capture_logs() as logs:
+        try:
+            raise ConnectionError("Connection is closed")
+        except ConnectionError:
+            library.exception("Publish iteration crashed; retrying in 1s")
+    [entry] = [e for e in logs if e["event"] == "asyncua.log"]
+    assert entry["message"] == "Publish iteration crashed; retrying in 1s" and entry["log_level"] == "error"
+    assert entry["exc_info"][0] is ConnectionError

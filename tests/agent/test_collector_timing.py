@@ -271,8 +271,7 @@ async def test_umati_a_spindle_on_held_only_in_memory_survives_a_lost_link(
             config = MachineConfig(
                 machine_id="U2",
                 endpoint=f"opc.tcp://127.0.0.1:{relay.port}/umati-link/",
-                profile="umati",
-                machine="U2",
+                profile="umati",  # no machine key: the only machine the server has
                 publishing_interval_ms=50,
                 reconnect_max_s=0.5,
             )

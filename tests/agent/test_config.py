@@ -63,6 +63,40 @@ def test_every_problem_is_reported() -> None:
     assert len(err.value.problems) >= 10
 
 
+def test_umati_machine_keys_are_checked_when_the_config_is_loaded() -> None:
+    def machine(machine_id: str, profile: str, endpoint: str = "opc.tcp://a:4840", **extra: str) -> dict[str, str]:
+        return {"machine_id": machine_id, "endpoint": endpoint, "profile": profile, **extra}
+
+    with pytest.raises(ConfigError) as err:
+        parse_collector_config(
+            {
+                "machines": [
+                    machine("U1", "umati"),
+                    machine("U2", "umati"),  # both would read the only machine of one server
+                    machine("U3", "umati", machine="MT"),
+                    machine("U4", "umati", machine="MT"),
+                    machine("C1", "cnc", machine="MT"),
+                ]
+            }
+        )
+    assert err.value.problems == [
+        "C1: machine names a umati machine; profile cnc does not use it",
+        'U1, U2: all read the only machine (no machine key) at opc.tcp://a:4840; give each its own machine = "<browse name>"',
+        "U3, U4: all read the machine 'MT' at opc.tcp://a:4840; give each its own machine = \"<browse name>\"",
+    ]
+    fine = parse_collector_config(
+        {
+            "machines": [
+                machine("U1", "umati"),
+                machine("U2", "umati", "opc.tcp://b:4840"),
+                machine("U3", "umati", machine="X"),
+            ]
+        }
+    )
+    assert [m.machine for m in fine.machines] == ["", "", "X"]
+    assert {m.reconnect_max_s for m in fine.machines} == {5.0}  # a restarted controller is seen within 5 s
+
+
 def test_tracker_caps_program_names_and_keeps_stays_apart() -> None:
     from datetime import UTC, datetime
 
