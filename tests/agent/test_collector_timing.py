@@ -51,7 +51,11 @@ def clock() -> ControllerClock:
 @pytest.fixture(scope="module")
 async def sim(clock: ControllerClock) -> AsyncIterator[CncSimulator]:
     async for simulator in serve(
-        clock, SimMachine("Q1", "cnc", []), SimMachine("S1", "cnc", []), SimMachine("P1", "cnc", [])
+        clock,
+        SimMachine("Q1", "cnc", []),
+        SimMachine("S1", "cnc", []),
+        SimMachine("P1", "cnc", []),
+        SimMachine("W1", "umati", [], tools=3),
     ):
         yield simulator
 
@@ -153,6 +157,38 @@ async def test_a_program_and_a_tool_changed_at_one_instant_go_together(
             t12, t3 = await eventually(stays(store, "P1", 2, closed=2), what="T12 and T3 closed")
         assert (t12.program_name, t12.usage_metrics["programs"]) == ("O1001", ["O1001"])
         assert (t3.program_name, t3.usage_metrics["programs"]) == ("O1002", ["O1002"])
+    finally:
+        await store.__aexit__(None, None, None)
+
+
+async def test_umati_a_tool_changed_while_the_agent_was_away_starts_at_its_last_usage(
+    sim: CncSimulator, clock: ControllerClock, tmp_path: Path
+) -> None:
+    # Case 3, umati: the agent stops with T1 in; T3 becomes the active tool at 6 s (its LastUsage); the agent
+    # comes back at 9 s. T1 ends where the agent last saw it, T3 starts at 6 s exactly.
+    store, uc, _ = await store_with_presets(tmp_path / "away.db", "W1", [1, 3])
+    config = machine(sim, "W1")
+    base = clock.fresh_start()
+
+    def at(seconds: float) -> datetime:
+        return base + timedelta(seconds=seconds)
+
+    try:
+        async with Collector(CollectorConfig((config,)), uc.recorder, utc_now) as collector:
+            await connected(collector, "W1")
+            await play(sim, clock, "W1", base, [(1.0, Step(0, tool=1)), (2.0, Step(0, speed_rpm=1.0))])
+            clock.now = at(4.0)
+            await observed_until(uc, "W1", at(4.0) - timedelta(milliseconds=50))
+        await play(sim, clock, "W1", base, [(6.0, Step(0, tool=3))])
+        clock.now = at(9.0)
+        async with Collector(CollectorConfig((config,)), uc.recorder, utc_now) as collector:
+            await connected(collector, "W1")
+            await play(sim, clock, "W1", base, [(10.0, Step(0, speed_rpm=0.0)), (12.0, Step(0, tool=1))])
+            t1, t3, _ = await eventually(stays(store, "W1", 3, closed=2), what="T1 and T3 closed")
+        assert (t1.start_time, t1.end_time) == (at(1), at(3.95)) and t1.usage_metrics["interrupted"] is True
+        assert t1.usage_metrics["spindle_runtime_s"] == 1.95
+        assert (t3.start_time, t3.end_time) == (at(6), at(12)) and "interrupted" not in t3.usage_metrics
+        assert t3.usage_metrics["spindle_runtime_s"] == 4.0  # IsRotating unchanged since 2 s: turning from 6 s
     finally:
         await store.__aexit__(None, None, None)
 
