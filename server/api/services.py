@@ -43,37 +43,57 @@ PROTO_MODULES: dict[str, ModuleType] = {
     "user": user_pb2,
 }
 
-Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Message]]
+Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Message | bytes]]
 
 
 def service_descriptor(kind: EntityKind) -> ServiceDescriptor:
     return PROTO_MODULES[kind.name].DESCRIPTOR.services_by_name[f"{kind.label}Service"]  # type: ignore[no-any-return]
 
 
-# Entity messages kept, all kinds together: about 2.5 KB of memory each (Python message objects), so about 20 MB
-# at most — the agent's memory stays bounded however many entities are read (issue 11: RSS < 200 MB).
+# Serialized entity messages kept, all kinds together: a few hundred bytes each, so a few MB at most — the
+# agent's memory stays bounded however many entities are read (issue 11: RSS < 200 MB).
 MESSAGE_CACHE_SIZE = 8_192
 
 
 class MessageCache:
-    """Least recently used messages by (id, version, updated_at): an entity's state never changes without its
-    version changing (a replicated state written at the same version carries its own updated_at)."""
+    """Least recently used serialized messages by (kind, id, version, updated_at): an entity's state never changes
+    without its version changing (a replicated state written at the same version carries its own updated_at)."""
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._items: OrderedDict[tuple[Any, ...], Message] = OrderedDict()
+        self._items: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
 
-    def get(self, key: tuple[Any, ...]) -> Message | None:
-        msg = self._items.get(key)
-        if msg is not None:
+    def get(self, key: tuple[Any, ...]) -> bytes | None:
+        wire = self._items.get(key)
+        if wire is not None:
             self._items.move_to_end(key)
-        return msg
+        return wire
 
-    def put(self, key: tuple[Any, ...], msg: Message) -> Message:
-        self._items[key] = msg
+    def put(self, key: tuple[Any, ...], wire: bytes) -> bytes:
+        self._items[key] = wire
         if len(self._items) > self._size:
             self._items.popitem(last=False)
-        return msg
+        return wire
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field_key(number: int) -> bytes:
+    """The key of a length-delimited field (wire type 2) with this number."""
+    return _varint(number << 3 | 2)
+
+
+def _serialize(response: Message | bytes) -> bytes:
+    """Responses leave as protobuf bytes: a message is serialized, bytes built from cached messages pass as they
+    are (protobuf's wire format lets a message be written as its fields' encodings one after another)."""
+    return response if type(response) is bytes else response.SerializeToString()  # type: ignore[union-attr]
 
 
 class EntityServicer:
@@ -85,24 +105,28 @@ class EntityServicer:
         self.message_cls: type[Message] = getattr(PROTO_MODULES[kind.name], kind.label)
         self.descriptor = service_descriptor(kind)
         self._messages = messages if messages is not None else MessageCache(MESSAGE_CACHE_SIZE)
+        list_response = _response_cls(self.descriptor, f"List{_plural(kind)}").DESCRIPTOR
+        (items,) = (f for f in list_response.fields if f.message_type is self.message_cls.DESCRIPTOR)
+        self._items_key = _field_key(items.number)
+        self._token_key = _field_key(list_response.fields_by_name["next_page_token"].number)
 
     def _caller(self, request: Message | None = None) -> Caller:
         call = CURRENT_CALL.get()
         return Caller(principal=call.principal, request_id=getattr(request, "request_id", ""), peer=call.peer)
 
-    def _out(self, entity: Any) -> Message:
-        """The entity's message, built once per version (`MessageCache`): a List of 50 rows or a hot Get does not
-        rebuild Structs and timestamps for states it has sent before. Callers never modify what it returns."""
+    def _out(self, entity: Any) -> bytes:
+        """The entity's message, serialized once per version (`MessageCache`): a List of 50 rows or a hot Get
+        neither rebuilds Structs and timestamps nor serializes again for states it has sent before."""
         key = (self.kind.name, entity.id, entity.version, entity.updated_at)
-        msg = self._messages.get(key)
-        if msg is None:
-            msg = self._messages.put(key, mapping.to_proto(entity, self.message_cls))
-        return msg
+        wire = self._messages.get(key)
+        if wire is None:
+            wire = self._messages.put(key, mapping.to_proto(entity, self.message_cls).SerializeToString())
+        return wire
 
-    async def get(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+    async def get(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
         return self._out(await self.service.get(mapping.require_id(request.id), self._caller()))
 
-    async def list(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+    async def list(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
         result = await self.service.list(
             page_size=request.page_size,
             page_token=request.page_token,
@@ -110,20 +134,23 @@ class EntityServicer:
             order_by=request.order_by,
             caller=self._caller(),
         )
-        response: Any = _response_cls(self.descriptor, f"List{_plural(self.kind)}")()
-        items_field = response.DESCRIPTOR.fields[0].name
-        getattr(response, items_field).extend(self._out(e) for e in result.items)
-        response.next_page_token = result.next_page_token
-        out: Message = response
-        return out
+        # The List<Kind>sResponse written field by field: each item as the cached bytes of its message.
+        parts: list[bytes] = []
+        for entity in result.items:
+            wire = self._out(entity)
+            parts += (self._items_key, _varint(len(wire)), wire)
+        if result.next_page_token:
+            token = result.next_page_token.encode()
+            parts += (self._token_key, _varint(len(token)), token)
+        return b"".join(parts)
 
-    async def create(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+    async def create(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
         msg = getattr(request, self.kind.name)
         entity_id = mapping.require_id(msg.id) if msg.id else None
         values = mapping.from_proto(self.kind, msg, mapping.settable_fields(self.kind))
         return self._out(await self.service.create(values, entity_id=entity_id, caller=self._caller(request)))
 
-    async def update(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+    async def update(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
         msg = getattr(request, self.kind.name)
         entity_id = mapping.require_id(msg.id, f"{self.kind.name}.id")
         paths = mapping.update_paths(self.kind, msg, list(request.update_mask.paths))
@@ -146,19 +173,19 @@ class EntityServicer:
         revision_cls = _message_cls(response.DESCRIPTOR.fields_by_name["revisions"].message_type)
         for rev in result.items:
             item = revision_cls(revision=mapping.revision_info(rev))
-            getattr(item, self.kind.name).CopyFrom(self._out(revision_entity(self.kind, rev)))
+            getattr(item, self.kind.name).MergeFromString(self._out(revision_entity(self.kind, rev)))
             response.revisions.append(item)
         response.next_page_token = result.next_page_token
         out: Message = response
         return out
 
-    async def add_members(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+    async def add_members(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
         return await self._members(request, add=True)
 
-    async def remove_members(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+    async def remove_members(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
         return await self._members(request, add=False)
 
-    async def _members(self, request: Any, *, add: bool) -> Message:
+    async def _members(self, request: Any, *, add: bool) -> bytes:
         members = {
             name: [mapping.require_id(v, name) for v in getattr(request, name)]
             for name in ("tool_instance_ids", "tool_preset_ids")
@@ -168,7 +195,7 @@ class EntityServicer:
         )
         return self._out(entity)
 
-    async def deactivate(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+    async def deactivate(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
         assert isinstance(self.service, UserService)
         user = await self.service.deactivate(
             mapping.require_id(request.id), request.version, caller=self._caller(request)
@@ -194,7 +221,7 @@ class EntityServicer:
             methods[method.name] = grpc.unary_unary_rpc_method_handler(
                 behavior,
                 request_deserializer=_message_cls(method.input_type).FromString,
-                response_serializer=lambda m: m.SerializeToString(),
+                response_serializer=_serialize,
             )
         return grpc.method_handlers_generic_handler(self.descriptor.full_name, methods)
 

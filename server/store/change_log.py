@@ -119,8 +119,7 @@ class ChangeLogRows(Connection):
         return [_revision(r) for r in (await self._execute(stmt)).mappings().all()]
 
     async def has_history(self, kind: EntityKind, entity_id: uuid.UUID) -> bool:
-        stmt = sa.select(changes.c.seq).where(changes.c.entity_id == entity_id, changes.c.entity_type == kind.name)
-        return (await self._execute(stmt.limit(1))).first() is not None
+        return bool(await self._fetch(_HAS_HISTORY, {"b_id": entity_id, "b_type": kind.name}))
 
     async def ids_with_history(self, kind: EntityKind, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         stmt = (
@@ -194,3 +193,11 @@ class ChangeLogRows(Connection):
             request_log,
             {"caller": caller, "request_id": request_id, "method": method, "entity_id": entity_id, "created_at": at},
         )
+
+
+# Built once (SQLAlchemy neither builds it nor computes its cache key again per call).
+_HAS_HISTORY = (
+    sa.select(changes.c.seq)
+    .where(changes.c.entity_id == sa.bindparam("b_id"), changes.c.entity_type == sa.bindparam("b_type"))
+    .limit(1)
+)

@@ -91,6 +91,24 @@ class Connection:
         except (sa_exc.StatementError, TimeoutError) as exc:
             raise map_db_error(exc) from exc
 
+    async def _fetch(self, statement: sa.Select[Any], params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """The rows of a SELECT, decoded: straight from the driver on inline SQLite (server/store/inline.py)."""
+        if isinstance(self._conn, InlineConnection):
+            try:
+                return self._conn.select_raw(statement, params).all()
+            except sa_exc.StatementError as exc:
+                raise map_db_error(exc) from exc
+        return list((await self._execute(statement, params)).all())
+
+    async def _change(self, statement: sa.Executable, params: dict[str, Any] | None = None) -> int:
+        """Run one INSERT, UPDATE or DELETE; how many rows it changed (straight to the driver on inline SQLite)."""
+        if isinstance(self._conn, InlineConnection):
+            try:
+                return self._conn.change_raw(statement, params)
+            except sa_exc.StatementError as exc:
+                raise map_db_error(exc) from exc
+        return int((await self._execute(statement, params)).rowcount)
+
     async def _insert(self, table: sa.Table, row: dict[str, Any]) -> None:
         """Insert one row: straight to the driver on inline SQLite (server/store/inline.py), a Core INSERT elsewhere."""
         if isinstance(self._conn, InlineConnection):

@@ -11,13 +11,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 
 from server.domain.entities import Versioned
 from server.domain.query import ListQuery, Page
 from server.domain.registry import KINDS, EntityKind, references_to
 from server.domain.schema import fields_of
 from server.store import query as q
-from server.store.connection import Connection, bind_processors
+from server.store.connection import Connection, bind_processors, map_db_error
+from server.store.inline import InlineConnection
 from server.store.tables import ENTITY_TABLES, MEMBER_TABLES
 
 
@@ -38,7 +40,10 @@ class EntityRows(Connection):
     async def get_many(self, kind: EntityKind, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Versioned]:
         if not ids:
             return {}
-        items = await self._load_prepared(kind, _by_ids(kind), {"ids": list(ids)})
+        if len(ids) == 1:  # the by-id statement: no late-rendered IN list (the common case: one reference)
+            items = await self._load_prepared(kind, _by_id(kind), {"id": ids[0]})
+        else:
+            items = await self._load_prepared(kind, _by_ids(kind), {"ids": list(ids)})
         return {item.id: item for item in items}
 
     async def find_by(self, kind: EntityKind, field: str, value: Any) -> list[Versioned]:
@@ -70,16 +75,36 @@ class EntityRows(Connection):
         order: Sequence[sa.ColumnElement[Any]] = (),
         limit: int | None = None,
     ) -> list[Versioned]:
-        table = ENTITY_TABLES[kind.name]
-        stmt = sa.select(*(table.c[c] for c in _columns(kind))).where(*conditions).order_by(*order)
+        stmt = _select_all(kind).where(*conditions).order_by(*order)
         if limit is not None:
             stmt = stmt.limit(limit)
-        return await self._entities(kind, (await self._execute(stmt)).all())
+        return await self._load_prepared(kind, stmt, None)
 
-    async def _load_prepared(self, kind: EntityKind, stmt: sa.Select[Any], params: dict[str, Any]) -> list[Versioned]:
-        """`_load` for a statement built once per kind (`_by_id`, `_by_ids`): SQLAlchemy neither builds it nor
-        computes its cache key again on each call."""
-        return await self._entities(kind, (await self._execute(stmt, params)).all())
+    async def _load_prepared(
+        self, kind: EntityKind, stmt: sa.Select[Any], params: dict[str, Any] | None
+    ) -> list[Versioned]:
+        """Entities of a SELECT of `_columns(kind)`. On inline SQLite the rows come undecoded and a row whose
+        state was decoded before is not decoded again (`DecodedCache`): a hot Get or a List page of rows read
+        before costs a lookup per row (issue 11)."""
+        if not isinstance(self._conn, InlineConnection) or _has_members(kind):
+            return await self._entities(kind, (await self._execute(stmt, params)).all())
+        try:
+            raw = self._conn.select_raw(stmt, params)
+        except sa_exc.StatementError as exc:
+            raise map_db_error(exc) from exc
+        cache = self._conn.decoded
+        version_at, updated_at = _state_columns(kind)
+        columns = _columns(kind)
+        out: list[Versioned] = []
+        for row in raw.rows:
+            key = (kind.name, row[0], row[version_at], row[updated_at])
+            entity = cache.get(key)
+            if entity is None:
+                entity = kind.cls(**dict(zip(columns, raw.decoded(row), strict=True)))
+                if self._conn.keeps_decoded:
+                    cache.put(key, entity)
+            out.append(entity)
+        return out
 
     async def _entities(self, kind: EntityKind, rows: Sequence[sa.Row[Any]]) -> list[Versioned]:
         """Entities from rows of `_columns(kind)` (id first), with their member lists."""
@@ -171,10 +196,10 @@ class EntityRows(Connection):
     async def update(self, kind: EntityKind, entity: Versioned, expected_version: int) -> bool:
         """Write all columns if the row still has `expected_version`; False when it does not."""
         values = {c: getattr(entity, c) for c in _updated_columns(kind)}
-        result = await self._execute(
+        changed = await self._change(
             _update_if_version(kind), {**values, "b_id": entity.id, "b_version": expected_version}
         )
-        if result.rowcount != 1:
+        if changed != 1:
             return False
         if _has_members(kind):
             await self._write_members(kind, entity, replace=True)
@@ -262,20 +287,32 @@ class EntityRows(Connection):
 
 
 @functools.cache
+def _state_columns(kind: EntityKind) -> tuple[int, int]:
+    """Where version and updated_at are among `_columns(kind)`: with the id, what identifies a state."""
+    columns = _columns(kind)
+    return columns.index("version"), columns.index("updated_at")
+
+
+@functools.cache
 def _has_members(kind: EntityKind) -> bool:
     return any(f.kind == "members" for f in fields_of(kind.cls))
 
 
 @functools.cache
-def _by_id(kind: EntityKind) -> sa.Select[Any]:
+def _select_all(kind: EntityKind) -> sa.Select[Any]:
+    """SELECT of `_columns(kind)`, built once (each call adds its WHERE to a copy: selects are immutable)."""
     table = ENTITY_TABLES[kind.name]
-    return sa.select(*(table.c[c] for c in _columns(kind))).where(table.c.id == sa.bindparam("id"))
+    return sa.select(*(table.c[c] for c in _columns(kind)))
+
+
+@functools.cache
+def _by_id(kind: EntityKind) -> sa.Select[Any]:
+    return _select_all(kind).where(ENTITY_TABLES[kind.name].c.id == sa.bindparam("id"))
 
 
 @functools.cache
 def _by_ids(kind: EntityKind) -> sa.Select[Any]:
-    table = ENTITY_TABLES[kind.name]
-    return sa.select(*(table.c[c] for c in _columns(kind))).where(table.c.id.in_(sa.bindparam("ids", expanding=True)))
+    return _select_all(kind).where(ENTITY_TABLES[kind.name].c.id.in_(sa.bindparam("ids", expanding=True)))
 
 
 @functools.cache

@@ -68,8 +68,8 @@ class IdentityRows(Connection):
 
     async def audit_head(self) -> tuple[int, str]:
         """(sequence, hash) of the newest entry; (0, "") for an empty log. Writers are serialized, so this is safe."""
-        row = (await self._execute(_AUDIT_HEAD)).mappings().first()
-        return (int(row["seq"]), str(row["hash"])) if row is not None else (0, "")
+        rows = await self._fetch(_AUDIT_HEAD)
+        return (int(rows[0][0]), str(rows[0][1])) if rows else (0, "")
 
     async def insert_audit(self, entry: AuditEntry) -> None:
         """Insert an entry with its own sequence and move the head to it."""
@@ -82,8 +82,7 @@ class IdentityRows(Connection):
         await self._move_audit_head(entries[-1])
 
     async def _move_audit_head(self, last: AuditEntry) -> None:
-        moved = await self._execute(_MOVE_AUDIT_HEAD, {"b_seq": last.seq, "b_hash": last.hash})
-        if moved.rowcount == 0:
+        if not await self._change(_MOVE_AUDIT_HEAD, {"b_seq": last.seq, "b_hash": last.hash}):
             await self._execute(audit_head.insert().values(id=1, seq=last.seq, hash=last.hash))
 
     async def audit_entries(self, flt: AuditFilter, after_seq: int, limit: int) -> list[AuditEntry]:

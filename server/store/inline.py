@@ -10,37 +10,81 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.util import LRUCache
+
+# Compiled SELECTs by SQLAlchemy's own cache key (the statement's shape, not its values), for `select_raw`.
+_COMPILED: LRUCache[Any, Any] = LRUCache(500)
+
+Processor = Callable[[Any], Any] | None
 
 
 class InlineNested:
-    """A savepoint of an inline connection."""
+    """A savepoint of an inline connection, straight on the driver (group commit opens one per unit of work)."""
 
-    def __init__(self, nested: sa.NestedTransaction) -> None:
-        self._nested = nested
+    def __init__(self, dbapi: sqlite3.Connection, name: str) -> None:
+        self._dbapi = dbapi
+        self._name = name
+        self._run(f"SAVEPOINT {name}")
+
+    def _run(self, sql: str) -> None:
+        try:
+            self._dbapi.execute(sql)
+        except sqlite3.Error as exc:
+            raise sa_exc.DBAPIError.instance(sql, (), exc, sqlite3.Error) from exc
 
     async def rollback(self) -> None:
-        self._nested.rollback()
+        self._run(f"ROLLBACK TO {self._name}")
+        self._run(f"RELEASE {self._name}")
 
     async def commit(self) -> None:
-        self._nested.commit()
+        self._run(f"RELEASE {self._name}")
+
+
+class DecodedCache:
+    """Decoded entities by (kind, id, version, updated_at) as the database holds them (undecoded): a row
+    read again decodes nothing. An entity's state never changes without its version changing (a replicated state
+    written at the same version carries its own updated_at), and entities are immutable, so sharing them is safe.
+    Bounded: the oldest entries go first. One per store (two databases may hold the same id)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: dict[tuple[Any, ...], Any] = {}
+
+    def get(self, key: tuple[Any, ...]) -> Any:
+        return self._items.get(key)
+
+    def put(self, key: tuple[Any, ...], value: Any) -> None:
+        items = self._items
+        items[key] = value
+        if len(items) > self._size:
+            del items[next(iter(items))]
 
 
 class InlineConnection:
     """The part of `AsyncConnection` the store uses, over a synchronous connection."""
 
-    def __init__(self, conn: sa.Connection) -> None:
+    def __init__(self, conn: sa.Connection, decoded: DecodedCache | None = None, *, committed: bool = True) -> None:
+        """`decoded`: the store's cache of decoded entities; `committed`: what this connection reads is committed
+        (a read transaction), so it may be kept there — a write transaction's rows may still be rolled back."""
         self.sync = conn
         self.dialect = conn.dialect
+        self.decoded = decoded if decoded is not None else DecodedCache(0)
+        self.keeps_decoded = committed
+        self._savepoints = 0
 
     async def execute(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
         return self.sync.execute(statement, params)
 
     async def begin_nested(self) -> InlineNested:
-        return InlineNested(self.sync.begin_nested())
+        dbapi = self.sync.connection.dbapi_connection
+        assert dbapi is not None
+        self._savepoints += 1
+        return InlineNested(dbapi, f"sp_{self._savepoints}")  # type: ignore[arg-type]
 
     async def insert(self, table: sa.Table, row: dict[str, Any]) -> None:
         """One row straight to the driver: the SQL compiled once per (table, columns) and the values through the
@@ -54,6 +98,78 @@ class InlineConnection:
             dbapi.execute(sql, params)
         except sqlite3.Error as exc:
             raise sa_exc.DBAPIError.instance(sql, params, exc, sqlite3.Error) from exc
+
+    def select_raw(self, statement: sa.Select[Any], params: dict[str, Any] | None = None) -> RawRows:
+        """Run a SELECT straight on the driver and return its rows undecoded, with each column's result
+        processor: the caller decodes only what it needs (a row whose entity it already holds needs none).
+
+        The statement is compiled once per shape through SQLAlchemy's statement cache, and its parameters go
+        through the same bind processors as `execute` would apply; what this skips is SQLAlchemy's execution
+        context and result objects, most of a Get's cost on SQLite (issue 11). Statements with
+        late-rendered parameters (expanding IN) take the ordinary path.
+        """
+        compiled, args = self._compiled(statement, params)
+        if compiled is None:
+            result = self.sync.execute(statement, params)
+            return RawRows(result.all(), tuple(None for _ in result.keys()))
+        rows = self._run(compiled.string, args).fetchall()
+        return RawRows(rows, _result_processors(self.dialect, compiled))
+
+    def change_raw(self, statement: sa.Executable, params: dict[str, Any] | None = None) -> int:
+        """Run one INSERT, UPDATE or DELETE as `select_raw` runs a SELECT; return how many rows it changed."""
+        compiled, args = self._compiled(statement, params)
+        if compiled is None:
+            return int(self.sync.execute(statement, params).rowcount)
+        return int(self._run(compiled.string, args).rowcount)
+
+    def _compiled(self, statement: Any, params: dict[str, Any] | None) -> tuple[Any, tuple[Any, ...]]:
+        """(compiled statement, driver parameters), or (None, ()) for a statement that needs SQLAlchemy's own
+        execution (late-rendered parameters)."""
+        compiled, extracted, collected, _ = statement._compile_w_cache(
+            self.dialect, compiled_cache=_COMPILED, column_keys=sorted(params or ())
+        )
+        if compiled.literal_execute_params or compiled.post_compile_params:
+            return None, ()
+        values = compiled.construct_params(
+            params, extracted_parameters=extracted, escape_names=False, _collected_params=collected
+        )
+        binds = compiled._bind_processors
+        return compiled, tuple(binds[k](values[k]) if k in binds else values[k] for k in compiled.positiontup or ())
+
+    def _run(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
+        dbapi = self.sync.connection.dbapi_connection
+        assert dbapi is not None
+        try:
+            return dbapi.execute(sql, args)  # type: ignore[no-any-return]
+        except sqlite3.Error as exc:
+            raise sa_exc.DBAPIError.instance(sql, args, exc, sqlite3.Error) from exc
+
+
+class RawRows:
+    """Undecoded rows of `select_raw` and the processors that decode each column (None: as it is)."""
+
+    __slots__ = ("processors", "rows")
+
+    def __init__(self, rows: Sequence[tuple[Any, ...]], processors: tuple[Processor, ...]) -> None:
+        self.rows = rows
+        self.processors = processors
+
+    def decoded(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(v if p is None or v is None else p(v) for v, p in zip(row, self.processors, strict=True))
+
+    def all(self) -> list[tuple[Any, ...]]:
+        return [self.decoded(r) for r in self.rows]
+
+
+def _result_processors(dialect: sa.Dialect, compiled: Any) -> tuple[Processor, ...]:
+    cached: tuple[Processor, ...] | None = getattr(compiled, "_smooth_result_processors", None)
+    if cached is None:
+        cached = tuple(
+            entry.type._cached_result_processor(dialect, None)
+            for entry in compiled._result_columns
+        )
+        compiled._smooth_result_processors = cached
+    return cached
 
 
 def raw_pragma(conn: sa.Connection, pragma: str) -> None:

@@ -24,13 +24,16 @@ from server.store.engine import BUSY_TIMEOUT_MS, WRITE_OPTION, create_engine, cr
 from server.store.entity_rows import EntityRows
 from server.store.group_commit import GroupCommit
 from server.store.identity_rows import IdentityRows
-from server.store.inline import InlineConnection, raw_pragma
+from server.store.inline import DecodedCache, InlineConnection, raw_pragma
 from server.store.replication_rows import ReplicationRows
 
 
 class Transaction(EntityRows, ChangeLogRows, IdentityRows, CollectorRows, ReplicationRows):
     """Every store operation on one open connection: the row classes of each concern over one `Connection`."""
 
+
+# Decoded entities kept for rows read again (server/store/inline.py), all kinds together: about 2 KB each.
+DECODED_CACHE_SIZE = 8_192
 
 # A constant key for pg_advisory_xact_lock: one writer at a time on PostgreSQL.
 WRITE_LOCK = 0x5E_A0D1
@@ -45,6 +48,7 @@ class Store:
         self._inline: sa.Engine | None = None  # SQLite: statements run inline on the loop (store/inline.py)
         self._write_lock = asyncio.Lock()
         self._group: GroupCommit[Transaction] | None = None
+        self._decoded = DecodedCache(DECODED_CACHE_SIZE)
         # Called after every committed write (the replicator wakes on them); must not block.
         self.on_commit: list[Callable[[], None]] = []
 
@@ -75,7 +79,7 @@ class Store:
         try:
             if self._inline is not None:
                 with self._inline.connect() as sync_conn, sync_conn.begin():
-                    yield Transaction(InlineConnection(sync_conn))
+                    yield Transaction(InlineConnection(sync_conn, self._decoded, committed=True))
                 return
             async with self.engine.connect() as conn:
                 async with conn.begin():
@@ -87,13 +91,13 @@ class Store:
     async def write(self, *, durable: bool = False) -> AsyncIterator[Transaction]:
         """One atomic unit of work: everything written inside commits together or not at all, before this returns.
 
-        On PostgreSQL concurrent units are grouped into one transaction and one commit (a round trip and a WAL
-        flush), each in its own savepoint (server/store/group_commit.py). `durable`: on SQLite, this commit is
-        fsynced (synchronous=FULL), and with it every earlier commit in the WAL — what the replicator does before
-        central may see a sequence; such a unit runs alone.
+        Concurrent units are grouped into one transaction and one commit (on PostgreSQL a round trip and a WAL
+        flush; on SQLite a WAL append of the pages they share, about half a Create's cost when alone), each in its
+        own savepoint (server/store/group_commit.py). `durable`: on SQLite, this commit is fsynced
+        (synchronous=FULL), and with it every earlier commit in the WAL — what the replicator does before central
+        may see a sequence; such a unit runs alone.
         """
-        if durable or self._inline is not None:
-            # SQLite commits in microseconds (WAL, synchronous=NORMAL): grouping would cost more than it saves.
+        if durable:
             async with self._transaction(durable=durable) as tx:
                 yield tx
             self._committed()
@@ -134,7 +138,7 @@ class Store:
                 try:
                     await _begin_immediate(sync_conn)
                     try:
-                        yield Transaction(InlineConnection(sync_conn))
+                        yield Transaction(InlineConnection(sync_conn, self._decoded, committed=False))
                     except BaseException:
                         sync_conn.rollback()
                         raise

@@ -136,8 +136,11 @@ class EntityService:
                 version=1,
             )
         )
-        await rulebook.enforce(tx, entity)
-        if await tx.get(self.kind, entity.id) is not None or await tx.has_history(self.kind, entity.id):
+        # An id generated here (a UUIDv7) is new: nothing holds it, nothing references it.
+        await rulebook.enforce(tx, entity, new=entity_id is None)
+        if entity_id is not None and (
+            await tx.get(self.kind, entity.id) is not None or await tx.has_history(self.kind, entity.id)
+        ):
             # A deleted entity's id stays taken: its history is kept under it.
             raise AlreadyExists(
                 f"{self.kind.label} {entity.id} exists or existed; use a new id (or Update it)",

@@ -7,7 +7,7 @@ whoever writes.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence, Set
 
 from server.domain.entities import ToolAssembly, ToolInstance, Versioned
 from server.domain.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, SmoothError
@@ -18,24 +18,27 @@ from server.usecases.ports import Entities
 from server.validation.rules import check_entity
 
 
-async def check(tx: Entities, entities: Sequence[Versioned]) -> dict[uuid.UUID, SmoothError]:
+async def check(
+    tx: Entities, entities: Sequence[Versioned], *, new_ids: Set[uuid.UUID] = frozenset()
+) -> dict[uuid.UUID, SmoothError]:
     """The first rule each entity breaks, by id (absent: it may be written). `entities` are the states about to
     be written, of any kinds, later ones replacing earlier ones of the same id: references and keys resolve
-    against them first, then against the store."""
+    against them first, then against the store. `new_ids`: entities the caller knows the store has never held
+    (an id it just generated), which therefore nothing in the store can reference yet."""
     batch: dict[uuid.UUID, Versioned] = {}
     for entity in entities:
         batch[entity.id] = entity
     errors: dict[uuid.UUID, SmoothError] = {}
     await _field_rules(tx, batch, errors)
     await _references(tx, batch, errors)
-    await _roles_in_use(tx, batch, errors)
+    await _roles_in_use(tx, batch, errors, new_ids)
     await _unique_keys(tx, batch, errors)
     return errors
 
 
-async def enforce(tx: Entities, entity: Versioned) -> None:
-    """`check` for one entity: raises the first rule it breaks."""
-    errors = await check(tx, [entity])
+async def enforce(tx: Entities, entity: Versioned, *, new: bool = False) -> None:
+    """`check` for one entity: raises the first rule it breaks. `new`: its id was just generated."""
+    errors = await check(tx, [entity], new_ids={entity.id} if new else frozenset())
     if errors:
         raise errors[entity.id]
 
@@ -126,12 +129,16 @@ async def _references(tx: Entities, batch: dict[uuid.UUID, Versioned], errors: d
             )
 
 
-async def _roles_in_use(tx: Entities, batch: dict[uuid.UUID, Versioned], errors: dict[uuid.UUID, SmoothError]) -> None:
+async def _roles_in_use(
+    tx: Entities, batch: dict[uuid.UUID, Versioned], errors: dict[uuid.UUID, SmoothError], new_ids: Set[uuid.UUID]
+) -> None:
     """An entity that another references in a role must keep fitting it (a HOLDER item held by an assembly
-    cannot become a drill). One query per role for the whole batch."""
+    cannot become a drill). One query per role for the whole batch; none for entities nothing can reference yet
+    (new ones, and no other entity of the batch references them)."""
     misfits: dict[tuple[str, Role], list[Versioned]] = {}
+    referenced_in_batch = _referenced(batch.values()) if new_ids else set()
     for entity in batch.values():
-        if entity.id in errors:
+        if entity.id in errors or (entity.id in new_ids and entity.id not in referenced_in_batch):
             continue
         for ref_kind, role in referrers(KIND_BY_CLASS[type(entity)].name):
             if not role.fits(entity):
@@ -157,6 +164,21 @@ async def _roles_in_use(tx: Entities, batch: dict[uuid.UUID, Versioned], errors:
                 violations=[FieldViolation("tool_type", f"must stay {role.needs} while referenced as {role.field}")],
                 metadata={"referenced_by": str(user.id)},
             )
+
+
+def _referenced(entities: Iterable[Versioned]) -> set[uuid.UUID]:
+    """Every id these entities reference (member lists included)."""
+    out: set[uuid.UUID] = set()
+    for entity in entities:
+        for f in fields_of(type(entity)):
+            if f.ref is None:
+                continue
+            value = getattr(entity, f.name)
+            if f.kind == "members":
+                out.update(value)
+            elif value is not None:
+                out.add(value)
+    return out
 
 
 async def _unique_keys(tx: Entities, batch: dict[uuid.UUID, Versioned], errors: dict[uuid.UUID, SmoothError]) -> None:

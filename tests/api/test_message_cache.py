@@ -31,7 +31,7 @@ async def test_every_version_is_answered_as_it_is(stubs: Stubs) -> None:
 
 def test_the_cache_keeps_at_most_its_size_and_the_most_recently_used() -> None:
     cache = MessageCache(2)
-    a, b, c = (user_pb2.User(email=f"{x}@shop.example") for x in "abc")
+    a, b, c = (user_pb2.User(email=f"{x}@shop.example").SerializeToString() for x in "abc")
     cache.put(("a",), a)
     cache.put(("b",), b)
     assert cache.get(("a",)) is a  # a is now the most recently used

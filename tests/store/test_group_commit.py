@@ -1,28 +1,34 @@
-"""Group commit on PostgreSQL (server/store/group_commit.py): concurrent units share one commit, a failing unit
-is undone alone and gets its own error, cancelled units leave nothing, and every acknowledged unit is
-committed. Real PostgreSQL."""
+"""Group commit (server/store/group_commit.py), on SQLite and PostgreSQL alike: concurrent units share one
+commit, a failing unit is undone alone and gets its own error, cancelled units leave nothing, and every
+acknowledged unit is committed. Real SQLite files and real PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from conftest import fresh_pg_database
 
 from server.store import migrate
 from server.store.repository import Store
-
-pytestmark = pytest.mark.postgres
 
 
 class Refused(Exception):
     """A unit's own failure, raised inside its body."""
 
 
-@pytest.fixture
-async def store(pg_database: str) -> AsyncIterator[Store]:
-    async with Store(pg_database) as s:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    if request.param == "sqlite":
+        url = str(tmp_path / "group.db")
+        async with Store(url) as s:
+            await migrate.upgrade(s.engine)
+            yield s
+        return
+    async with fresh_pg_database(request.getfixturevalue("pg_url")) as url, Store(url) as s:
         await migrate.upgrade(s.engine)
         yield s
 
