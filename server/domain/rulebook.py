@@ -130,6 +130,16 @@ RULES: dict[str, Rules] = {
                 ),
                 detail="already used on this machine: a machine cannot have two tools under one T number",
             ),
+            # is_default: the setup a presetter or MES uses for this instance on a machine that has no preset
+            # of its own for it — so there is at most one (README, "Default presets").
+            UniqueKey(
+                "tool_instance_id",
+                "is_default",
+                "DEFAULT_PRESET_TAKEN",
+                key=lambda p: p.tool_instance_id if isinstance(p, ToolPreset) and p.is_default else None,
+                describe=lambda p: f"the default preset of ToolInstance {getattr(p, 'tool_instance_id', '')}",
+                detail="another preset is already this instance's default: clear its is_default first",
+            ),
         ),
     ),
     "tool_usage": Rules(edge_owned=True),

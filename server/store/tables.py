@@ -199,6 +199,14 @@ tool_presets = _versioned(
     # Serves the data model's (tool_instance_id, machine_id) index and the tool_instance_id foreign key.
     sa.Index("ix_tool_presets_tool_instance_id_machine_id", "tool_instance_id", "machine_id"),
     sa.Index("ix_tool_presets_machine_id", "machine_id"),
+    # At most one default preset per instance (the rulebook refuses a second one first, with its reason).
+    sa.Index(
+        "uq_tool_presets_default_per_instance",
+        "tool_instance_id",
+        unique=True,
+        sqlite_where=sa.text("is_default"),
+        postgresql_where=sa.text("is_default"),
+    ),
 )
 
 tool_usages = _versioned(
