@@ -228,6 +228,33 @@ async def _simulate(args: argparse.Namespace) -> None:
         await asyncio.Event().wait()
 
 
+async def _with_task_dump(main: Coroutine[Any, Any, None]) -> None:
+    """SMOOTH_EDGE_DUMP_STACKS_AFTER_S (tests): after that long, print every asyncio task's stack to stderr too
+    (faulthandler shows the threads; an await that never returns shows only here)."""
+    after = os.environ.get("SMOOTH_EDGE_DUMP_STACKS_AFTER_S")
+    if after:
+
+        def dump() -> None:
+            for task in asyncio.all_tasks():
+                print(f"--- task {task.get_name()} ({task.get_coro()!r}):", file=sys.__stderr__)
+                awaited: Any = task.get_coro()
+                for _ in range(40):  # the whole chain of awaits, not only the task's own frame
+                    frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+                    if frame is None:
+                        print(f"  awaiting {awaited!r}", file=sys.__stderr__)
+                        break
+                    print(
+                        f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}", file=sys.__stderr__
+                    )
+                    awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+                    if awaited is None:
+                        break
+            sys.__stderr__.flush()
+
+        asyncio.get_running_loop().call_later(float(after), dump)
+    await main
+
+
 def _run(main: Coroutine[Any, Any, None]) -> None:
     """The long-running commands run on uvloop (libuv): the collector's OPC UA sessions spend most of their
     time in the event loop's socket and callback machinery, which uvloop does in C. SMOOTH_EDGE_LOOP=asyncio
@@ -238,9 +265,9 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         except ImportError:  # not built for this platform (Windows)
             pass
         else:
-            uvloop.run(main)
+            uvloop.run(_with_task_dump(main))
             return
-    asyncio.run(main)
+    asyncio.run(_with_task_dump(main))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,24 +304,26 @@ def main(argv: list[str] | None = None) -> int:
             from agent.demo import run_demo
 
             asyncio.run(
-                run_demo(
-                    args.db,
-                    args.listen,
-                    exit_after_seed=args.exit_after_seed,
-                    duration_s=args.duration,
-                    with_cnc=not args.no_cnc,
+                _with_task_dump(
+                    run_demo(
+                        args.db,
+                        args.listen,
+                        exit_after_seed=args.exit_after_seed,
+                        duration_s=args.duration,
+                        with_cnc=not args.no_cnc,
+                    )
                 )
             )
     except SmoothError as err:
         log.error("failed", error=err.message, reason=err.reason)
-        print(f"smooth-edge: {err.message}", file=sys.stderr)
+        print(f"smooth-edge: {err.message}", file=sys.__stderr__)
         return 2
     except ConfigError as err:
-        print(f"smooth-edge: {err}", file=sys.stderr)
+        print(f"smooth-edge: {err}", file=sys.__stderr__)
         return 2
     except OSError as err:
         log.error("failed", error=str(err))
-        print(f"smooth-edge: {err}", file=sys.stderr)
+        print(f"smooth-edge: {err}", file=sys.__stderr__)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -34,8 +34,7 @@ class Collector:
         """Stop every session, then save every machine's last state; a session that stopped on an unexpected error
         (logged with its traceback when it happened) or a final save that failed unexpectedly is raised here, after
         the other machines have saved theirs."""
-        for task in self._tasks:
-            task.cancel()
+        await _cancel_all(self._tasks)
         outcomes = await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         errors = [outcome for outcome in outcomes if isinstance(outcome, Exception)]  # not the cancellations
@@ -52,3 +51,14 @@ class Collector:
 
     def live_statuses(self) -> dict[str, MachineStatus]:
         return {s.config.machine_id: s.status for s in self._sessions}
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the tasks and wait until every one has ended, cancelling again those still running a moment later:
+    on Python 3.11 a cancellation that arrives as `asyncio.wait_for` finishes (a session connecting while the
+    agent stops) can be lost, and the session would then run on, holding the agent's exit forever."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
