@@ -1,14 +1,11 @@
 """One machine's OPC UA session: connect (with capped exponential backoff, the first connect included),
 resolve the profile, read the current state and reconcile it, subscribe, feed the tracker, record usage.
 
-Timing (README "Collector timing model"): every change counts at the controller's SourceTimestamp; once a second
-the session asks the controller's clock (a keep-alive, which also serves as the watchdog's probe) and saves how
-far the machine was observed, so a kill -9 loses at most about that second. What the tracker holds in memory is
-kept across a lost connection; the saved state is loaded once, when the session starts.
-
-A new `Client` is made for every attempt: a same-instance reconnect can hang on a blackholed link, so the
-watchdog (no data and no answer to a read for `watchdog_s`) simply drops the client and starts again. Only the
-failures in RETRYABLE lead to a reconnect; anything else is a bug that stops this machine's session, loudly.
+Timing (README "Collector timing model"): every change counts at the controller's SourceTimestamp; after a second
+without changes the session asks the controller's clock (a keep-alive, which also serves as the watchdog's probe),
+and how far the machine was observed is saved at least once a second, so a kill -9 loses about that second. What
+the tracker holds in memory is kept across a lost connection; the saved state is loaded once, when the session
+starts.
 """
 
 from __future__ import annotations
@@ -352,15 +349,19 @@ class MachineSession:
     ) -> None:
         browsed = time.monotonic()
         keep_alive = time.monotonic() + HEARTBEAT_S
+        data = False  # changes arrived since the last keep-alive
         while True:
             if time.monotonic() - browsed >= TOOL_BROWSE_S:
                 await asyncio.wait_for(follow_new_tools(), timeout=self.config.watchdog_s)
                 browsed = time.monotonic()
             wait = keep_alive - time.monotonic()
             if wait <= 0:
-                # Busy or quiet, the machine is asked its time every HEARTBEAT_S: silence on a dead link shows as a
-                # read that times out (the watchdog), and how far the machine was observed is saved.
-                await self._keep_alive(client)
+                # Without changes for HEARTBEAT_S the machine is asked its time: silence on a dead link shows as a read
+                # that times out (the watchdog), and how far the machine was observed is saved. Changes arriving say
+                # as much (their stamps; each batch saves at most every HEARTBEAT_S), so a busy machine is not asked.
+                if not data:
+                    await self._keep_alive(client)
+                data = False
                 keep_alive = time.monotonic() + HEARTBEAT_S
                 continue
             try:
@@ -379,6 +380,7 @@ class MachineSession:
             for change in batch:
                 events += self._apply(change)
             if batch:
+                data = True
                 self.status = replace(self.status, last_data_at=batch[-1].at)
             if events:
                 await self._record(events)
