@@ -17,6 +17,7 @@ import asyncpg
 import grpc
 import pytest
 from google.protobuf import struct_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from smooth.core.v1 import (
@@ -182,7 +183,7 @@ class Factory:
         if "tool_instance_id" not in overrides:
             msg.tool_instance_id = (await self.instance()).id
         for k, v in overrides.items():
-            setattr(msg, k, v) if not isinstance(v, struct_pb2.Struct) else getattr(msg, k).CopyFrom(v)
+            setattr(msg, k, v) if not isinstance(v, Message) else getattr(msg, k).CopyFrom(v)
         if start is None:
             msg.start_time.GetCurrentTime()
         else:

@@ -117,6 +117,8 @@ class ToolInstance(Versioned):
     tool_assembly_id: uuid.UUID | None = ref("tool_assembly")
     serial_number: str = text(100, required=True)
     status: ToolInstanceStatus = field(default=ToolInstanceStatus.AVAILABLE, metadata={"required": True})
+    # Why the status is what it is (server/domain/lifecycle.py): every transition sets it.
+    status_reason: str = text(500)
     measurements: JsonObject = json_object()
     purchase_date: date | None = None
     last_calibration: datetime | None = None

@@ -112,7 +112,7 @@ RULES: dict[str, Rules] = {
             ),
         ),
         # Measurements of a physical tool are taken where it is (presetters, collectors): the edge's.
-        edge_fields=frozenset({"measurements", "last_calibration", "calibration_due", "status"}),
+        edge_fields=frozenset({"measurements", "last_calibration", "calibration_due", "status", "status_reason"}),
     ),
     "tool_preset": Rules(
         unique=(

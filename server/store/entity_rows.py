@@ -167,6 +167,16 @@ class EntityRows(Connection):
         stmt = sa.select(table.c.id, table.c.version).where(table.c.id.in_(list(ids)))
         return {r["id"]: int(r["version"]) for r in (await self._execute(stmt)).mappings().all()}
 
+    async def open_usage_counts(self, instance_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """How many usages of each instance are open (no end_time); instances without any are left out."""
+        usages = ENTITY_TABLES["tool_usage"]
+        stmt = (
+            sa.select(usages.c.tool_instance_id, sa.func.count())
+            .where(usages.c.tool_instance_id.in_(list(instance_ids)), usages.c.end_time.is_(None))
+            .group_by(usages.c.tool_instance_id)
+        )
+        return {r[0]: int(r[1]) for r in await self._fetch(stmt)}
+
     async def presets_on_machine(self, machine_id: str) -> list[Versioned]:
         return await self._load(KINDS["tool_preset"], ENTITY_TABLES["tool_preset"].c.machine_id == machine_id)
 

@@ -171,6 +171,7 @@ tool_instances = _versioned(
     _fk("tool_assembly_id", "tool_assemblies"),
     _field_text("serial_number"),
     sa.Column("status", _enum(ToolInstanceStatus, "tool_instance_status"), nullable=False, index=True),
+    _field_text("status_reason", server_default=sa.text("''")),  # added by migration 0007
     sa.Column("measurements", JSON, nullable=False),
     sa.Column("purchase_date", sa.Date()),
     sa.Column("last_calibration", UtcDateTime()),

@@ -10,6 +10,7 @@ from server.domain.registry import KINDS
 from server.usecases.audit import AuditService
 from server.usecases.entities import EntityService, utc_now
 from server.usecases.identity import ApiKeyService, Authenticator, UserService
+from server.usecases.lifecycle import InstanceService, UsageService
 from server.usecases.ports import UnitOfWork
 from server.usecases.replication.central import SyncApplier
 from server.usecases.usage_recording import PresetService, UsageRecorder
@@ -35,6 +36,8 @@ def build(
     users = UserService(store, clock, authenticator.forget_all)
     entities = {name: EntityService(store, kind, clock) for name, kind in KINDS.items() if name != "user"}
     entities["user"] = users
+    entities["tool_instance"] = InstanceService(store, KINDS["tool_instance"], clock)
+    entities["tool_usage"] = UsageService(store, KINDS["tool_usage"], clock, entities["tool_instance"])
     recorder = UsageRecorder(store, entities["tool_usage"], clock)
     entities["tool_preset"] = PresetService(store, KINDS["tool_preset"], clock, recorder)
     return UseCases(

@@ -46,6 +46,9 @@ class Caller:
     principal: Principal | None = None
     request_id: str = ""
     peer: str = ""
+    # A change the product makes itself (a usage moving its instance IN_USE), not a caller's request: the rules
+    # on what callers may change (the status lifecycle's operator transitions) do not apply to it.
+    system: bool = False
 
     @property
     def actor_id(self) -> uuid.UUID | None:
@@ -136,6 +139,9 @@ class EntityService:
                 version=1,
             )
         )
+        if not caller.system:
+            self._check_change(None, entity, set(values))
+        entity = await self._prepare(tx, entity)
         # An id generated here (a UUIDv7) is new: nothing holds it, nothing references it.
         await rulebook.enforce(tx, entity, new=entity_id is None)
         if entity_id is not None and (
@@ -178,6 +184,9 @@ class EntityService:
             raise _stale(self.kind, current)
         now = self._clock()
         entity = normalized(dataclasses.replace(current, **changes, updated_at=now, version=current.version + 1))
+        if not caller.system:
+            self._check_change(current, entity, set(changes))
+        entity = await self._prepare(tx, entity)
         await rulebook.enforce(tx, entity)
         if not await tx.update(self.kind, entity, version):
             raise _stale(self.kind, await self._require(tx, entity_id))
@@ -222,6 +231,9 @@ class EntityService:
                 entity = dataclasses.replace(current, **changes, updated_at=now, version=current.version + 1)
                 if entity_id not in created:
                     start_versions.setdefault(entity_id, current.version)
+            entity = await self._prepare(tx, entity)
+            if current is None:
+                created[entity_id] = entity
             steps.append((current, entity, caller))
             latest[entity_id] = entity
         if not steps:
@@ -346,6 +358,15 @@ class EntityService:
     def _normalize(self, values: dict[str, Any], current: Versioned | None) -> dict[str, Any]:
         """Kind-specific clean-up of incoming values (hook; e.g. users' e-mail case)."""
         return values
+
+    def _check_change(self, current: Versioned | None, entity: Versioned, fields: set[str]) -> None:
+        """Kind-specific rules on what a caller may change (hook; e.g. the status lifecycle of tool instances):
+        `current` None for a create; `fields` are those the request set. Not applied to system changes."""
+
+    async def _prepare(self, tx: Transaction, entity: Versioned) -> Versioned:
+        """Kind-specific completion of a state about to be written, after the caller's checks and before the
+        rulebook (hook; e.g. a usage opened on a tool in maintenance is flagged)."""
+        return entity
 
     async def _after_write(
         self, tx: Transaction, before: Versioned | None, after: Versioned, caller: Caller, now: datetime

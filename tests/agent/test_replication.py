@@ -277,14 +277,18 @@ async def test_pull_brings_central_changes_down_without_echoing_the_edges_own(ed
 async def test_concurrent_edits_are_decided_by_ownership_with_one_conflict_record_each(
     edge: Edge, central: Edge
 ) -> None:
-    from google.protobuf import field_mask_pb2
+    from google.protobuf import field_mask_pb2, timestamp_pb2
     from smooth.core.v1 import sync_pb2 as spb
     from smooth.core.v1 import tool_instance_pb2 as inst_pb
     from smooth.core.v1 import tool_usage_pb2 as usage_pb
 
     item = await edge.make.item()
     instance = await edge.make.instance(tool_item_id=item.id)
-    usage = await edge.make.usage(tool_instance_id=instance.id)
+    # A closed usage: an open one would move the instance IN_USE (a version of its own) before the edits below.
+    ended = timestamp_pb2.Timestamp()
+    ended.GetCurrentTime()
+    started = timestamp_pb2.Timestamp(seconds=ended.seconds - 600)
+    usage = await edge.make.usage(tool_instance_id=instance.id, start_time=started, end_time=ended)
     key = await sync_key(central)
     async with replicating(edge.store, settings(central.address, key), utc_now) as replicator:
         await replicator.flush()

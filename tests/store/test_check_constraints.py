@@ -64,8 +64,11 @@ def row(kind: str, parents: Mapping[str, uuid.UUID], **overrides: Any) -> dict[s
 
 
 async def insert(engine: AsyncEngine, kind: str, values: Mapping[str, Any]) -> None:
+    """Insert the values of the columns the database has at its revision (a later migration may add fields)."""
+    table = ENTITY_TABLES[kind]
     async with engine.begin() as conn:
-        await conn.execute(ENTITY_TABLES[kind].insert().values(dict(values)))
+        present = await conn.run_sync(lambda sync: {c["name"] for c in sa.inspect(sync).get_columns(table.name)})
+        await conn.execute(table.insert().values({k: v for k, v in values.items() if k in present}))
 
 
 async def seed(engine: AsyncEngine) -> dict[str, uuid.UUID]:

@@ -30,7 +30,7 @@ from google.type import date_pb2 as google_dot_type_dot_date__pb2
 from smooth.core.v1 import common_pb2 as smooth_dot_core_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"smooth/core/v1/tool_instance.proto\x12\x0esmooth.core.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\x1a\x1bsmooth/core/v1/common.proto\"\xe1\x03\n\x0cToolInstance\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0ctool_item_id\x18\x02 \x01(\t\x12\x18\n\x10tool_assembly_id\x18\x03 \x01(\t\x12\x15\n\rserial_number\x18\x04 \x01(\t\x12\x32\n\x06status\x18\x05 \x01(\x0e\x32\".smooth.core.v1.ToolInstanceStatus\x12-\n\x0cmeasurements\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\rpurchase_date\x18\x07 \x01(\x0b\x32\x11.google.type.Date\x12\x34\n\x10last_calibration\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x0f\x63\x61libration_due\x18\t \x01(\x0b\x32\x11.google.type.Date\x12\x0c\n\x04tags\x18\n \x03(\t\x12.\n\ncreated_at\x18Z \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18[ \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\\ \x01(\x03\x12\x10\n\x08owner_id\x18] \x01(\t\"$\n\x16GetToolInstanceRequest\x12\n\n\x02id\x18\x01 \x01(\t\"c\n\x18ListToolInstancesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\"j\n\x19ListToolInstancesResponse\x12\x34\n\x0etool_instances\x18\x01 \x03(\x0b\x32\x1c.smooth.core.v1.ToolInstance\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"d\n\x19\x43reateToolInstanceRequest\x12\x33\n\rtool_instance\x18\x01 \x01(\x0b\x32\x1c.smooth.core.v1.ToolInstance\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x95\x01\n\x19UpdateToolInstanceRequest\x12\x33\n\rtool_instance\x18\x01 \x01(\x0b\x32\x1c.smooth.core.v1.ToolInstance\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"L\n\x19\x44\x65leteToolInstanceRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"{\n\x14ToolInstanceRevision\x12.\n\x08revision\x18\x01 \x01(\x0b\x32\x1c.smooth.core.v1.RevisionInfo\x12\x33\n\rtool_instance\x18\x02 \x01(\x0b\x32\x1c.smooth.core.v1.ToolInstance\"u\n!ListToolInstanceRevisionsResponse\x12\x37\n\trevisions\x18\x01 \x03(\x0b\x32$.smooth.core.v1.ToolInstanceRevision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xc7\x01\n\x12ToolInstanceStatus\x12$\n TOOL_INSTANCE_STATUS_UNSPECIFIED\x10\x00\x12\"\n\x1eTOOL_INSTANCE_STATUS_AVAILABLE\x10\x01\x12\x1f\n\x1bTOOL_INSTANCE_STATUS_IN_USE\x10\x02\x12$\n TOOL_INSTANCE_STATUS_MAINTENANCE\x10\x03\x12 \n\x1cTOOL_INSTANCE_STATUS_RETIRED\x10\x04\x32\xd9\x04\n\x13ToolInstanceService\x12W\n\x0fGetToolInstance\x12&.smooth.core.v1.GetToolInstanceRequest\x1a\x1c.smooth.core.v1.ToolInstance\x12h\n\x11ListToolInstances\x12(.smooth.core.v1.ListToolInstancesRequest\x1a).smooth.core.v1.ListToolInstancesResponse\x12]\n\x12\x43reateToolInstance\x12).smooth.core.v1.CreateToolInstanceRequest\x1a\x1c.smooth.core.v1.ToolInstance\x12]\n\x12UpdateToolInstance\x12).smooth.core.v1.UpdateToolInstanceRequest\x1a\x1c.smooth.core.v1.ToolInstance\x12W\n\x12\x44\x65leteToolInstance\x12).smooth.core.v1.DeleteToolInstanceRequest\x1a\x16.google.protobuf.Empty\x12h\n\rListRevisions\x12$.smooth.core.v1.ListRevisionsRequest\x1a\x31.smooth.core.v1.ListToolInstanceRevisionsResponseBl\n\x16\x63om.smoothcore.core.v1P\x01Z?github.com/smooth-core/smooth-edge/gen/go/smooth/core/v1;corev1\xaa\x02\x0eSmooth.Core.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"smooth/core/v1/tool_instance.proto\x12\x0esmooth.core.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\x1a\x1bsmooth/core/v1/common.proto\"\xf8\x03\n\x0cToolInstance\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0ctool_item_id\x18\x02 \x01(\t\x12\x18\n\x10tool_assembly_id\x18\x03 \x01(\t\x12\x15\n\rserial_number\x18\x04 \x01(\t\x12\x32\n\x06status\x18\x05 \x01(\x0e\x32\".smooth.core.v1.ToolInstanceStatus\x12-\n\x0cmeasurements\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\rpurchase_date\x18\x07 \x01(\x0b\x32\x11.google.type.Date\x12\x34\n\x10last_calibration\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x0f\x63\x61libration_due\x18\t \x01(\x0b\x32\x11.google.type.Date\x12\x0c\n\x04tags\x18\n \x03(\t\x12\x15\n\rstatus_reason\x18\x0b \x01(\t\x12.\n\ncreated_at\x18Z \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18[ \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\\ \x01(\x03\x12\x10\n\x08owner_id\x18] \x01(\t\"$\n\x16GetToolInstanceRequest\x12\n\n\x02id\x18\x01 \x01(\t\"c\n\x18ListToolInstancesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\"j\n\x19ListToolInstancesResponse\x12\x34\n\x0etool_instances\x18\x01 \x03(\x0b\x32\x1c.smooth.core.v1.ToolInstance\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"d\n\x19\x43reateToolInstanceRequest\x12\x33\n\rtool_instance\x18\x01 \x01(\x0b\x32\x1c.smooth.core.v1.ToolInstance\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x95\x01\n\x19UpdateToolInstanceRequest\x12\x33\n\rtool_instance\x18\x01 \x01(\x0b\x32\x1c.smooth.core.v1.ToolInstance\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"L\n\x19\x44\x65leteToolInstanceRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"{\n\x14ToolInstanceRevision\x12.\n\x08revision\x18\x01 \x01(\x0b\x32\x1c.smooth.core.v1.RevisionInfo\x12\x33\n\rtool_instance\x18\x02 \x01(\x0b\x32\x1c.smooth.core.v1.ToolInstance\"u\n!ListToolInstanceRevisionsResponse\x12\x37\n\trevisions\x18\x01 \x03(\x0b\x32$.smooth.core.v1.ToolInstanceRevision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xc7\x01\n\x12ToolInstanceStatus\x12$\n TOOL_INSTANCE_STATUS_UNSPECIFIED\x10\x00\x12\"\n\x1eTOOL_INSTANCE_STATUS_AVAILABLE\x10\x01\x12\x1f\n\x1bTOOL_INSTANCE_STATUS_IN_USE\x10\x02\x12$\n TOOL_INSTANCE_STATUS_MAINTENANCE\x10\x03\x12 \n\x1cTOOL_INSTANCE_STATUS_RETIRED\x10\x04\x32\xd9\x04\n\x13ToolInstanceService\x12W\n\x0fGetToolInstance\x12&.smooth.core.v1.GetToolInstanceRequest\x1a\x1c.smooth.core.v1.ToolInstance\x12h\n\x11ListToolInstances\x12(.smooth.core.v1.ListToolInstancesRequest\x1a).smooth.core.v1.ListToolInstancesResponse\x12]\n\x12\x43reateToolInstance\x12).smooth.core.v1.CreateToolInstanceRequest\x1a\x1c.smooth.core.v1.ToolInstance\x12]\n\x12UpdateToolInstance\x12).smooth.core.v1.UpdateToolInstanceRequest\x1a\x1c.smooth.core.v1.ToolInstance\x12W\n\x12\x44\x65leteToolInstance\x12).smooth.core.v1.DeleteToolInstanceRequest\x1a\x16.google.protobuf.Empty\x12h\n\rListRevisions\x12$.smooth.core.v1.ListRevisionsRequest\x1a\x31.smooth.core.v1.ListToolInstanceRevisionsResponseBl\n\x16\x63om.smoothcore.core.v1P\x01Z?github.com/smooth-core/smooth-edge/gen/go/smooth/core/v1;corev1\xaa\x02\x0eSmooth.Core.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,26 +38,26 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'smooth.core.v1.tool_instanc
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\026com.smoothcore.core.v1P\001Z?github.com/smooth-core/smooth-edge/gen/go/smooth/core/v1;corev1\252\002\016Smooth.Core.V1'
-  _globals['_TOOLINSTANCESTATUS']._serialized_start=1541
-  _globals['_TOOLINSTANCESTATUS']._serialized_end=1740
+  _globals['_TOOLINSTANCESTATUS']._serialized_start=1564
+  _globals['_TOOLINSTANCESTATUS']._serialized_end=1763
   _globals['_TOOLINSTANCE']._serialized_start=234
-  _globals['_TOOLINSTANCE']._serialized_end=715
-  _globals['_GETTOOLINSTANCEREQUEST']._serialized_start=717
-  _globals['_GETTOOLINSTANCEREQUEST']._serialized_end=753
-  _globals['_LISTTOOLINSTANCESREQUEST']._serialized_start=755
-  _globals['_LISTTOOLINSTANCESREQUEST']._serialized_end=854
-  _globals['_LISTTOOLINSTANCESRESPONSE']._serialized_start=856
-  _globals['_LISTTOOLINSTANCESRESPONSE']._serialized_end=962
-  _globals['_CREATETOOLINSTANCEREQUEST']._serialized_start=964
-  _globals['_CREATETOOLINSTANCEREQUEST']._serialized_end=1064
-  _globals['_UPDATETOOLINSTANCEREQUEST']._serialized_start=1067
-  _globals['_UPDATETOOLINSTANCEREQUEST']._serialized_end=1216
-  _globals['_DELETETOOLINSTANCEREQUEST']._serialized_start=1218
-  _globals['_DELETETOOLINSTANCEREQUEST']._serialized_end=1294
-  _globals['_TOOLINSTANCEREVISION']._serialized_start=1296
-  _globals['_TOOLINSTANCEREVISION']._serialized_end=1419
-  _globals['_LISTTOOLINSTANCEREVISIONSRESPONSE']._serialized_start=1421
-  _globals['_LISTTOOLINSTANCEREVISIONSRESPONSE']._serialized_end=1538
-  _globals['_TOOLINSTANCESERVICE']._serialized_start=1743
-  _globals['_TOOLINSTANCESERVICE']._serialized_end=2344
+  _globals['_TOOLINSTANCE']._serialized_end=738
+  _globals['_GETTOOLINSTANCEREQUEST']._serialized_start=740
+  _globals['_GETTOOLINSTANCEREQUEST']._serialized_end=776
+  _globals['_LISTTOOLINSTANCESREQUEST']._serialized_start=778
+  _globals['_LISTTOOLINSTANCESREQUEST']._serialized_end=877
+  _globals['_LISTTOOLINSTANCESRESPONSE']._serialized_start=879
+  _globals['_LISTTOOLINSTANCESRESPONSE']._serialized_end=985
+  _globals['_CREATETOOLINSTANCEREQUEST']._serialized_start=987
+  _globals['_CREATETOOLINSTANCEREQUEST']._serialized_end=1087
+  _globals['_UPDATETOOLINSTANCEREQUEST']._serialized_start=1090
+  _globals['_UPDATETOOLINSTANCEREQUEST']._serialized_end=1239
+  _globals['_DELETETOOLINSTANCEREQUEST']._serialized_start=1241
+  _globals['_DELETETOOLINSTANCEREQUEST']._serialized_end=1317
+  _globals['_TOOLINSTANCEREVISION']._serialized_start=1319
+  _globals['_TOOLINSTANCEREVISION']._serialized_end=1442
+  _globals['_LISTTOOLINSTANCEREVISIONSRESPONSE']._serialized_start=1444
+  _globals['_LISTTOOLINSTANCEREVISIONSRESPONSE']._serialized_end=1561
+  _globals['_TOOLINSTANCESERVICE']._serialized_start=1766
+  _globals['_TOOLINSTANCESERVICE']._serialized_end=2367
 # @@protoc_insertion_point(module_scope)
