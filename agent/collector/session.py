@@ -349,7 +349,7 @@ class MachineSession:
     ) -> None:
         browsed = time.monotonic()
         keep_alive = time.monotonic() + HEARTBEAT_S
-        data = False  # changes arrived since the last keep-alive
+        observed = self._tracker.state.last_seen  # as of the last keep-alive
         while True:
             if time.monotonic() - browsed >= TOOL_BROWSE_S:
                 await asyncio.wait_for(follow_new_tools(), timeout=self.config.watchdog_s)
@@ -357,11 +357,12 @@ class MachineSession:
             wait = keep_alive - time.monotonic()
             if wait <= 0:
                 # Without changes for HEARTBEAT_S the machine is asked its time: silence on a dead link shows as a read
-                # that times out (the watchdog), and how far the machine was observed is saved. Changes arriving say
-                # as much (their stamps; each batch saves at most every HEARTBEAT_S), so a busy machine is not asked.
-                if not data:
+                # that times out (the watchdog), and how far the machine was observed is saved. New changes say as
+                # much (their stamps; each batch saves at most every HEARTBEAT_S), so a busy machine is not asked.
+                # (The first notifications after subscribing repeat old values: they do not count.)
+                if self._tracker.state.last_seen == observed:
                     await self._keep_alive(client)
-                data = False
+                observed = self._tracker.state.last_seen
                 keep_alive = time.monotonic() + HEARTBEAT_S
                 continue
             try:
@@ -380,7 +381,6 @@ class MachineSession:
             for change in batch:
                 events += self._apply(change)
             if batch:
-                data = True
                 self.status = replace(self.status, last_data_at=batch[-1].at)
             if events:
                 await self._record(events)
@@ -395,7 +395,10 @@ class MachineSession:
         # Observed up to `now` less one publishing interval: a change stamped just before `now` may still be in the
         # next publish response, and the keep-alive must not claim it as unchanged (issue 10, case 1).
         self._tracker.seen(now - timedelta(milliseconds=self.config.publishing_interval_ms))
-        await self._heartbeat()
+        if self._tracker.state != self._committed:
+            # Saved at every keep-alive, not "if a second has passed": a timer may fire a hair early, and that
+            # check would then skip a save and double the window a kill -9 loses.
+            await self._record([])
 
     async def _not_ahead(self, client: Client, at: datetime) -> datetime:
         """A stamp later than the controller's own clock by more than CLOCK_SKEW is not believed: it counts at the
