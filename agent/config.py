@@ -11,7 +11,7 @@ spindle = "Spindle1"                # cnc/umati: spindle browse name; sinumerik:
 machine = "MILL-01"                 # umati only: the machine's browse name under Objects/Machines; default: the
                                     # only one there (checked at connect; two machines of one server must name it)
 publishing_interval_ms = 250
-watchdog_s = 10                     # no answer to the keep-alive (asked every second) for this long -> new connection
+watchdog_s = 10                     # no change and no answer to the keep-alive for this long -> a new connection
 reconnect_max_s = 5                 # backoff cap: a controller back from a restart is seen within this
 operator = ""                       # recorded on every usage of this machine
 [machines.security]                 # optional
