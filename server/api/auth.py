@@ -38,6 +38,9 @@ METHOD_SCOPES: dict[str, frozenset[Scope]] = {
     **_crud(
         "ToolInstanceService", "ToolInstance", "ToolInstances", read={R, MEAS, USAGE}, create={W}, update={W, MEAS}
     ),
+    # Presetter stations record measurements; whoever reads instances reads them.
+    "/smooth.core.v1.ToolInstanceService/RecordMeasurement": frozenset({MEAS, W}),
+    "/smooth.core.v1.ToolInstanceService/ListMeasurements": frozenset({R, MEAS, USAGE}),
     # Collectors read presets to map T numbers to instances.
     **_crud("ToolPresetService", "ToolPreset", "ToolPresets", read={R, USAGE}, create={W}, update={W}),
     **_crud("ToolUsageService", "ToolUsage", "ToolUsages", read={R, USAGE}, create={W, USAGE}, update={W, USAGE}),

@@ -84,7 +84,7 @@ class GrpcServer:
             interceptors=[ServerInterceptor(self._security)],
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 * 1024 * 1024)],
         )
-        servicers = entity_servicers(self._use_cases.entities)
+        servicers = entity_servicers(self._use_cases.entities, self._use_cases.measurements)
         server.add_generic_rpc_handlers([s.handlers() for s in servicers])
         names = [s.descriptor.full_name for s in servicers] + add_identity_servicers(server, self._use_cases)
         names.append(add_collector_servicer(server, self._machine_statuses))

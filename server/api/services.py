@@ -27,10 +27,12 @@ from smooth.core.v1 import (
 
 from server.api import mapping
 from server.api.interceptors import CURRENT_CALL
+from server.api.measurement_service import MeasurementHandlers
 from server.domain.registry import KINDS, EntityKind
 from server.domain.schema import OUTPUT_ONLY
 from server.usecases.entities import Caller, EntityService, revision_entity
 from server.usecases.identity import UserService
+from server.usecases.measurements import MeasurementService
 
 # entity kind -> the generated module holding its service and messages.
 PROTO_MODULES: dict[str, ModuleType] = {
@@ -99,8 +101,15 @@ def _serialize(response: Message | bytes) -> bytes:
 class EntityServicer:
     """Implements one `<Entity>Service`; the method set comes from the service descriptor."""
 
-    def __init__(self, kind: EntityKind, service: EntityService, messages: MessageCache | None = None) -> None:
+    def __init__(
+        self,
+        kind: EntityKind,
+        service: EntityService,
+        messages: MessageCache | None = None,
+        extra: dict[str, Handler] | None = None,
+    ) -> None:
         self.kind = kind
+        self.extra = dict(extra or {})  # the service's custom methods, by name
         self.service = service
         self.message_cls: type[Message] = getattr(PROTO_MODULES[kind.name], kind.label)
         self.descriptor = service_descriptor(kind)
@@ -114,7 +123,7 @@ class EntityServicer:
         call = CURRENT_CALL.get()
         return Caller(principal=call.principal, request_id=getattr(request, "request_id", ""), peer=call.peer)
 
-    def _out(self, entity: Any) -> bytes:
+    def out(self, entity: Any) -> bytes:
         """The entity's message, serialized once per version (`MessageCache`): a List of 50 rows or a hot Get
         neither rebuilds Structs and timestamps nor serializes again for states it has sent before."""
         key = (self.kind.name, entity.id, entity.version, entity.updated_at)
@@ -124,7 +133,7 @@ class EntityServicer:
         return wire
 
     async def get(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
-        return self._out(await self.service.get(mapping.require_id(request.id), self._caller()))
+        return self.out(await self.service.get(mapping.require_id(request.id), self._caller()))
 
     async def list(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
         result = await self.service.list(
@@ -137,7 +146,7 @@ class EntityServicer:
         # The List<Kind>sResponse written field by field: each item as the cached bytes of its message.
         parts: list[bytes] = []
         for entity in result.items:
-            wire = self._out(entity)
+            wire = self.out(entity)
             parts += (self._items_key, _varint(len(wire)), wire)
         if result.next_page_token:
             token = result.next_page_token.encode()
@@ -148,7 +157,7 @@ class EntityServicer:
         msg = getattr(request, self.kind.name)
         entity_id = mapping.require_id(msg.id) if msg.id else None
         values = mapping.from_proto(self.kind, msg, mapping.settable_fields(self.kind))
-        return self._out(await self.service.create(values, entity_id=entity_id, caller=self._caller(request)))
+        return self.out(await self.service.create(values, entity_id=entity_id, caller=self._caller(request)))
 
     async def update(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
         msg = getattr(request, self.kind.name)
@@ -156,7 +165,7 @@ class EntityServicer:
         paths = mapping.update_paths(self.kind, msg, list(request.update_mask.paths))
         values = mapping.from_proto(self.kind, msg, [p for p in paths if p not in OUTPUT_ONLY])
         entity = await self.service.update(entity_id, msg.version, values, caller=self._caller(request))
-        return self._out(entity)
+        return self.out(entity)
 
     async def delete(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
         await self.service.delete(mapping.require_id(request.id), request.version, caller=self._caller(request))
@@ -173,7 +182,7 @@ class EntityServicer:
         revision_cls = _message_cls(response.DESCRIPTOR.fields_by_name["revisions"].message_type)
         for rev in result.items:
             item = revision_cls(revision=mapping.revision_info(rev))
-            getattr(item, self.kind.name).MergeFromString(self._out(revision_entity(self.kind, rev)))
+            getattr(item, self.kind.name).MergeFromString(self.out(revision_entity(self.kind, rev)))
             response.revisions.append(item)
         response.next_page_token = result.next_page_token
         out: Message = response
@@ -193,14 +202,14 @@ class EntityServicer:
         entity = await self.service.change_members(
             mapping.require_id(request.id), request.version, members, add=add, caller=self._caller(request)
         )
-        return self._out(entity)
+        return self.out(entity)
 
     async def deactivate(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
         assert isinstance(self.service, UserService)
         user = await self.service.deactivate(
             mapping.require_id(request.id), request.version, caller=self._caller(request)
         )
-        return self._out(user)
+        return self.out(user)
 
     def handlers(self) -> grpc.GenericRpcHandler:
         label, plural = self.kind.label, _plural(self.kind)
@@ -214,6 +223,7 @@ class EntityServicer:
             "AddToolSetMembers": self.add_members,
             "RemoveToolSetMembers": self.remove_members,
             "DeactivateUser": self.deactivate,
+            **self.extra,
         }
         methods: dict[str, grpc.RpcMethodHandler] = {}
         for method in self.descriptor.methods:
@@ -238,6 +248,9 @@ def _response_cls(service: ServiceDescriptor, method: str) -> type[Message]:
     return _message_cls(service.methods_by_name[method].output_type)
 
 
-def entity_servicers(services: dict[str, EntityService]) -> list[EntityServicer]:
+def entity_servicers(services: dict[str, EntityService], measurements: MeasurementService) -> list[EntityServicer]:
     messages = MessageCache(MESSAGE_CACHE_SIZE)  # one budget shared by every kind
-    return [EntityServicer(KINDS[name], services[name], messages) for name in PROTO_MODULES]
+    servicers = {name: EntityServicer(KINDS[name], services[name], messages) for name in PROTO_MODULES}
+    instances = servicers["tool_instance"]
+    instances.extra.update(MeasurementHandlers(measurements, instances.out).behaviors())
+    return list(servicers.values())

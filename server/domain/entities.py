@@ -99,6 +99,8 @@ class ToolItem(Versioned):
     tool_type: ToolType = field(default=ToolType.OTHER, metadata={"required": True})
     geometry: JsonObject = json_object()
     tags: list[str] = tags()
+    # Days from a measurement until the tool is due again (0: the global default, 365).
+    calibration_interval_days: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,6 +150,18 @@ class ToolUsage(Versioned):
     usage_metrics: JsonObject = json_object()
     wear_measurements: JsonObject = json_object()
     notes: str = text(10000)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolMeasurement(Versioned):
+    """One presetter measurement of a tool instance, kept as it was taken (issue 12); never changed after."""
+
+    tool_instance_id: uuid.UUID | None = ref("tool_instance", required=True)
+    measurement_id: str = text(100, required=True)  # the station's own id: a retry is answered, not recorded twice
+    station_id: str = text(100)
+    operator: str = text(200)
+    measured_at: datetime | None = field(default=None, metadata={"required": True})
+    measurements: JsonObject = json_object()  # ISO 13399 symbol -> {value, nominal?, min?, max?}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,6 +8,7 @@ from server.domain.entities import (
     ToolAssembly,
     ToolInstance,
     ToolItem,
+    ToolMeasurement,
     ToolPreset,
     ToolSet,
     ToolUsage,
@@ -90,6 +91,14 @@ KINDS: dict[str, EntityKind] = {
             | {"tool_instance_id", "machine_id", "program_name", "operator", "start_time", "end_time"},
             orderable=_TIMES | {"start_time", "end_time", "machine_id", "program_name", "operator"},
             default_order="start_time",
+        ),
+        EntityKind(
+            "tool_measurement",
+            "ToolMeasurement",
+            ToolMeasurement,
+            filterable=_COMMON - {"tags"} | {"tool_instance_id", "measurement_id", "station_id", "measured_at"},
+            orderable=_TIMES | {"measured_at"},
+            default_order="created_at",
         ),
         EntityKind(
             "tool_set",

@@ -78,6 +78,13 @@ def _email_rule(user: Versioned) -> list[FieldViolation]:
     return []
 
 
+def _calibration_interval_rule(item: Versioned) -> list[FieldViolation]:
+    days = getattr(item, "calibration_interval_days", 0)
+    if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 36500:
+        return [FieldViolation("calibration_interval_days", "must be 0 (the default, 365) to 36500 days")]
+    return []
+
+
 RULES: dict[str, Rules] = {
     "user": Rules(
         unique=(
@@ -93,7 +100,7 @@ RULES: dict[str, Rules] = {
         checks=(_email_rule,),
         normalize=_lower_email,
     ),
-    "tool_item": Rules(),
+    "tool_item": Rules(checks=(_calibration_interval_rule,)),
     "tool_assembly": Rules(
         roles=(
             Role("holder_id", lambda item: _tool_type(item) == ToolType.HOLDER, "a ToolItem of type HOLDER"),
@@ -144,6 +151,20 @@ RULES: dict[str, Rules] = {
     ),
     "tool_usage": Rules(edge_owned=True),
     "tool_set": Rules(),
+    # Taken where the tool is (a presetter beside the machines): the edge's, never changed after.
+    "tool_measurement": Rules(
+        unique=(
+            UniqueKey(
+                "measurement_id",
+                "measurement_id",
+                "MEASUREMENT_ID_TAKEN",
+                key=lambda m: getattr(m, "measurement_id", None) or None,
+                describe=lambda m: f"measurement id {getattr(m, 'measurement_id', '')!r}",
+                detail="already recorded: a new measurement needs a new id",
+            ),
+        ),
+        edge_owned=True,
+    ),
 }
 assert set(RULES) == set(KINDS), "every entity kind has its row in the rulebook"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -176,6 +177,33 @@ class EntityRows(Connection):
             .group_by(usages.c.tool_instance_id)
         )
         return {r[0]: int(r[1]) for r in await self._fetch(stmt)}
+
+    async def measurements_of(
+        self, instance_id: uuid.UUID, before: tuple[datetime, uuid.UUID] | None, limit: int
+    ) -> list[Versioned]:
+        """An instance's measurements, newest first (measured_at, then id), after the keyset position `before`."""
+        table = ENTITY_TABLES["tool_measurement"]
+        conditions = [table.c.tool_instance_id == instance_id]
+        if before is not None:
+            at, last_id = before
+            conditions.append(
+                sa.tuple_(table.c.measured_at, table.c.id)
+                < sa.tuple_(sa.literal(at, type_=table.c.measured_at.type), sa.literal(last_id, type_=sa.Uuid()))
+            )
+        order = [table.c.measured_at.desc(), table.c.id.desc()]
+        return await self._load(KINDS["tool_measurement"], *conditions, order=order, limit=limit)
+
+    async def usages_around(self, instance_id: uuid.UUID, at: datetime, each_side: int = 20) -> list[Versioned]:
+        """The usages of an instance nearest to `at`: up to `each_side` starting at or after it (oldest first) and
+        as many starting before it (newest first): where a measurement taken at `at` is the wear before or after."""
+        table = ENTITY_TABLES["tool_usage"]
+        kind = KINDS["tool_usage"]
+        mine = table.c.tool_instance_id == instance_id
+        later = await self._load(kind, mine, table.c.start_time >= at, order=[table.c.start_time], limit=each_side)
+        earlier = await self._load(
+            kind, mine, table.c.start_time < at, order=[table.c.start_time.desc()], limit=each_side
+        )
+        return [*later, *earlier]
 
     async def presets_on_machine(self, machine_id: str) -> list[Versioned]:
         return await self._load(KINDS["tool_preset"], ENTITY_TABLES["tool_preset"].c.machine_id == machine_id)

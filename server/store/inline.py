@@ -164,10 +164,7 @@ class RawRows:
 def _result_processors(dialect: sa.Dialect, compiled: Any) -> tuple[Processor, ...]:
     cached: tuple[Processor, ...] | None = getattr(compiled, "_smooth_result_processors", None)
     if cached is None:
-        cached = tuple(
-            entry.type._cached_result_processor(dialect, None)
-            for entry in compiled._result_columns
-        )
+        cached = tuple(entry.type._cached_result_processor(dialect, None) for entry in compiled._result_columns)
         compiled._smooth_result_processors = cached
     return cached
 

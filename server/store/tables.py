@@ -17,6 +17,7 @@ from server.domain.entities import (
     ToolInstance,
     ToolInstanceStatus,
     ToolItem,
+    ToolMeasurement,
     ToolPreset,
     ToolSet,
     ToolType,
@@ -148,6 +149,11 @@ tool_items = _versioned(
     sa.Column("tool_type", _enum(ToolType, "tool_type"), nullable=False, index=True),
     sa.Column("geometry", JSON, nullable=False),
     _tags(),
+    # Added by migration 0008: days from a measurement until the tool is due again (0: the global default).
+    sa.Column("calibration_interval_days", sa.Integer(), nullable=False, server_default=sa.text("0")),
+    sa.CheckConstraint(
+        "calibration_interval_days >= 0 AND calibration_interval_days <= 36500", name="calibration_interval_days_range"
+    ),
 )
 # The common filtered lists, in their default order (issue 11).
 sa.Index("ix_tool_items_tool_type_created_at_id", tool_items.c.tool_type, tool_items.c.created_at, tool_items.c.id)
@@ -428,6 +434,19 @@ sync_conflicts = sa.Table(
     sqlite_autoincrement=True,
 )
 
+tool_measurements = _versioned(
+    "tool_measurements",
+    ToolMeasurement,
+    sa.Column("tool_instance_id", sa.Uuid(), sa.ForeignKey("tool_instances.id", ondelete="RESTRICT"), nullable=False),
+    _field_text("measurement_id", unique=True),
+    _field_text("station_id"),
+    _field_text("operator"),
+    sa.Column("measured_at", UtcDateTime(), nullable=False),
+    sa.Column("measurements", JSON, nullable=False),
+    # An instance's measurements newest first (ListMeasurements) and those around a time (wear before/after).
+    sa.Index("ix_tool_measurements_instance_measured_at_id", "tool_instance_id", "measured_at", "id"),
+)
+
 ENTITY_TABLES: dict[str, sa.Table] = {
     "user": users,
     "tool_item": tool_items,
@@ -436,6 +455,7 @@ ENTITY_TABLES: dict[str, sa.Table] = {
     "tool_preset": tool_presets,
     "tool_usage": tool_usages,
     "tool_set": tool_sets,
+    "tool_measurement": tool_measurements,
 }
 
 # Membership tables of a ToolSet: entity field -> (table, member column).

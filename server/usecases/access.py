@@ -15,7 +15,7 @@ from server.domain.identity import Principal, Scope
 from server.domain.registry import EntityKind
 
 # Shop-floor data any presetter station or operator may update on any tool, whoever owns it.
-MEASUREMENT_FIELDS = frozenset({"measurements", "last_calibration", "calibration_due", "status"})
+MEASUREMENT_FIELDS = frozenset({"measurements", "last_calibration", "calibration_due", "status", "status_reason"})
 
 
 def can_read(principal: Principal | None, entity: Versioned) -> bool:

@@ -11,6 +11,7 @@ from server.usecases.audit import AuditService
 from server.usecases.entities import EntityService, utc_now
 from server.usecases.identity import ApiKeyService, Authenticator, UserService
 from server.usecases.lifecycle import InstanceService, UsageService
+from server.usecases.measurements import MeasurementService
 from server.usecases.ports import UnitOfWork
 from server.usecases.replication.central import SyncApplier
 from server.usecases.usage_recording import PresetService, UsageRecorder
@@ -25,6 +26,7 @@ class UseCases:
     audit: AuditService
     authenticator: Authenticator
     recorder: UsageRecorder
+    measurements: MeasurementService
     sync: SyncApplier
 
 
@@ -39,6 +41,9 @@ def build(
     entities["tool_instance"] = InstanceService(store, KINDS["tool_instance"], clock)
     entities["tool_usage"] = UsageService(store, KINDS["tool_usage"], clock, entities["tool_instance"])
     recorder = UsageRecorder(store, entities["tool_usage"], clock)
+    measurements = MeasurementService(
+        store, entities["tool_measurement"], entities["tool_instance"], entities["tool_usage"], clock
+    )
     entities["tool_preset"] = PresetService(store, KINDS["tool_preset"], clock, recorder)
     return UseCases(
         store=store,
@@ -48,5 +53,6 @@ def build(
         audit=AuditService(store, clock),
         authenticator=authenticator,
         recorder=recorder,
+        measurements=measurements,
         sync=SyncApplier(store, clock, schema_version, central=central),
     )

@@ -51,11 +51,20 @@ class UsageService(EntityService):
 
     async def _prepare(self, tx: Transaction, entity: Versioned) -> Versioned:
         assert isinstance(entity, ToolUsage)
-        if entity.end_time is not None or entity.tool_instance_id is None or FLAG in entity.usage_metrics:
+        new = entity.version == 1
+        if entity.tool_instance_id is None or not (new or entity.end_time is None):
             return entity
         instance = await tx.get(KINDS["tool_instance"], entity.tool_instance_id)
-        if isinstance(instance, ToolInstance) and instance.status in (lifecycle.MAINTENANCE, lifecycle.RETIRED):
-            return _with_metrics(entity, {**entity.usage_metrics, FLAG: instance.status.value})
+        if not isinstance(instance, ToolInstance):
+            return entity  # the rulebook names the missing reference
+        if (
+            entity.end_time is None
+            and FLAG not in entity.usage_metrics
+            and instance.status in (lifecycle.MAINTENANCE, lifecycle.RETIRED)
+        ):
+            entity = dataclasses.replace(entity, usage_metrics={**entity.usage_metrics, FLAG: instance.status.value})
+        if new and "before" not in entity.wear_measurements:
+            entity = _with_wear_before(entity, instance)
         return entity
 
     async def _after_write(
@@ -94,5 +103,25 @@ class UsageService(EntityService):
         )
 
 
-def _with_metrics(usage: ToolUsage, metrics: dict[str, object]) -> ToolUsage:
-    return dataclasses.replace(usage, usage_metrics=metrics)
+def _with_wear_before(usage: ToolUsage, instance: ToolInstance) -> ToolUsage:
+    """A new usage's wear `before`: the instance's newest measurement, if it was taken before the usage opened
+    (a measurement recorded later fills it too: server/usecases/measurements.py)."""
+    latest = instance.measurements
+    measured_at = latest.get("measured_at")
+    if not isinstance(measured_at, str) or usage.start_time is None:
+        return usage
+    try:
+        at = datetime.fromisoformat(measured_at.replace("Z", "+00:00"))
+    except ValueError:
+        return usage
+    if at.tzinfo is None or at > usage.start_time:
+        return usage
+    symbols = {
+        s: e["value"] for s, e in latest.items() if isinstance(e, dict) and isinstance(e.get("value"), int | float)
+    }
+    if not symbols:
+        return usage
+    wear = {**usage.wear_measurements, "before": symbols, "x-before_measured_at": measured_at}
+    if isinstance(latest.get("measurement_id"), str) and latest["measurement_id"]:
+        wear["x-before_measurement_id"] = latest["measurement_id"]
+    return dataclasses.replace(usage, wear_measurements=wear)

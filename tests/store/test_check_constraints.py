@@ -67,15 +67,30 @@ async def insert(engine: AsyncEngine, kind: str, values: Mapping[str, Any]) -> N
     """Insert the values of the columns the database has at its revision (a later migration may add fields)."""
     table = ENTITY_TABLES[kind]
     async with engine.begin() as conn:
-        present = await conn.run_sync(lambda sync: {c["name"] for c in sa.inspect(sync).get_columns(table.name)})
+        present = await conn.run_sync(lambda sync: _columns_now(sync, table.name))
+        assert present, f"{table.name} does not exist at this revision"
         await conn.execute(table.insert().values({k: v for k, v in values.items() if k in present}))
+
+
+def _columns_now(sync: sa.Connection, table: str) -> set[str]:
+    """The columns `table` has at the database's revision (none: it does not exist yet)."""
+    inspector = sa.inspect(sync)
+    return {c["name"] for c in inspector.get_columns(table)} if inspector.has_table(table) else set()
+
+
+async def _tables_now(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as conn:
+        return set(await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names()))
 
 
 async def seed(engine: AsyncEngine) -> dict[str, uuid.UUID]:
     """One row of every kind, parents first (the registry's order), and a tool set holding an instance and a
     preset; returns kind -> id."""
     parents: dict[str, uuid.UUID] = {}
+    existing = await _tables_now(engine)
     for kind in KINDS:
+        if ENTITY_TABLES[kind].name not in existing:
+            continue  # a kind a later revision adds
         values = row(kind, parents)
         await insert(engine, kind, values)
         parents[kind] = values["id"]
@@ -175,7 +190,8 @@ async def test_an_optional_text_may_be_empty(migrated: Migrated, kind: str, f: F
 
 
 async def _row_counts(engine: AsyncEngine) -> dict[str, int]:
-    tables = [*ENTITY_TABLES.values(), tool_set_instances, tool_set_presets]
+    existing = await _tables_now(engine)
+    tables = [t for t in (*ENTITY_TABLES.values(), tool_set_instances, tool_set_presets) if t.name in existing]
     async with engine.connect() as conn:
         return {t.name: await conn.scalar(sa.select(sa.func.count()).select_from(t)) or 0 for t in tables}
 
@@ -188,7 +204,7 @@ async def test_the_limits_migration_keeps_every_row_and_the_foreign_keys(empty: 
     counts = await _row_counts(empty)
     assert set(counts.values()) == {1}
     await migrate.upgrade(empty)
-    assert await _row_counts(empty) == counts
+    assert {t: n for t, n in (await _row_counts(empty)).items() if t in counts} == counts
     items = ENTITY_TABLES["tool_item"]
     with pytest.raises(sa.exc.IntegrityError):
         async with empty.begin() as conn:

@@ -28,6 +28,7 @@ EXPECTED_TABLES = {
     "tool_presets",
     "tool_usages",
     "tool_sets",
+    "tool_measurements",
     "tool_set_instances",
     "tool_set_presets",
     "changes",

@@ -131,3 +131,101 @@ class ListToolInstanceRevisionsResponse(_message.Message):
     revisions: _containers.RepeatedCompositeFieldContainer[ToolInstanceRevision]
     next_page_token: str
     def __init__(self, revisions: _Optional[_Iterable[_Union[ToolInstanceRevision, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class MeasuredValue(_message.Message):
+    __slots__ = ("value", "nominal", "min", "max")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    NOMINAL_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    value: float
+    nominal: float
+    min: float
+    max: float
+    def __init__(self, value: _Optional[float] = ..., nominal: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
+
+class Measurement(_message.Message):
+    __slots__ = ("id", "tool_instance_id", "measurement_id", "station_id", "operator", "measured_at", "values", "in_tolerance", "out_of_tolerance", "created_at", "owner_id")
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: MeasuredValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[MeasuredValue, _Mapping]] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    MEASUREMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATION_ID_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_AT_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    IN_TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    tool_instance_id: str
+    measurement_id: str
+    station_id: str
+    operator: str
+    measured_at: _timestamp_pb2.Timestamp
+    values: _containers.MessageMap[str, MeasuredValue]
+    in_tolerance: bool
+    out_of_tolerance: _containers.RepeatedScalarFieldContainer[str]
+    created_at: _timestamp_pb2.Timestamp
+    owner_id: str
+    def __init__(self, id: _Optional[str] = ..., tool_instance_id: _Optional[str] = ..., measurement_id: _Optional[str] = ..., station_id: _Optional[str] = ..., operator: _Optional[str] = ..., measured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., values: _Optional[_Mapping[str, MeasuredValue]] = ..., in_tolerance: _Optional[bool] = ..., out_of_tolerance: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner_id: _Optional[str] = ...) -> None: ...
+
+class RecordMeasurementRequest(_message.Message):
+    __slots__ = ("tool_instance_id", "serial_number", "measurement_id", "station_id", "operator", "measured_at", "values")
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: MeasuredValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[MeasuredValue, _Mapping]] = ...) -> None: ...
+    TOOL_INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    MEASUREMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATION_ID_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_AT_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    tool_instance_id: str
+    serial_number: str
+    measurement_id: str
+    station_id: str
+    operator: str
+    measured_at: _timestamp_pb2.Timestamp
+    values: _containers.MessageMap[str, MeasuredValue]
+    def __init__(self, tool_instance_id: _Optional[str] = ..., serial_number: _Optional[str] = ..., measurement_id: _Optional[str] = ..., station_id: _Optional[str] = ..., operator: _Optional[str] = ..., measured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., values: _Optional[_Mapping[str, MeasuredValue]] = ...) -> None: ...
+
+class RecordMeasurementResponse(_message.Message):
+    __slots__ = ("measurement", "tool_instance", "replayed")
+    MEASUREMENT_FIELD_NUMBER: _ClassVar[int]
+    TOOL_INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    measurement: Measurement
+    tool_instance: ToolInstance
+    replayed: bool
+    def __init__(self, measurement: _Optional[_Union[Measurement, _Mapping]] = ..., tool_instance: _Optional[_Union[ToolInstance, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class ListMeasurementsRequest(_message.Message):
+    __slots__ = ("tool_instance_id", "page_size", "page_token")
+    TOOL_INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    tool_instance_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, tool_instance_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListMeasurementsResponse(_message.Message):
+    __slots__ = ("measurements", "next_page_token")
+    MEASUREMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    measurements: _containers.RepeatedCompositeFieldContainer[Measurement]
+    next_page_token: str
+    def __init__(self, measurements: _Optional[_Iterable[_Union[Measurement, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

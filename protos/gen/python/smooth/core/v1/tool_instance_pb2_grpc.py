@@ -69,6 +69,16 @@ class ToolInstanceServiceStub:
                 request_serializer=smooth_dot_core_dot_v1_dot_common__pb2.ListRevisionsRequest.SerializeToString,
                 response_deserializer=smooth_dot_core_dot_v1_dot_tool__instance__pb2.ListToolInstanceRevisionsResponse.FromString,
                 _registered_method=True)
+        self.RecordMeasurement = channel.unary_unary(
+                '/smooth.core.v1.ToolInstanceService/RecordMeasurement',
+                request_serializer=smooth_dot_core_dot_v1_dot_tool__instance__pb2.RecordMeasurementRequest.SerializeToString,
+                response_deserializer=smooth_dot_core_dot_v1_dot_tool__instance__pb2.RecordMeasurementResponse.FromString,
+                _registered_method=True)
+        self.ListMeasurements = channel.unary_unary(
+                '/smooth.core.v1.ToolInstanceService/ListMeasurements',
+                request_serializer=smooth_dot_core_dot_v1_dot_tool__instance__pb2.ListMeasurementsRequest.SerializeToString,
+                response_deserializer=smooth_dot_core_dot_v1_dot_tool__instance__pb2.ListMeasurementsResponse.FromString,
+                _registered_method=True)
 
 
 class ToolInstanceServiceServicer:
@@ -114,6 +124,24 @@ class ToolInstanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordMeasurement(self, request, context):
+        """A presetter measurement of an instance (by id or serial number), AIP-136 custom method. Kept, and when it
+        is the newest: the instance's measurements, last_calibration and calibration_due follow it, and a value
+        outside its min/max puts the instance in MAINTENANCE with the reason. A retry with the same measurement_id
+        and content is answered with what was recorded (replayed = true); other content under a used id is
+        ALREADY_EXISTS. Scope measurements:write.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMeasurements(self, request, context):
+        """The measurements of one instance, newest first (by measured_at).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ToolInstanceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -146,6 +174,16 @@ def add_ToolInstanceServiceServicer_to_server(servicer, server):
                     servicer.ListRevisions,
                     request_deserializer=smooth_dot_core_dot_v1_dot_common__pb2.ListRevisionsRequest.FromString,
                     response_serializer=smooth_dot_core_dot_v1_dot_tool__instance__pb2.ListToolInstanceRevisionsResponse.SerializeToString,
+            ),
+            'RecordMeasurement': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordMeasurement,
+                    request_deserializer=smooth_dot_core_dot_v1_dot_tool__instance__pb2.RecordMeasurementRequest.FromString,
+                    response_serializer=smooth_dot_core_dot_v1_dot_tool__instance__pb2.RecordMeasurementResponse.SerializeToString,
+            ),
+            'ListMeasurements': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMeasurements,
+                    request_deserializer=smooth_dot_core_dot_v1_dot_tool__instance__pb2.ListMeasurementsRequest.FromString,
+                    response_serializer=smooth_dot_core_dot_v1_dot_tool__instance__pb2.ListMeasurementsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +351,60 @@ class ToolInstanceService:
             '/smooth.core.v1.ToolInstanceService/ListRevisions',
             smooth_dot_core_dot_v1_dot_common__pb2.ListRevisionsRequest.SerializeToString,
             smooth_dot_core_dot_v1_dot_tool__instance__pb2.ListToolInstanceRevisionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordMeasurement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smooth.core.v1.ToolInstanceService/RecordMeasurement',
+            smooth_dot_core_dot_v1_dot_tool__instance__pb2.RecordMeasurementRequest.SerializeToString,
+            smooth_dot_core_dot_v1_dot_tool__instance__pb2.RecordMeasurementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMeasurements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smooth.core.v1.ToolInstanceService/ListMeasurements',
+            smooth_dot_core_dot_v1_dot_tool__instance__pb2.ListMeasurementsRequest.SerializeToString,
+            smooth_dot_core_dot_v1_dot_tool__instance__pb2.ListMeasurementsResponse.FromString,
             options,
             channel_credentials,
             insecure,
