@@ -41,6 +41,7 @@ METHOD_SCOPES: dict[str, frozenset[Scope]] = {
     # Presetter stations record measurements; whoever reads instances reads them.
     "/smooth.core.v1.ToolInstanceService/RecordMeasurement": frozenset({MEAS, W}),
     "/smooth.core.v1.ToolInstanceService/ListMeasurements": frozenset({R, MEAS, USAGE}),
+    "/smooth.core.v1.ToolInstanceService/ResetToolLife": frozenset({Scope.TOOL_LIFE_RESET}),
     # Collectors read presets to map T numbers to instances.
     **_crud("ToolPresetService", "ToolPreset", "ToolPresets", read={R, USAGE}, create={W}, update={W}),
     **_crud("ToolUsageService", "ToolUsage", "ToolUsages", read={R, USAGE}, create={W, USAGE}, update={W, USAGE}),

@@ -23,6 +23,7 @@ def status_to_proto(status: MachineStatus) -> collector_pb2.MachineStatus:
         open_tool_number=status.open_tool_number,
         open_usage_id=str(status.open_usage_id or ""),
         failed_attempts=status.failed_attempts,
+        open_tool_status=status.open_tool_status,
     )
     if status.last_data_at is not None:
         msg.last_data_time.FromDatetime(status.last_data_at)

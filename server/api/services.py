@@ -32,6 +32,7 @@ from server.domain.registry import KINDS, EntityKind
 from server.domain.schema import OUTPUT_ONLY
 from server.usecases.entities import Caller, EntityService, revision_entity
 from server.usecases.identity import UserService
+from server.usecases.lifecycle import InstanceService
 from server.usecases.measurements import MeasurementService
 
 # entity kind -> the generated module holding its service and messages.
@@ -253,4 +254,18 @@ def entity_servicers(services: dict[str, EntityService], measurements: Measureme
     servicers = {name: EntityServicer(KINDS[name], services[name], messages) for name in PROTO_MODULES}
     instances = servicers["tool_instance"]
     instances.extra.update(MeasurementHandlers(measurements, instances.out).behaviors())
+    instance_service = services["tool_instance"]
+    assert isinstance(instance_service, InstanceService)
+
+    async def reset_tool_life(request: Any, context: grpc.aio.ServicerContext) -> bytes:
+        entity = await instance_service.reset_tool_life(
+            mapping.require_id(request.id),
+            request.version,
+            request.reason,
+            list(request.counters),
+            caller=instances._caller(request),
+        )
+        return instances.out(entity)
+
+    instances.extra["ResetToolLife"] = reset_tool_life
     return list(servicers.values())

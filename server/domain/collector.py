@@ -53,3 +53,4 @@ class MachineStatus:
     open_usage_id: uuid.UUID | None = None
     open_since: datetime | None = None
     unmatched: list[UnmatchedTool] = field(default_factory=list)
+    open_tool_status: str = ""  # MAINTENANCE or RETIRED: the tool in the spindle is not fit for use

@@ -101,6 +101,8 @@ class ToolItem(Versioned):
     tags: list[str] = tags()
     # Days from a measurement until the tool is due again (0: the global default, 365).
     calibration_interval_days: int = 0
+    # Tool life limits per counter (server/domain/toollife.py), inherited by its assemblies and instances.
+    tool_life: JsonObject = json_object()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,6 +113,7 @@ class ToolAssembly(Versioned):
     cutter_id: uuid.UUID | None = ref("tool_item")
     assembly_data: JsonObject = json_object()
     tags: list[str] = tags()
+    tool_life: JsonObject = json_object()  # overrides the cutter item's limits, per counter
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,6 +129,9 @@ class ToolInstance(Versioned):
     last_calibration: datetime | None = None
     calibration_due: date | None = None
     tags: list[str] = tags()
+    tool_life: JsonObject = json_object()  # overrides the item's and the assembly's limits, per counter
+    # What it has used since its last reset, the remaining life and the crossings: maintained as usages close.
+    tool_life_state: JsonObject = json_object()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

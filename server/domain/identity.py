@@ -18,12 +18,15 @@ class Scope(enum.StrEnum):
     USAGE_REPORT = "usage:report"  # collectors: create and close ToolUsage records
     MEASUREMENTS_WRITE = "measurements:write"  # presetter stations: measurements of any ToolInstance
     SYNC = "sync"  # the replicator
+    TOOL_LIFE_RESET = "toollife:reset"  # start tool life counters again after a regrind (its own audited call)
 
 
 # The scopes a key of a user with this role may carry (a key never grants more than its user's role).
 ROLE_SCOPES: dict[UserRole, frozenset[Scope]] = {
     UserRole.ADMIN: frozenset(Scope),
-    UserRole.OPERATOR: frozenset({Scope.READ, Scope.WRITE, Scope.USAGE_REPORT, Scope.MEASUREMENTS_WRITE}),
+    UserRole.OPERATOR: frozenset(
+        {Scope.READ, Scope.WRITE, Scope.USAGE_REPORT, Scope.MEASUREMENTS_WRITE, Scope.TOOL_LIFE_RESET}
+    ),
     UserRole.VIEWER: frozenset({Scope.READ}),
 }
 

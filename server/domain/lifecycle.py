@@ -46,6 +46,9 @@ TRANSITIONS: dict[tuple[ToolInstanceStatus, ToolInstanceStatus], frozenset[By]] 
     (MAINTENANCE, RETIRED): frozenset({By.OPERATOR}),
 }
 
+# Where a usage records the status its tool had when it opened, when that tool was not fit for use.
+USAGE_FLAG = "x-instance_status"
+
 # What a new instance may start as: ready, or waiting for its first measurement.
 INITIAL = frozenset({AVAILABLE, MAINTENANCE})
 

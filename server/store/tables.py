@@ -151,6 +151,7 @@ tool_items = _versioned(
     _tags(),
     # Added by migration 0008: days from a measurement until the tool is due again (0: the global default).
     sa.Column("calibration_interval_days", sa.Integer(), nullable=False, server_default=sa.text("0")),
+    sa.Column("tool_life", JSON, nullable=False, server_default=sa.text("'{}'")),  # migration 0009
     sa.CheckConstraint(
         "calibration_interval_days >= 0 AND calibration_interval_days <= 36500", name="calibration_interval_days_range"
     ),
@@ -166,6 +167,7 @@ tool_assemblies = _versioned(
     _fk("holder_id", "tool_items"),
     _fk("cutter_id", "tool_items"),
     sa.Column("assembly_data", JSON, nullable=False),
+    sa.Column("tool_life", JSON, nullable=False, server_default=sa.text("'{}'")),  # migration 0009
     _tags(),
     sa.CheckConstraint("holder_id IS NOT NULL OR cutter_id IS NOT NULL", name="has_item"),
 )
@@ -183,6 +185,8 @@ tool_instances = _versioned(
     sa.Column("last_calibration", UtcDateTime()),
     sa.Column("calibration_due", sa.Date(), index=True),
     _tags(),
+    sa.Column("tool_life", JSON, nullable=False, server_default=sa.text("'{}'")),  # migration 0009
+    sa.Column("tool_life_state", JSON, nullable=False, server_default=sa.text("'{}'")),  # migration 0009
     sa.CheckConstraint("tool_item_id IS NOT NULL OR tool_assembly_id IS NOT NULL", name="has_item"),
     sa.Index("ix_tool_instances_serial_number", "serial_number", unique=True),
 )

@@ -168,10 +168,18 @@ class EntityService:
             return await self.update_in(tx, entity_id, version, values, caller=caller)
 
     async def update_in(
-        self, tx: Transaction, entity_id: uuid.UUID, version: int, values: Mapping[str, Any], *, caller: Caller
+        self,
+        tx: Transaction,
+        entity_id: uuid.UUID,
+        version: int,
+        values: Mapping[str, Any],
+        *,
+        caller: Caller,
+        method: str = "update",
     ) -> Versioned:
-        """Update inside the caller's transaction; `version` 0 means "whatever is current" (in-process only)."""
-        replay = await self._replay(tx, caller, "update", entity_id)
+        """Update inside the caller's transaction; `version` 0 means "whatever is current" (in-process only).
+        `method` names the call in the audit log and the request log (a custom method: "reset_tool_life")."""
+        replay = await self._replay(tx, caller, method, entity_id)
         if replay is not None:
             return replay
         current = await self._require(tx, entity_id, caller)
@@ -190,7 +198,7 @@ class EntityService:
         await rulebook.enforce(tx, entity)
         if not await tx.update(self.kind, entity, version):
             raise _stale(self.kind, await self._require(tx, entity_id))
-        await self._record(tx, current, entity, ChangeOperation.UPDATE, caller, now, "update")
+        await self._record(tx, current, entity, ChangeOperation.UPDATE, caller, now, method)
         await self._after_write(tx, current, entity, caller, now)
         return entity
 

@@ -1,6 +1,8 @@
-"""The status lifecycle of tool instances at work (server/domain/lifecycle.py has the table): callers' status
-changes are checked against it, and usages move their instance IN_USE and back, for every writer of usages —
-the API and the collector (whose batches go through `EntityService.write_many_in`) alike."""
+"""The status lifecycle and the tool life of instances at work (server/domain/lifecycle.py has the table,
+server/domain/toollife.py the counting): callers' status changes are checked against the table; usages move
+their instance IN_USE and back and, as they close, add to its tool life, which warns and then takes the tool
+out of service — for every writer of usages, the API and the collector (whose batches go through
+`EntityService.write_many_in`) alike."""
 
 from __future__ import annotations
 
@@ -9,15 +11,14 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 
-from server.domain import lifecycle
-from server.domain.entities import ToolInstance, ToolUsage, Versioned
-from server.domain.errors import FailedPrecondition, FieldViolation
+from server.domain import lifecycle, toollife
+from server.domain.entities import ToolAssembly, ToolInstance, ToolInstanceStatus, ToolItem, ToolUsage, Versioned
+from server.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from server.domain.registry import KINDS, EntityKind
-from server.usecases.entities import Caller, EntityService
+from server.usecases.entities import Caller, EntityService, _check_request_id
 from server.usecases.ports import Transaction, UnitOfWork
 
-# Where a usage records the status its tool had when the usage opened, if it was not fit for use.
-FLAG = "x-instance_status"
+FLAG = lifecycle.USAGE_FLAG
 
 
 class InstanceService(EntityService):
@@ -35,8 +36,60 @@ class InstanceService(EntityService):
                 )
             return
         assert isinstance(current, ToolInstance)
+        if "tool_life_state" in fields and entity.tool_life_state != current.tool_life_state:
+            raise FailedPrecondition(
+                "tool_life_state is kept by the server as usages close; start counters again with ResetToolLife",
+                reason="OUTPUT_ONLY",
+                violations=[FieldViolation("tool_life_state", "output only")],
+            )
         reason = entity.status_reason if "status_reason" in fields else ""
         lifecycle.check(current.status, entity.status, lifecycle.By.OPERATOR, reason)
+
+    async def reset_tool_life(
+        self, entity_id: uuid.UUID, version: int, reason: str, counters: list[str], *, caller: Caller
+    ) -> Versioned:
+        """Start the named counters (all when none) from zero again: its own call, audited as such."""
+        _check_request_id(caller.request_id)
+        problems = [
+            FieldViolation("counters", f"{c!r} is not a tool life counter; use {', '.join(toollife.COUNTERS)}")
+            for c in counters
+            if c not in toollife.COUNTERS
+        ]
+        if not reason.strip():
+            problems.append(FieldViolation("reason", "required: why the counters start again (e.g. reground)"))
+        if version <= 0:
+            problems.append(FieldViolation("version", "required: send the version you last read"))
+        if problems:
+            raise InvalidArgument.of(problems)
+        async with self.store.write() as tx:
+            current = await self._require(tx, entity_id, caller)
+            assert isinstance(current, ToolInstance)
+            limits = await effective_limits(tx, current)
+            state = toollife.reset(current.tool_life_state, limits, counters, _iso(self._clock()), reason.strip())
+            return await self.update_in(
+                tx,
+                entity_id,
+                version,
+                {"tool_life_state": state},
+                caller=dataclasses.replace(caller, system=True),
+                method="reset_tool_life",
+            )
+
+
+async def effective_limits(tx: Transaction, instance: ToolInstance) -> dict[str, toollife.Limit]:
+    """The limits in force for an instance: its item's (or its assembly cutter's), the assembly's, its own."""
+    assembly = await tx.get(KINDS["tool_assembly"], instance.tool_assembly_id) if instance.tool_assembly_id else None
+    item_id = instance.tool_item_id or (assembly.cutter_id if isinstance(assembly, ToolAssembly) else None)
+    item = await tx.get(KINDS["tool_item"], item_id) if item_id is not None else None
+    return toollife.effective(
+        item.tool_life if isinstance(item, ToolItem) else {},
+        assembly.tool_life if isinstance(assembly, ToolAssembly) else {},
+        instance.tool_life,
+    )
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
 
 
 class UsageService(EntityService):
@@ -74,33 +127,62 @@ class UsageService(EntityService):
         instances = {after.tool_instance_id}
         if isinstance(before, ToolUsage):
             instances.add(before.tool_instance_id)  # a usage moved to another instance leaves the first
+        # A usage counts towards tool life once: when it closes (or is recorded closed), never again after.
+        closed_now = after.end_time is not None and (not isinstance(before, ToolUsage) or before.end_time is None)
         for instance_id in instances:
             if instance_id is not None:
-                await self._follow(tx, instance_id, after, caller)
+                await self._follow(tx, instance_id, after, caller, counts=closed_now)
 
-    async def _follow(self, tx: Transaction, instance_id: uuid.UUID, usage: ToolUsage, caller: Caller) -> None:
+    async def _follow(
+        self, tx: Transaction, instance_id: uuid.UUID, usage: ToolUsage, caller: Caller, *, counts: bool
+    ) -> None:
+        """The instance after this usage's write: IN_USE or AVAILABLE by its open usages and, when the usage
+        closed now, its tool life (a prewarning noted once, a reached limit puts it in MAINTENANCE)."""
         instance = await tx.get(KINDS["tool_instance"], instance_id)
         if not isinstance(instance, ToolInstance):
             return
+        changes: dict[str, object] = {}
+        where = f" on {usage.machine_id}" if usage.machine_id else ""
         open_usages = (await tx.open_usage_counts([instance_id])).get(instance_id, 0)
         target = lifecycle.after_usages(instance.status, open_usages)
-        if target == instance.status:
-            return
-        where = f" on {usage.machine_id}" if usage.machine_id else ""
-        reason = (
-            f"usage {usage.id} opened{where}"
-            if target == lifecycle.IN_USE
-            else f"usage {usage.id} closed{where}; no usage of it is open"
-        )
-        await self._instances.update_in(
-            tx,
-            instance_id,
-            0,
-            {"status": target, "status_reason": reason},
-            # The product's own change (trusted, in-process): the caller who closed the usage may not be allowed
-            # to edit instances; the reason names the usage, and the audit entry has it.
-            caller=Caller(peer=caller.peer or "usage", system=True),
-        )
+        if target != instance.status:
+            changes["status"] = target
+            changes["status_reason"] = (
+                f"usage {usage.id} opened{where}"
+                if target == lifecycle.IN_USE
+                else f"usage {usage.id} closed{where}; no usage of it is open"
+            )
+        limits = await effective_limits(tx, instance) if counts else {}
+        # Counted while limits are in force (from the item, the assembly or the instance itself): a tool without
+        # any costs no write per usage.
+        if limits and usage.end_time is not None and usage.tool_instance_id == instance_id:
+            outcome = toollife.account(
+                instance.tool_life_state, limits, toollife.consumed(usage.usage_metrics), _iso(usage.end_time)
+            )
+            changes["tool_life_state"] = outcome.state
+            status = changes.get("status", instance.status)
+            assert isinstance(status, ToolInstanceStatus)
+            if outcome.reached and lifecycle.allowed(status, lifecycle.MAINTENANCE, lifecycle.By.TOOL_LIFE):
+                changes["status"] = lifecycle.MAINTENANCE
+                changes["status_reason"] = _reason(
+                    "tool life reached: "
+                    + toollife.describe(limits, outcome.state, outcome.reached)
+                    + f" (usage {usage.id} closed{where})"
+                )
+        if changes:
+            await self._instances.update_in(
+                tx,
+                instance_id,
+                0,
+                changes,
+                # The product's own change (trusted, in-process): the caller who closed the usage may not be allowed
+                # to edit instances; the reason names the usage, and the audit entry has it.
+                caller=Caller(peer=caller.peer or "usage", system=True),
+            )
+
+
+def _reason(text: str) -> str:
+    return text if len(text) <= 500 else text[:497] + "..."
 
 
 def _with_wear_before(usage: ToolUsage, instance: ToolInstance) -> ToolUsage:

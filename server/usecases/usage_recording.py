@@ -22,7 +22,8 @@ import structlog
 from server.domain.collector import MachineStatus, UnmatchedTool, UsageEvent, UsageOpened
 from server.domain.entities import ToolPreset, ToolUsage, Versioned
 from server.domain.errors import SmoothError
-from server.domain.registry import EntityKind
+from server.domain.lifecycle import USAGE_FLAG as INSTANCE_STATUS_FLAG
+from server.domain.registry import KINDS, EntityKind
 from server.domain.rulebook import tool_number_of
 from server.usecases.entities import BatchWrite, Caller, EntityService
 from server.usecases.ports import Transaction, UnitOfWork
@@ -212,6 +213,9 @@ class UsageRecorder:
         """Every machine the collector knows (live or from saved state), with its unmatched T numbers."""
         async with self.store.read() as tx:
             rows = await tx.unmatched()
+            open_usages = await tx.get_many(
+                KINDS["tool_usage"], [s.open_usage_id for s in live.values() if s.open_usage_id is not None]
+            )
         unmatched: dict[str, dict[int, list[dict[str, Any]]]] = {}
         for row in rows:
             unmatched.setdefault(row["machine_id"], {}).setdefault(row["tool_number"], []).append(row)
@@ -227,7 +231,9 @@ class UsageRecorder:
                 )
                 for number, stays in sorted(unmatched.get(machine_id, {}).items())
             ]
-            out.append(replace(status, unmatched=tools))
+            usage = open_usages.get(status.open_usage_id) if status.open_usage_id is not None else None
+            flag = usage.usage_metrics.get(INSTANCE_STATUS_FLAG, "") if isinstance(usage, ToolUsage) else ""
+            out.append(replace(status, unmatched=tools, open_tool_status=str(flag)))
         return out
 
 

@@ -31,6 +31,8 @@ SCHEMA_FILES: Mapping[str, str] = MappingProxyType(
         "usage_metrics": "usage_metrics.json",
         "wear_measurements": "wear_measurements.json",
         "assembly_data": "assembly_data.json",
+        "tool_life": "tool_life.json",
+        "tool_life_state": "tool_life_state.json",
     }
 )
 _SHARED_FILES = ("common.json",)
@@ -179,6 +181,27 @@ def check_measurements(tool_type: str | None, measurements: Mapping[str, Any]) -
                 )
             )
     return violations
+
+
+def check_tool_life(policy: Mapping[str, Any]) -> list[FieldViolation]:
+    """tool_life of an item, assembly or instance: per counter {limit, prewarning?, direction?}; a prewarning
+    counting UP comes before the limit (counting DOWN it is what remains: also at most the limit)."""
+    data, violations = _validate("tool_life", policy)
+    for counter, spec in (data or {}).items():
+        if not isinstance(spec, dict):
+            continue
+        numbers = _valid_numbers(f"tool_life.{counter}", spec, violations)
+        limit, prewarning = numbers.get("limit"), numbers.get("prewarning")
+        if limit is not None and prewarning is not None and prewarning > limit + _TOLERANCE:
+            violations.append(
+                FieldViolation(f"tool_life.{counter}.prewarning", f"must be <= limit ({prewarning:g} > {limit:g})")
+            )
+    return violations
+
+
+def check_tool_life_state(state: Mapping[str, Any]) -> list[FieldViolation]:
+    """ToolInstance.tool_life_state, as the server maintains it (replication brings it from other stores)."""
+    return _validate("tool_life_state", state)[1]
 
 
 def check_parameters(parameters: Mapping[str, Any]) -> list[FieldViolation]:

@@ -34,6 +34,8 @@ _JSON_CHECKS: dict[str, Callable[[Mapping[str, Any], str | None], list[FieldViol
     "usage_metrics": lambda v, _: json_fields.check_usage_metrics(v),
     "wear_measurements": lambda v, _: json_fields.check_wear_measurements(v),
     "assembly_data": lambda v, _: json_fields.check_assembly_data(v),
+    "tool_life": lambda v, _: json_fields.check_tool_life(v),
+    "tool_life_state": lambda v, _: json_fields.check_tool_life_state(v),
 }
 
 

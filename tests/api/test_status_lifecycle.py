@@ -18,6 +18,7 @@ from smooth.core.v1 import tool_instance_pb2 as inst_pb
 from smooth.core.v1 import tool_usage_pb2 as usage_pb
 
 from agent.collector.tracker import Tracker
+from server.domain.collector import MachineStatus
 from server.domain.entities import ToolInstance, ToolInstanceStatus, ToolType
 from server.store import migrate
 from server.store.repository import Store
@@ -208,3 +209,41 @@ async def test_the_collector_s_usages_move_the_instance_in_use_and_back(tmp_path
         await uc.recorder.apply("MILL-01", tracker.tool(2, t0 + timedelta(seconds=30)), tracker.state.to_json())
         assert (await status(1), await status(2)) == (ToolInstanceStatus.AVAILABLE, ToolInstanceStatus.IN_USE)
         assert (await uc.audit.verify()).ok
+
+
+async def test_a_tool_in_maintenance_found_in_a_spindle_is_recorded_and_flagged_in_the_machine_status(
+    tmp_path: Path,
+) -> None:
+    t0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+    async with Store(str(tmp_path / "edge.db")) as store:
+        await migrate.upgrade(store.engine)
+        uc = build(store)
+        system = Caller(peer="test")
+        item = await uc.entities["tool_item"].create(
+            {"name": "mill", "tool_type": ToolType.END_MILL, "geometry": {"DC": 10, "NOF": 4, "OAL": 70}},
+            entity_id=None,
+            caller=system,
+        )
+        locked = await uc.entities["tool_instance"].create(
+            {
+                "tool_item_id": item.id,
+                "serial_number": "T7",
+                "status": ToolInstanceStatus.MAINTENANCE,
+                "status_reason": "chipped edge",
+            },
+            entity_id=None,
+            caller=system,
+        )
+        await uc.entities["tool_preset"].create(
+            {"name": "T7", "tool_instance_id": locked.id, "machine_id": "MILL-01", "parameters": {"tool_number": 7}},
+            entity_id=None,
+            caller=system,
+        )
+        tracker = Tracker("MILL-01")
+        written = await uc.recorder.apply("MILL-01", tracker.reconnected(7, True, 5000.0, t0), tracker.state.to_json())
+        (usage,) = written
+        assert usage.usage_metrics[FLAG] == "MAINTENANCE" and usage.end_time is None
+        found = await uc.entities["tool_instance"].get(locked.id)
+        assert isinstance(found, ToolInstance) and found.status == ToolInstanceStatus.MAINTENANCE
+        (status,) = await uc.recorder.statuses({"MILL-01": MachineStatus("MILL-01", open_usage_id=usage.id)})
+        assert status.open_tool_status == "MAINTENANCE"

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esmooth/core/v1/collector.proto\x12\x0esmooth.core.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1c\n\x1aListMachineStatusesRequest\"N\n\x1bListMachineStatusesResponse\x12/\n\x08machines\x18\x01 \x03(\x0b\x32\x1d.smooth.core.v1.MachineStatus\"\xd3\x02\n\rMachineStatus\x12\x12\n\nmachine_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x0f\n\x07profile\x18\x03 \x01(\t\x12\x11\n\tconnected\x18\x04 \x01(\x08\x12\x32\n\x0elast_data_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x18\n\x10open_tool_number\x18\x07 \x01(\x03\x12\x15\n\ropen_usage_id\x18\x08 \x01(\t\x12.\n\nopen_since\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\tunmatched\x18\n \x03(\x0b\x32#.smooth.core.v1.UnmatchedToolNumber\x12\x17\n\x0f\x66\x61iled_attempts\x18\x0b \x01(\x03\"\x9c\x01\n\x13UnmatchedToolNumber\x12\x13\n\x0btool_number\x18\x01 \x01(\x03\x12\x11\n\tintervals\x18\x02 \x01(\x03\x12.\n\nfirst_seen\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x82\x01\n\x10\x43ollectorService\x12n\n\x13ListMachineStatuses\x12*.smooth.core.v1.ListMachineStatusesRequest\x1a+.smooth.core.v1.ListMachineStatusesResponseBl\n\x16\x63om.smoothcore.core.v1P\x01Z?github.com/smooth-core/smooth-edge/gen/go/smooth/core/v1;corev1\xaa\x02\x0eSmooth.Core.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esmooth/core/v1/collector.proto\x12\x0esmooth.core.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1c\n\x1aListMachineStatusesRequest\"N\n\x1bListMachineStatusesResponse\x12/\n\x08machines\x18\x01 \x03(\x0b\x32\x1d.smooth.core.v1.MachineStatus\"\xed\x02\n\rMachineStatus\x12\x12\n\nmachine_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x0f\n\x07profile\x18\x03 \x01(\t\x12\x11\n\tconnected\x18\x04 \x01(\x08\x12\x32\n\x0elast_data_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x18\n\x10open_tool_number\x18\x07 \x01(\x03\x12\x15\n\ropen_usage_id\x18\x08 \x01(\t\x12.\n\nopen_since\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\tunmatched\x18\n \x03(\x0b\x32#.smooth.core.v1.UnmatchedToolNumber\x12\x17\n\x0f\x66\x61iled_attempts\x18\x0b \x01(\x03\x12\x18\n\x10open_tool_status\x18\x0c \x01(\t\"\x9c\x01\n\x13UnmatchedToolNumber\x12\x13\n\x0btool_number\x18\x01 \x01(\x03\x12\x11\n\tintervals\x18\x02 \x01(\x03\x12.\n\nfirst_seen\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x82\x01\n\x10\x43ollectorService\x12n\n\x13ListMachineStatuses\x12*.smooth.core.v1.ListMachineStatusesRequest\x1a+.smooth.core.v1.ListMachineStatusesResponseBl\n\x16\x63om.smoothcore.core.v1P\x01Z?github.com/smooth-core/smooth-edge/gen/go/smooth/core/v1;corev1\xaa\x02\x0eSmooth.Core.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,9 +38,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTMACHINESTATUSESRESPONSE']._serialized_start=113
   _globals['_LISTMACHINESTATUSESRESPONSE']._serialized_end=191
   _globals['_MACHINESTATUS']._serialized_start=194
-  _globals['_MACHINESTATUS']._serialized_end=533
-  _globals['_UNMATCHEDTOOLNUMBER']._serialized_start=536
-  _globals['_UNMATCHEDTOOLNUMBER']._serialized_end=692
-  _globals['_COLLECTORSERVICE']._serialized_start=695
-  _globals['_COLLECTORSERVICE']._serialized_end=825
+  _globals['_MACHINESTATUS']._serialized_end=559
+  _globals['_UNMATCHEDTOOLNUMBER']._serialized_start=562
+  _globals['_UNMATCHEDTOOLNUMBER']._serialized_end=718
+  _globals['_COLLECTORSERVICE']._serialized_start=721
+  _globals['_COLLECTORSERVICE']._serialized_end=851
 # @@protoc_insertion_point(module_scope)

@@ -20,7 +20,7 @@ class ListMachineStatusesResponse(_message.Message):
     def __init__(self, machines: _Optional[_Iterable[_Union[MachineStatus, _Mapping]]] = ...) -> None: ...
 
 class MachineStatus(_message.Message):
-    __slots__ = ("machine_id", "endpoint", "profile", "connected", "last_data_time", "last_error", "open_tool_number", "open_usage_id", "open_since", "unmatched", "failed_attempts")
+    __slots__ = ("machine_id", "endpoint", "profile", "connected", "last_data_time", "last_error", "open_tool_number", "open_usage_id", "open_since", "unmatched", "failed_attempts", "open_tool_status")
     MACHINE_ID_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class MachineStatus(_message.Message):
     OPEN_SINCE_FIELD_NUMBER: _ClassVar[int]
     UNMATCHED_FIELD_NUMBER: _ClassVar[int]
     FAILED_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_TOOL_STATUS_FIELD_NUMBER: _ClassVar[int]
     machine_id: str
     endpoint: str
     profile: str
@@ -43,7 +44,8 @@ class MachineStatus(_message.Message):
     open_since: _timestamp_pb2.Timestamp
     unmatched: _containers.RepeatedCompositeFieldContainer[UnmatchedToolNumber]
     failed_attempts: int
-    def __init__(self, machine_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., profile: _Optional[str] = ..., connected: _Optional[bool] = ..., last_data_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., open_tool_number: _Optional[int] = ..., open_usage_id: _Optional[str] = ..., open_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., unmatched: _Optional[_Iterable[_Union[UnmatchedToolNumber, _Mapping]]] = ..., failed_attempts: _Optional[int] = ...) -> None: ...
+    open_tool_status: str
+    def __init__(self, machine_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., profile: _Optional[str] = ..., connected: _Optional[bool] = ..., last_data_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., open_tool_number: _Optional[int] = ..., open_usage_id: _Optional[str] = ..., open_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., unmatched: _Optional[_Iterable[_Union[UnmatchedToolNumber, _Mapping]]] = ..., failed_attempts: _Optional[int] = ..., open_tool_status: _Optional[str] = ...) -> None: ...
 
 class UnmatchedToolNumber(_message.Message):
     __slots__ = ("tool_number", "intervals", "first_seen", "last_seen")

@@ -29,7 +29,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from smooth.core.v1 import common_pb2 as smooth_dot_core_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"smooth/core/v1/tool_assembly.proto\x12\x0esmooth.core.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bsmooth/core/v1/common.proto\"\xa4\x02\n\x0cToolAssembly\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\tholder_id\x18\x04 \x01(\t\x12\x11\n\tcutter_id\x18\x05 \x01(\t\x12.\n\rassembly_data\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12.\n\ncreated_at\x18Z \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18[ \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\\ \x01(\x03\x12\x10\n\x08owner_id\x18] \x01(\t\"$\n\x16GetToolAssemblyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"d\n\x19ListToolAssembliesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\"l\n\x1aListToolAssembliesResponse\x12\x35\n\x0ftool_assemblies\x18\x01 \x03(\x0b\x32\x1c.smooth.core.v1.ToolAssembly\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"d\n\x19\x43reateToolAssemblyRequest\x12\x33\n\rtool_assembly\x18\x01 \x01(\x0b\x32\x1c.smooth.core.v1.ToolAssembly\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x95\x01\n\x19UpdateToolAssemblyRequest\x12\x33\n\rtool_assembly\x18\x01 \x01(\x0b\x32\x1c.smooth.core.v1.ToolAssembly\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"L\n\x19\x44\x65leteToolAssemblyRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"{\n\x14ToolAssemblyRevision\x12.\n\x08revision\x18\x01 \x01(\x0b\x32\x1c.smooth.core.v1.RevisionInfo\x12\x33\n\rtool_assembly\x18\x02 \x01(\x0b\x32\x1c.smooth.core.v1.ToolAssembly\"u\n!ListToolAssemblyRevisionsResponse\x12\x37\n\trevisions\x18\x01 \x03(\x0b\x32$.smooth.core.v1.ToolAssemblyRevision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xdc\x04\n\x13ToolAssemblyService\x12W\n\x0fGetToolAssembly\x12&.smooth.core.v1.GetToolAssemblyRequest\x1a\x1c.smooth.core.v1.ToolAssembly\x12k\n\x12ListToolAssemblies\x12).smooth.core.v1.ListToolAssembliesRequest\x1a*.smooth.core.v1.ListToolAssembliesResponse\x12]\n\x12\x43reateToolAssembly\x12).smooth.core.v1.CreateToolAssemblyRequest\x1a\x1c.smooth.core.v1.ToolAssembly\x12]\n\x12UpdateToolAssembly\x12).smooth.core.v1.UpdateToolAssemblyRequest\x1a\x1c.smooth.core.v1.ToolAssembly\x12W\n\x12\x44\x65leteToolAssembly\x12).smooth.core.v1.DeleteToolAssemblyRequest\x1a\x16.google.protobuf.Empty\x12h\n\rListRevisions\x12$.smooth.core.v1.ListRevisionsRequest\x1a\x31.smooth.core.v1.ListToolAssemblyRevisionsResponseBl\n\x16\x63om.smoothcore.core.v1P\x01Z?github.com/smooth-core/smooth-edge/gen/go/smooth/core/v1;corev1\xaa\x02\x0eSmooth.Core.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"smooth/core/v1/tool_assembly.proto\x12\x0esmooth.core.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bsmooth/core/v1/common.proto\"\xd0\x02\n\x0cToolAssembly\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\tholder_id\x18\x04 \x01(\t\x12\x11\n\tcutter_id\x18\x05 \x01(\t\x12.\n\rassembly_data\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12*\n\ttool_life\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\ncreated_at\x18Z \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18[ \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\\ \x01(\x03\x12\x10\n\x08owner_id\x18] \x01(\t\"$\n\x16GetToolAssemblyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"d\n\x19ListToolAssembliesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\"l\n\x1aListToolAssembliesResponse\x12\x35\n\x0ftool_assemblies\x18\x01 \x03(\x0b\x32\x1c.smooth.core.v1.ToolAssembly\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"d\n\x19\x43reateToolAssemblyRequest\x12\x33\n\rtool_assembly\x18\x01 \x01(\x0b\x32\x1c.smooth.core.v1.ToolAssembly\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x95\x01\n\x19UpdateToolAssemblyRequest\x12\x33\n\rtool_assembly\x18\x01 \x01(\x0b\x32\x1c.smooth.core.v1.ToolAssembly\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"L\n\x19\x44\x65leteToolAssemblyRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"{\n\x14ToolAssemblyRevision\x12.\n\x08revision\x18\x01 \x01(\x0b\x32\x1c.smooth.core.v1.RevisionInfo\x12\x33\n\rtool_assembly\x18\x02 \x01(\x0b\x32\x1c.smooth.core.v1.ToolAssembly\"u\n!ListToolAssemblyRevisionsResponse\x12\x37\n\trevisions\x18\x01 \x03(\x0b\x32$.smooth.core.v1.ToolAssemblyRevision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xdc\x04\n\x13ToolAssemblyService\x12W\n\x0fGetToolAssembly\x12&.smooth.core.v1.GetToolAssemblyRequest\x1a\x1c.smooth.core.v1.ToolAssembly\x12k\n\x12ListToolAssemblies\x12).smooth.core.v1.ListToolAssembliesRequest\x1a*.smooth.core.v1.ListToolAssembliesResponse\x12]\n\x12\x43reateToolAssembly\x12).smooth.core.v1.CreateToolAssemblyRequest\x1a\x1c.smooth.core.v1.ToolAssembly\x12]\n\x12UpdateToolAssembly\x12).smooth.core.v1.UpdateToolAssemblyRequest\x1a\x1c.smooth.core.v1.ToolAssembly\x12W\n\x12\x44\x65leteToolAssembly\x12).smooth.core.v1.DeleteToolAssemblyRequest\x1a\x16.google.protobuf.Empty\x12h\n\rListRevisions\x12$.smooth.core.v1.ListRevisionsRequest\x1a\x31.smooth.core.v1.ListToolAssemblyRevisionsResponseBl\n\x16\x63om.smoothcore.core.v1P\x01Z?github.com/smooth-core/smooth-edge/gen/go/smooth/core/v1;corev1\xaa\x02\x0eSmooth.Core.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,23 +38,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\026com.smoothcore.core.v1P\001Z?github.com/smooth-core/smooth-edge/gen/go/smooth/core/v1;corev1\252\002\016Smooth.Core.V1'
   _globals['_TOOLASSEMBLY']._serialized_start=210
-  _globals['_TOOLASSEMBLY']._serialized_end=502
-  _globals['_GETTOOLASSEMBLYREQUEST']._serialized_start=504
-  _globals['_GETTOOLASSEMBLYREQUEST']._serialized_end=540
-  _globals['_LISTTOOLASSEMBLIESREQUEST']._serialized_start=542
-  _globals['_LISTTOOLASSEMBLIESREQUEST']._serialized_end=642
-  _globals['_LISTTOOLASSEMBLIESRESPONSE']._serialized_start=644
-  _globals['_LISTTOOLASSEMBLIESRESPONSE']._serialized_end=752
-  _globals['_CREATETOOLASSEMBLYREQUEST']._serialized_start=754
-  _globals['_CREATETOOLASSEMBLYREQUEST']._serialized_end=854
-  _globals['_UPDATETOOLASSEMBLYREQUEST']._serialized_start=857
-  _globals['_UPDATETOOLASSEMBLYREQUEST']._serialized_end=1006
-  _globals['_DELETETOOLASSEMBLYREQUEST']._serialized_start=1008
-  _globals['_DELETETOOLASSEMBLYREQUEST']._serialized_end=1084
-  _globals['_TOOLASSEMBLYREVISION']._serialized_start=1086
-  _globals['_TOOLASSEMBLYREVISION']._serialized_end=1209
-  _globals['_LISTTOOLASSEMBLYREVISIONSRESPONSE']._serialized_start=1211
-  _globals['_LISTTOOLASSEMBLYREVISIONSRESPONSE']._serialized_end=1328
-  _globals['_TOOLASSEMBLYSERVICE']._serialized_start=1331
-  _globals['_TOOLASSEMBLYSERVICE']._serialized_end=1935
+  _globals['_TOOLASSEMBLY']._serialized_end=546
+  _globals['_GETTOOLASSEMBLYREQUEST']._serialized_start=548
+  _globals['_GETTOOLASSEMBLYREQUEST']._serialized_end=584
+  _globals['_LISTTOOLASSEMBLIESREQUEST']._serialized_start=586
+  _globals['_LISTTOOLASSEMBLIESREQUEST']._serialized_end=686
+  _globals['_LISTTOOLASSEMBLIESRESPONSE']._serialized_start=688
+  _globals['_LISTTOOLASSEMBLIESRESPONSE']._serialized_end=796
+  _globals['_CREATETOOLASSEMBLYREQUEST']._serialized_start=798
+  _globals['_CREATETOOLASSEMBLYREQUEST']._serialized_end=898
+  _globals['_UPDATETOOLASSEMBLYREQUEST']._serialized_start=901
+  _globals['_UPDATETOOLASSEMBLYREQUEST']._serialized_end=1050
+  _globals['_DELETETOOLASSEMBLYREQUEST']._serialized_start=1052
+  _globals['_DELETETOOLASSEMBLYREQUEST']._serialized_end=1128
+  _globals['_TOOLASSEMBLYREVISION']._serialized_start=1130
+  _globals['_TOOLASSEMBLYREVISION']._serialized_end=1253
+  _globals['_LISTTOOLASSEMBLYREVISIONSRESPONSE']._serialized_start=1255
+  _globals['_LISTTOOLASSEMBLYREVISIONSRESPONSE']._serialized_end=1372
+  _globals['_TOOLASSEMBLYSERVICE']._serialized_start=1375
+  _globals['_TOOLASSEMBLYSERVICE']._serialized_end=1979
 # @@protoc_insertion_point(module_scope)

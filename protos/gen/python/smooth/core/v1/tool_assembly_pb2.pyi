@@ -14,7 +14,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ToolAssembly(_message.Message):
-    __slots__ = ("id", "name", "description", "holder_id", "cutter_id", "assembly_data", "tags", "created_at", "updated_at", "version", "owner_id")
+    __slots__ = ("id", "name", "description", "holder_id", "cutter_id", "assembly_data", "tags", "tool_life", "created_at", "updated_at", "version", "owner_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class ToolAssembly(_message.Message):
     CUTTER_ID_FIELD_NUMBER: _ClassVar[int]
     ASSEMBLY_DATA_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_LIFE_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -33,11 +34,12 @@ class ToolAssembly(_message.Message):
     cutter_id: str
     assembly_data: _struct_pb2.Struct
     tags: _containers.RepeatedScalarFieldContainer[str]
+    tool_life: _struct_pb2.Struct
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
     version: int
     owner_id: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., holder_id: _Optional[str] = ..., cutter_id: _Optional[str] = ..., assembly_data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ..., owner_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., holder_id: _Optional[str] = ..., cutter_id: _Optional[str] = ..., assembly_data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., tool_life: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ..., owner_id: _Optional[str] = ...) -> None: ...
 
 class GetToolAssemblyRequest(_message.Message):
     __slots__ = ("id",)

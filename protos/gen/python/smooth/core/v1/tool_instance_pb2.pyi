@@ -29,7 +29,7 @@ TOOL_INSTANCE_STATUS_MAINTENANCE: ToolInstanceStatus
 TOOL_INSTANCE_STATUS_RETIRED: ToolInstanceStatus
 
 class ToolInstance(_message.Message):
-    __slots__ = ("id", "tool_item_id", "tool_assembly_id", "serial_number", "status", "measurements", "purchase_date", "last_calibration", "calibration_due", "tags", "status_reason", "created_at", "updated_at", "version", "owner_id")
+    __slots__ = ("id", "tool_item_id", "tool_assembly_id", "serial_number", "status", "measurements", "purchase_date", "last_calibration", "calibration_due", "tags", "status_reason", "tool_life", "tool_life_state", "created_at", "updated_at", "version", "owner_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     TOOL_ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     TOOL_ASSEMBLY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,8 @@ class ToolInstance(_message.Message):
     CALIBRATION_DUE_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     STATUS_REASON_FIELD_NUMBER: _ClassVar[int]
+    TOOL_LIFE_FIELD_NUMBER: _ClassVar[int]
+    TOOL_LIFE_STATE_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -56,11 +58,13 @@ class ToolInstance(_message.Message):
     calibration_due: _date_pb2.Date
     tags: _containers.RepeatedScalarFieldContainer[str]
     status_reason: str
+    tool_life: _struct_pb2.Struct
+    tool_life_state: _struct_pb2.Struct
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
     version: int
     owner_id: str
-    def __init__(self, id: _Optional[str] = ..., tool_item_id: _Optional[str] = ..., tool_assembly_id: _Optional[str] = ..., serial_number: _Optional[str] = ..., status: _Optional[_Union[ToolInstanceStatus, str]] = ..., measurements: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., purchase_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., last_calibration: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., calibration_due: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., status_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ..., owner_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., tool_item_id: _Optional[str] = ..., tool_assembly_id: _Optional[str] = ..., serial_number: _Optional[str] = ..., status: _Optional[_Union[ToolInstanceStatus, str]] = ..., measurements: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., purchase_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., last_calibration: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., calibration_due: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., status_reason: _Optional[str] = ..., tool_life: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tool_life_state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ..., owner_id: _Optional[str] = ...) -> None: ...
 
 class GetToolInstanceRequest(_message.Message):
     __slots__ = ("id",)
@@ -229,3 +233,17 @@ class ListMeasurementsResponse(_message.Message):
     measurements: _containers.RepeatedCompositeFieldContainer[Measurement]
     next_page_token: str
     def __init__(self, measurements: _Optional[_Iterable[_Union[Measurement, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ResetToolLifeRequest(_message.Message):
+    __slots__ = ("id", "version", "reason", "counters", "request_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    version: int
+    reason: str
+    counters: _containers.RepeatedScalarFieldContainer[str]
+    request_id: str
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[int] = ..., reason: _Optional[str] = ..., counters: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ...) -> None: ...

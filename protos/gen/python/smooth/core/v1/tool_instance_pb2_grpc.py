@@ -79,6 +79,11 @@ class ToolInstanceServiceStub:
                 request_serializer=smooth_dot_core_dot_v1_dot_tool__instance__pb2.ListMeasurementsRequest.SerializeToString,
                 response_deserializer=smooth_dot_core_dot_v1_dot_tool__instance__pb2.ListMeasurementsResponse.FromString,
                 _registered_method=True)
+        self.ResetToolLife = channel.unary_unary(
+                '/smooth.core.v1.ToolInstanceService/ResetToolLife',
+                request_serializer=smooth_dot_core_dot_v1_dot_tool__instance__pb2.ResetToolLifeRequest.SerializeToString,
+                response_deserializer=smooth_dot_core_dot_v1_dot_tool__instance__pb2.ToolInstance.FromString,
+                _registered_method=True)
 
 
 class ToolInstanceServiceServicer:
@@ -142,6 +147,15 @@ class ToolInstanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResetToolLife(self, request, context):
+        """Starts the named tool life counters (all when none are named) from zero again, after a regrind or a new
+        insert, with a reason: its own call, audited as tool_instance.reset_tool_life. Scope toollife:reset.
+        It does not release an instance in MAINTENANCE: that is an explicit status change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ToolInstanceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -184,6 +198,11 @@ def add_ToolInstanceServiceServicer_to_server(servicer, server):
                     servicer.ListMeasurements,
                     request_deserializer=smooth_dot_core_dot_v1_dot_tool__instance__pb2.ListMeasurementsRequest.FromString,
                     response_serializer=smooth_dot_core_dot_v1_dot_tool__instance__pb2.ListMeasurementsResponse.SerializeToString,
+            ),
+            'ResetToolLife': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetToolLife,
+                    request_deserializer=smooth_dot_core_dot_v1_dot_tool__instance__pb2.ResetToolLifeRequest.FromString,
+                    response_serializer=smooth_dot_core_dot_v1_dot_tool__instance__pb2.ToolInstance.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -405,6 +424,33 @@ class ToolInstanceService:
             '/smooth.core.v1.ToolInstanceService/ListMeasurements',
             smooth_dot_core_dot_v1_dot_tool__instance__pb2.ListMeasurementsRequest.SerializeToString,
             smooth_dot_core_dot_v1_dot_tool__instance__pb2.ListMeasurementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetToolLife(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smooth.core.v1.ToolInstanceService/ResetToolLife',
+            smooth_dot_core_dot_v1_dot_tool__instance__pb2.ResetToolLifeRequest.SerializeToString,
+            smooth_dot_core_dot_v1_dot_tool__instance__pb2.ToolInstance.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,7 +29,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from smooth.core.v1 import common_pb2 as smooth_dot_core_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esmooth/core/v1/tool_item.proto\x12\x0esmooth.core.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bsmooth/core/v1/common.proto\"\xf0\x02\n\x08ToolItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x14\n\x0cmanufacturer\x18\x04 \x01(\t\x12\x13\n\x0bpart_number\x18\x05 \x01(\t\x12+\n\ttool_type\x18\x06 \x01(\x0e\x32\x18.smooth.core.v1.ToolType\x12)\n\x08geometry\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04tags\x18\x08 \x03(\t\x12!\n\x19\x63\x61libration_interval_days\x18\t \x01(\x05\x12.\n\ncreated_at\x18Z \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18[ \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\\ \x01(\x03\x12\x10\n\x08owner_id\x18] \x01(\t\" \n\x12GetToolItemRequest\x12\n\n\x02id\x18\x01 \x01(\t\"_\n\x14ListToolItemsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\"^\n\x15ListToolItemsResponse\x12,\n\ntool_items\x18\x01 \x03(\x0b\x32\x18.smooth.core.v1.ToolItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"X\n\x15\x43reateToolItemRequest\x12+\n\ttool_item\x18\x01 \x01(\x0b\x32\x18.smooth.core.v1.ToolItem\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x89\x01\n\x15UpdateToolItemRequest\x12+\n\ttool_item\x18\x01 \x01(\x0b\x32\x18.smooth.core.v1.ToolItem\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"H\n\x15\x44\x65leteToolItemRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"o\n\x10ToolItemRevision\x12.\n\x08revision\x18\x01 \x01(\x0b\x32\x1c.smooth.core.v1.RevisionInfo\x12+\n\ttool_item\x18\x02 \x01(\x0b\x32\x18.smooth.core.v1.ToolItem\"m\n\x1dListToolItemRevisionsResponse\x12\x33\n\trevisions\x18\x01 \x03(\x0b\x32 .smooth.core.v1.ToolItemRevision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xaf\x02\n\x08ToolType\x12\x19\n\x15TOOL_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fTOOL_TYPE_DRILL\x10\x01\x12\x16\n\x12TOOL_TYPE_END_MILL\x10\x02\x12\x1b\n\x17TOOL_TYPE_BALL_END_MILL\x10\x03\x12\x17\n\x13TOOL_TYPE_FACE_MILL\x10\x04\x12\x14\n\x10TOOL_TYPE_REAMER\x10\x05\x12\x11\n\rTOOL_TYPE_TAP\x10\x06\x12\x19\n\x15TOOL_TYPE_THREAD_MILL\x10\x07\x12\x1c\n\x18TOOL_TYPE_TURNING_INSERT\x10\x08\x12\x18\n\x14TOOL_TYPE_BORING_BAR\x10\t\x12\x14\n\x10TOOL_TYPE_HOLDER\x10\n\x12\x13\n\x0fTOOL_TYPE_OTHER\x10\x0b\x32\x99\x04\n\x0fToolItemService\x12K\n\x0bGetToolItem\x12\".smooth.core.v1.GetToolItemRequest\x1a\x18.smooth.core.v1.ToolItem\x12\\\n\rListToolItems\x12$.smooth.core.v1.ListToolItemsRequest\x1a%.smooth.core.v1.ListToolItemsResponse\x12Q\n\x0e\x43reateToolItem\x12%.smooth.core.v1.CreateToolItemRequest\x1a\x18.smooth.core.v1.ToolItem\x12Q\n\x0eUpdateToolItem\x12%.smooth.core.v1.UpdateToolItemRequest\x1a\x18.smooth.core.v1.ToolItem\x12O\n\x0e\x44\x65leteToolItem\x12%.smooth.core.v1.DeleteToolItemRequest\x1a\x16.google.protobuf.Empty\x12\x64\n\rListRevisions\x12$.smooth.core.v1.ListRevisionsRequest\x1a-.smooth.core.v1.ListToolItemRevisionsResponseBl\n\x16\x63om.smoothcore.core.v1P\x01Z?github.com/smooth-core/smooth-edge/gen/go/smooth/core/v1;corev1\xaa\x02\x0eSmooth.Core.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esmooth/core/v1/tool_item.proto\x12\x0esmooth.core.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bsmooth/core/v1/common.proto\"\x9c\x03\n\x08ToolItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x14\n\x0cmanufacturer\x18\x04 \x01(\t\x12\x13\n\x0bpart_number\x18\x05 \x01(\t\x12+\n\ttool_type\x18\x06 \x01(\x0e\x32\x18.smooth.core.v1.ToolType\x12)\n\x08geometry\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04tags\x18\x08 \x03(\t\x12!\n\x19\x63\x61libration_interval_days\x18\t \x01(\x05\x12*\n\ttool_life\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\ncreated_at\x18Z \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18[ \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\\ \x01(\x03\x12\x10\n\x08owner_id\x18] \x01(\t\" \n\x12GetToolItemRequest\x12\n\n\x02id\x18\x01 \x01(\t\"_\n\x14ListToolItemsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\"^\n\x15ListToolItemsResponse\x12,\n\ntool_items\x18\x01 \x03(\x0b\x32\x18.smooth.core.v1.ToolItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"X\n\x15\x43reateToolItemRequest\x12+\n\ttool_item\x18\x01 \x01(\x0b\x32\x18.smooth.core.v1.ToolItem\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x89\x01\n\x15UpdateToolItemRequest\x12+\n\ttool_item\x18\x01 \x01(\x0b\x32\x18.smooth.core.v1.ToolItem\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"H\n\x15\x44\x65leteToolItemRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"o\n\x10ToolItemRevision\x12.\n\x08revision\x18\x01 \x01(\x0b\x32\x1c.smooth.core.v1.RevisionInfo\x12+\n\ttool_item\x18\x02 \x01(\x0b\x32\x18.smooth.core.v1.ToolItem\"m\n\x1dListToolItemRevisionsResponse\x12\x33\n\trevisions\x18\x01 \x03(\x0b\x32 .smooth.core.v1.ToolItemRevision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xaf\x02\n\x08ToolType\x12\x19\n\x15TOOL_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fTOOL_TYPE_DRILL\x10\x01\x12\x16\n\x12TOOL_TYPE_END_MILL\x10\x02\x12\x1b\n\x17TOOL_TYPE_BALL_END_MILL\x10\x03\x12\x17\n\x13TOOL_TYPE_FACE_MILL\x10\x04\x12\x14\n\x10TOOL_TYPE_REAMER\x10\x05\x12\x11\n\rTOOL_TYPE_TAP\x10\x06\x12\x19\n\x15TOOL_TYPE_THREAD_MILL\x10\x07\x12\x1c\n\x18TOOL_TYPE_TURNING_INSERT\x10\x08\x12\x18\n\x14TOOL_TYPE_BORING_BAR\x10\t\x12\x14\n\x10TOOL_TYPE_HOLDER\x10\n\x12\x13\n\x0fTOOL_TYPE_OTHER\x10\x0b\x32\x99\x04\n\x0fToolItemService\x12K\n\x0bGetToolItem\x12\".smooth.core.v1.GetToolItemRequest\x1a\x18.smooth.core.v1.ToolItem\x12\\\n\rListToolItems\x12$.smooth.core.v1.ListToolItemsRequest\x1a%.smooth.core.v1.ListToolItemsResponse\x12Q\n\x0e\x43reateToolItem\x12%.smooth.core.v1.CreateToolItemRequest\x1a\x18.smooth.core.v1.ToolItem\x12Q\n\x0eUpdateToolItem\x12%.smooth.core.v1.UpdateToolItemRequest\x1a\x18.smooth.core.v1.ToolItem\x12O\n\x0e\x44\x65leteToolItem\x12%.smooth.core.v1.DeleteToolItemRequest\x1a\x16.google.protobuf.Empty\x12\x64\n\rListRevisions\x12$.smooth.core.v1.ListRevisionsRequest\x1a-.smooth.core.v1.ListToolItemRevisionsResponseBl\n\x16\x63om.smoothcore.core.v1P\x01Z?github.com/smooth-core/smooth-edge/gen/go/smooth/core/v1;corev1\xaa\x02\x0eSmooth.Core.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,26 +37,26 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'smooth.core.v1.tool_item_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\026com.smoothcore.core.v1P\001Z?github.com/smooth-core/smooth-edge/gen/go/smooth/core/v1;corev1\252\002\016Smooth.Core.V1'
-  _globals['_TOOLTYPE']._serialized_start=1332
-  _globals['_TOOLTYPE']._serialized_end=1635
+  _globals['_TOOLTYPE']._serialized_start=1376
+  _globals['_TOOLTYPE']._serialized_end=1679
   _globals['_TOOLITEM']._serialized_start=206
-  _globals['_TOOLITEM']._serialized_end=574
-  _globals['_GETTOOLITEMREQUEST']._serialized_start=576
-  _globals['_GETTOOLITEMREQUEST']._serialized_end=608
-  _globals['_LISTTOOLITEMSREQUEST']._serialized_start=610
-  _globals['_LISTTOOLITEMSREQUEST']._serialized_end=705
-  _globals['_LISTTOOLITEMSRESPONSE']._serialized_start=707
-  _globals['_LISTTOOLITEMSRESPONSE']._serialized_end=801
-  _globals['_CREATETOOLITEMREQUEST']._serialized_start=803
-  _globals['_CREATETOOLITEMREQUEST']._serialized_end=891
-  _globals['_UPDATETOOLITEMREQUEST']._serialized_start=894
-  _globals['_UPDATETOOLITEMREQUEST']._serialized_end=1031
-  _globals['_DELETETOOLITEMREQUEST']._serialized_start=1033
-  _globals['_DELETETOOLITEMREQUEST']._serialized_end=1105
-  _globals['_TOOLITEMREVISION']._serialized_start=1107
-  _globals['_TOOLITEMREVISION']._serialized_end=1218
-  _globals['_LISTTOOLITEMREVISIONSRESPONSE']._serialized_start=1220
-  _globals['_LISTTOOLITEMREVISIONSRESPONSE']._serialized_end=1329
-  _globals['_TOOLITEMSERVICE']._serialized_start=1638
-  _globals['_TOOLITEMSERVICE']._serialized_end=2175
+  _globals['_TOOLITEM']._serialized_end=618
+  _globals['_GETTOOLITEMREQUEST']._serialized_start=620
+  _globals['_GETTOOLITEMREQUEST']._serialized_end=652
+  _globals['_LISTTOOLITEMSREQUEST']._serialized_start=654
+  _globals['_LISTTOOLITEMSREQUEST']._serialized_end=749
+  _globals['_LISTTOOLITEMSRESPONSE']._serialized_start=751
+  _globals['_LISTTOOLITEMSRESPONSE']._serialized_end=845
+  _globals['_CREATETOOLITEMREQUEST']._serialized_start=847
+  _globals['_CREATETOOLITEMREQUEST']._serialized_end=935
+  _globals['_UPDATETOOLITEMREQUEST']._serialized_start=938
+  _globals['_UPDATETOOLITEMREQUEST']._serialized_end=1075
+  _globals['_DELETETOOLITEMREQUEST']._serialized_start=1077
+  _globals['_DELETETOOLITEMREQUEST']._serialized_end=1149
+  _globals['_TOOLITEMREVISION']._serialized_start=1151
+  _globals['_TOOLITEMREVISION']._serialized_end=1262
+  _globals['_LISTTOOLITEMREVISIONSRESPONSE']._serialized_start=1264
+  _globals['_LISTTOOLITEMREVISIONSRESPONSE']._serialized_end=1373
+  _globals['_TOOLITEMSERVICE']._serialized_start=1682
+  _globals['_TOOLITEMSERVICE']._serialized_end=2219
 # @@protoc_insertion_point(module_scope)

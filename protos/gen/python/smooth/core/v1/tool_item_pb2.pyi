@@ -42,7 +42,7 @@ TOOL_TYPE_HOLDER: ToolType
 TOOL_TYPE_OTHER: ToolType
 
 class ToolItem(_message.Message):
-    __slots__ = ("id", "name", "description", "manufacturer", "part_number", "tool_type", "geometry", "tags", "calibration_interval_days", "created_at", "updated_at", "version", "owner_id")
+    __slots__ = ("id", "name", "description", "manufacturer", "part_number", "tool_type", "geometry", "tags", "calibration_interval_days", "tool_life", "created_at", "updated_at", "version", "owner_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,7 @@ class ToolItem(_message.Message):
     GEOMETRY_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_INTERVAL_DAYS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_LIFE_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -65,11 +66,12 @@ class ToolItem(_message.Message):
     geometry: _struct_pb2.Struct
     tags: _containers.RepeatedScalarFieldContainer[str]
     calibration_interval_days: int
+    tool_life: _struct_pb2.Struct
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
     version: int
     owner_id: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., manufacturer: _Optional[str] = ..., part_number: _Optional[str] = ..., tool_type: _Optional[_Union[ToolType, str]] = ..., geometry: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., calibration_interval_days: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ..., owner_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., manufacturer: _Optional[str] = ..., part_number: _Optional[str] = ..., tool_type: _Optional[_Union[ToolType, str]] = ..., geometry: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., calibration_interval_days: _Optional[int] = ..., tool_life: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ..., owner_id: _Optional[str] = ...) -> None: ...
 
 class GetToolItemRequest(_message.Message):
     __slots__ = ("id",)
