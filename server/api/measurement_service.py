@@ -66,12 +66,15 @@ def _input(request: Any) -> MeasurementInput:
     if problems:
         raise InvalidArgument.of(problems)
     values: dict[str, dict[str, float]] = {}
+    units: dict[str, str] = {}
     for symbol, measured in request.values.items():
         entry = {"value": measured.value}
         for bound in ("nominal", "min", "max"):
             if measured.HasField(bound):
                 entry[bound] = getattr(measured, bound)
         values[symbol] = entry
+        if measured.unit:
+            units[symbol] = measured.unit
     return MeasurementInput(
         tool_instance_id=instance_id,
         serial_number=request.serial_number,
@@ -80,6 +83,7 @@ def _input(request: Any) -> MeasurementInput:
         operator=request.operator,
         measured_at=measured_at,
         values=values,
+        units=units,
     )
 
 

@@ -9,6 +9,7 @@ content under a used id is refused.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 import uuid
@@ -42,7 +43,8 @@ class MeasurementInput:
     station_id: str
     operator: str
     measured_at: datetime | None
-    values: Mapping[str, Mapping[str, float]]  # ISO 13399 symbol -> {value, nominal?, min?, max?} (mm, deg, g)
+    values: Mapping[str, Mapping[str, float]]  # ISO 13399 symbol -> {value, nominal?, min?, max?}
+    units: Mapping[str, str] = dataclasses.field(default_factory=dict)  # symbol -> the unit its numbers are in
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +282,19 @@ def _decode_token(token: str) -> tuple[datetime, uuid.UUID]:
         ) from None
 
 
+# The dimension of each symbol (DOMAIN.md 2.1): lengths in mm unless named here.
+_DIMENSION = {"KAPR": "deg", "PSIR": "deg", "SIG": "deg", "WT": "g", "NOF": "count", "ZEFP": "count"}
+_FACTORS = {"mm": {"": 1.0, "mm": 1.0, "in": 25.4}, "deg": {"": 1.0, "deg": 1.0}, "g": {"": 1.0, "g": 1.0}}
+
+
+def _unit_factor(symbol: str, unit: str) -> float | None:
+    """What turns a value in `unit` into the symbol's canonical unit; None for a unit it cannot be in."""
+    dimension = _DIMENSION.get(symbol, "mm")
+    if dimension == "count":
+        return 1.0 if unit == "" else None
+    return _FACTORS[dimension].get(unit.strip().lower())
+
+
 def _checked(given: MeasurementInput) -> dict[str, Any]:
     """The request's own rules (the instance's measurement schema is checked when the instance takes them)."""
     problems: list[FieldViolation] = []
@@ -299,6 +314,16 @@ def _checked(given: MeasurementInput) -> dict[str, Any]:
                 problems.append(FieldViolation(f"values.{symbol}.{bound}", "unknown: value, nominal, min or max"))
             elif not math.isfinite(number):
                 problems.append(FieldViolation(f"values.{symbol}.{bound}", "must be a finite number (not NaN)"))
+        factor = _unit_factor(symbol, given.units.get(symbol, ""))
+        if factor is None:
+            dimension = _DIMENSION.get(symbol, "mm")
+            allowed = {"mm": "mm or in", "deg": "deg", "g": "g", "count": "none (a count)"}[dimension]
+            problems.append(
+                FieldViolation(f"values.{symbol}.unit", f"{given.units[symbol]!r} is not a unit of {symbol}: {allowed}")
+            )
+        else:
+            # Stored in the canonical unit (DOMAIN.md 2.1: inches are converted at the boundary, never stored).
+            clean = {k: round(v * factor, 9) for k, v in clean.items()} if factor != 1.0 else clean
         values[symbol] = clean
     if problems:
         raise InvalidArgument.of(problems)

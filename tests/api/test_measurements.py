@@ -106,11 +106,23 @@ async def test_a_retry_is_answered_and_other_content_under_its_id_refused(edge: 
         (lambda r: r.values["DC"].CopyFrom(inst_pb.MeasuredValue(value=float("nan"))), "values.DC.value"),
         (lambda r: r.values["DC"].CopyFrom(inst_pb.MeasuredValue(value=10, min=10.1, max=9.9)), "values.DC.max"),
         (lambda r: r.values["DC"].CopyFrom(inst_pb.MeasuredValue(value=-3)), "values.DC.value"),
+        (lambda r: r.values["DC"].CopyFrom(inst_pb.MeasuredValue(value=10, unit="furlong")), "values.DC.unit"),
+        (lambda r: r.values["SIG"].CopyFrom(inst_pb.MeasuredValue(value=118, unit="mm")), "values.SIG.unit"),
         (lambda r: r.ClearField("measured_at"), "measured_at"),
         (lambda r: setattr(r, "measurement_id", ""), "measurement_id"),
         (lambda r: r.ClearField("values"), "values"),
     ],
-    ids=["unknown-symbol", "nan", "min-over-max", "negative-length", "no-time", "no-id", "no-values"],
+    ids=[
+        "unknown-symbol",
+        "nan",
+        "min-over-max",
+        "negative-length",
+        "unknown-unit",
+        "length-unit-on-an-angle",
+        "no-time",
+        "no-id",
+        "no-values",
+    ],
 )
 async def test_bad_values_are_refused_naming_the_field_and_change_nothing(
     edge: Edge, change: object, field: str
@@ -218,3 +230,14 @@ async def test_a_usage_opened_after_a_measurement_takes_it_as_its_wear_before(ed
 async def test_a_calibration_interval_out_of_range_is_refused(edge: Edge, days: int) -> None:
     refused = await expect_failure(edge.make.item(calibration_interval_days=days))
     assert (refused.code, refused.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["calibration_interval_days"])
+
+
+async def test_inches_are_converted_at_the_boundary_and_never_stored(edge: Edge) -> None:
+    instance = await edge.make.instance()
+    request = measurement(instance)
+    request.values["DC"].CopyFrom(inst_pb.MeasuredValue(value=0.3937, min=0.3933, max=0.3941, unit="in"))
+    done = await edge.stubs.instances.RecordMeasurement(request)
+    kept = done.measurement.values["DC"]
+    assert (kept.value, kept.min, kept.max) == pytest.approx((9.99998, 9.98982, 10.01014))
+    assert kept.unit == "" and done.measurement.in_tolerance
+    assert done.tool_instance.measurements["DC"]["value"] == pytest.approx(9.99998)

@@ -137,16 +137,18 @@ class ListToolInstanceRevisionsResponse(_message.Message):
     def __init__(self, revisions: _Optional[_Iterable[_Union[ToolInstanceRevision, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class MeasuredValue(_message.Message):
-    __slots__ = ("value", "nominal", "min", "max")
+    __slots__ = ("value", "nominal", "min", "max", "unit")
     VALUE_FIELD_NUMBER: _ClassVar[int]
     NOMINAL_FIELD_NUMBER: _ClassVar[int]
     MIN_FIELD_NUMBER: _ClassVar[int]
     MAX_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
     value: float
     nominal: float
     min: float
     max: float
-    def __init__(self, value: _Optional[float] = ..., nominal: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
+    unit: str
+    def __init__(self, value: _Optional[float] = ..., nominal: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., unit: _Optional[str] = ...) -> None: ...
 
 class Measurement(_message.Message):
     __slots__ = ("id", "tool_instance_id", "measurement_id", "station_id", "operator", "measured_at", "values", "in_tolerance", "out_of_tolerance", "created_at", "owner_id")
