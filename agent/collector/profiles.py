@@ -7,7 +7,8 @@ their URIs, never hard-coded):
 - umati: tool = the Equipment/Tools/<t> whose LastUsage changed last (ControlIdentifier1 is its T number),
   rotating = Monitoring/<sp>/IsRotating, program = Production/ActiveProgram/Name (and State/CurrentState),
   operation mode and OperationCounters/OperationDuration under Monitoring/MachineTool,
-  parts = Monitoring/MachineTool/(OperationCounters/)PartsProducedInLifetime;
+  parts = Monitoring/MachineTool/(OperationCounters/)PartsProducedInLifetime, and each tool's ToolLife object
+  (read when a usage of that tool closes, agent/collector/tool_life.py);
 - sinumerik: /Channel/State/actTNumber, /Channel/Spindle/actSpeed, /Channel/ProgramInfo/progName,
   /Channel/State/actParts, with the suffix [u<channel>,1] ([u<channel>,<spindle>] for the speed) when a channel
   or spindle number is configured;
@@ -43,6 +44,8 @@ class Signals:
     nodes: dict[str, Node] = field(default_factory=dict)
     # umati: one entry per tool object (sister tools may share a T number): (T number, its LastUsage node).
     last_usage: list[tuple[int, Node]] = field(default_factory=list)
+    # umati: each tool object's ToolLife object (None: the tool has none), in the order of `last_usage`.
+    tool_life: list[Node | None] = field(default_factory=list)
     tools_folder: Node | None = None  # umati: Equipment/Tools, browsed again for tools loaded later
     tool_objects: set[Any] = field(default_factory=set)  # umati: the tool objects followed so far
 
@@ -151,9 +154,10 @@ async def _umati(client: Client, config: MachineConfig) -> Signals:
     # Browsed again while connected (tools_folder): tools loaded into the magazine later are followed too.
     return Signals(
         nodes=nodes,
-        last_usage=[(number, node) for _, number, node in found],
+        last_usage=[(tool.number, tool.last_usage) for tool in found],
+        tool_life=[tool.tool_life for tool in found],
         tools_folder=tools,
-        tool_objects={tool for tool, _, _ in found},
+        tool_objects={tool.object_id for tool in found},
     )
 
 
@@ -170,9 +174,19 @@ async def _umati_machine(machines: Node, name: str) -> Node:
     raise ProfileError(f"Objects/Machines has {len(names)} machines ({', '.join(names)}): name one with machine = ...")
 
 
-async def umati_tools(tools: Node, known: set[Any]) -> list[tuple[Any, int, Node]]:
-    """(tool object's NodeId, T number, LastUsage node) of the tools under Equipment/Tools not in `known`."""
-    found: list[tuple[Any, int, Node]] = []
+@dataclass(frozen=True, slots=True)
+class UmatiTool:
+    """A tool under Equipment/Tools: its object's NodeId, T number (ControlIdentifier1), LastUsage and ToolLife."""
+
+    object_id: Any
+    number: int
+    last_usage: Node
+    tool_life: Node | None
+
+
+async def umati_tools(tools: Node, known: set[Any]) -> list[UmatiTool]:
+    """The tools under Equipment/Tools with ControlIdentifier1 and LastUsage whose objects are not in `known`."""
+    found: list[UmatiTool] = []
     for tool in await tools.get_children():
         if tool.nodeid in known:
             continue
@@ -181,7 +195,7 @@ async def umati_tools(tools: Node, known: set[Any]) -> list[tuple[Any, int, Node
             number = whole_number(
                 f"{tool.nodeid.to_string()}/ControlIdentifier1", await names["ControlIdentifier1"].read_value()
             )
-            found.append((tool.nodeid, number, names["LastUsage"]))
+            found.append(UmatiTool(tool.nodeid, number, names["LastUsage"], names.get("ToolLife")))
     return found
 
 

@@ -24,7 +24,7 @@ from asyncua.client.client import Client
 from asyncua.common.node import Node
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
-from agent.collector import profiles
+from agent.collector import profiles, tool_life
 from agent.collector.tracker import CLOCK_SKEW, Tracker, TrackerState
 from agent.config import MachineConfig
 from server.domain.collector import MachineStatus, UsageClosed, UsageEvent
@@ -64,6 +64,9 @@ if not any(isinstance(h, _ToStructlog) for h in _asyncua_log.handlers):
 HEARTBEAT_S = 1.0
 QUEUE_SIZE = 10  # per monitored item: T1 -> T2 -> T1 within one publish cycle is not collapsed
 TOOL_BROWSE_S = 5.0  # umati: how often Equipment/Tools is browsed for tools loaded while connected
+# umati: how long a closing usage waits for its tool's ToolLife figures (a healthy controller answers in ms);
+# after that it is recorded without them.
+TOOL_LIFE_READ_S = 2.0
 
 # What a session expects to go wrong, each meaning "drop the client, connect again after a backoff": the link or
 # the controller (asyncua raises UaError, OSError - ConnectionError and TimeoutError among them - and EOFError on
@@ -145,6 +148,9 @@ class MachineSession:
         # The controller's clock as last asked (CurrentTime) and our monotonic clock then: is a stamp ahead of it?
         self._controller_now: tuple[datetime, float] | None = None
         self._status_drives_rotation = False  # cnc: the spindle's ActStatus, not its speed, says it turns
+        # umati: the ToolLife entries of each tool (by its index in Signals.last_usage), browsed at its first close
+        # on a connection.
+        self._life_entries: dict[int, list[tool_life.Entry]] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -237,6 +243,7 @@ class MachineSession:
         try:
             await asyncio.wait_for(client.connect(), timeout=cfg.watchdog_s)
             signals = await profiles.resolve(client, cfg)
+            self._life_entries = {}
             queue: asyncio.Queue[_Change | Exception] = asyncio.Queue()
             names = {node.nodeid: name for name, node in signals.nodes.items()}
             names.update({node.nodeid: f"last_usage:{i}:{t}" for i, (t, node) in enumerate(signals.last_usage)})
@@ -256,14 +263,15 @@ class MachineSession:
                 """umati: subscribe to the LastUsage of tools loaded into the magazine since the last browse."""
                 if signals.tools_folder is None:
                     return
-                for tool, number, node in await profiles.umati_tools(signals.tools_folder, signals.tool_objects):
-                    signals.tool_objects.add(tool)
-                    names[node.nodeid] = f"last_usage:{len(signals.last_usage)}:{number}"
-                    signals.last_usage.append((number, node))
-                    await subscription.subscribe_data_change([node], queuesize=QUEUE_SIZE)
-                    log.info("collector.tool_added", machine_id=cfg.machine_id, tool_number=number)
+                for tool in await profiles.umati_tools(signals.tools_folder, signals.tool_objects):
+                    signals.tool_objects.add(tool.object_id)
+                    names[tool.last_usage.nodeid] = f"last_usage:{len(signals.last_usage)}:{tool.number}"
+                    signals.last_usage.append((tool.number, tool.last_usage))
+                    signals.tool_life.append(tool.tool_life)
+                    await subscription.subscribe_data_change([tool.last_usage], queuesize=QUEUE_SIZE)
+                    log.info("collector.tool_added", machine_id=cfg.machine_id, tool_number=tool.number)
 
-            await self._consume(client, queue, follow_new_tools)
+            await self._consume(client, signals, queue, follow_new_tools)
         finally:
             await self._disconnect(client)
 
@@ -326,7 +334,7 @@ class MachineSession:
         )
         if first_time:
             log.info("collector.first_contact", machine_id=self.config.machine_id, tool=tool)
-        await self._record(events)
+        await self._record(await self._with_controller_life(client, signals, events))
         return at
 
     def _active_umati_tool(self) -> int:
@@ -344,6 +352,7 @@ class MachineSession:
     async def _consume(
         self,
         client: Client,
+        signals: profiles.Signals,
         queue: asyncio.Queue[_Change | Exception],
         follow_new_tools: Callable[[], Awaitable[None]],
     ) -> None:
@@ -383,7 +392,7 @@ class MachineSession:
             if batch:
                 self.status = replace(self.status, last_data_at=batch[-1].at)
             if events:
-                await self._record(events)
+                await self._record(await self._with_controller_life(client, signals, events))
             else:
                 await self._heartbeat()
             if failure is not None:
@@ -450,6 +459,53 @@ class MachineSession:
                 self._last_usage[int(index)] = (int(number), change.value)
                 return t.tool(self._active_umati_tool(), change.at)
         return []
+
+    async def _with_controller_life(
+        self, client: Client, signals: profiles.Signals, events: list[UsageEvent]
+    ) -> list[UsageEvent]:
+        """umati: a closing usage carries its tool's ToolLife figures as the controller reports them now, beside
+        ours (issue 12, item 5; keys in agent/collector/tool_life.py). A read that fails or takes longer than
+        TOOL_LIFE_READ_S is logged and the usage is recorded without them."""
+        if not any(signals.tool_life):
+            return events
+        out: list[UsageEvent] = []
+        for event in events:
+            index = self._umati_index(event.tool_number) if isinstance(event, UsageClosed) else None
+            node = signals.tool_life[index] if index is not None and index < len(signals.tool_life) else None
+            if isinstance(event, UsageClosed) and index is not None and node is not None:
+                try:
+                    figures = await asyncio.wait_for(self._read_life(client, index, node), TOOL_LIFE_READ_S)
+                except DISCONNECT_ERRORS as exc:  # the link, a timeout, a node gone: the usage goes on without them
+                    log.warning(
+                        "collector.tool_life_read_failed",
+                        machine_id=self.config.machine_id,
+                        tool_number=event.tool_number,
+                        usage_id=str(event.usage_id),
+                        error=_describe(exc),
+                    )
+                    figures = {}
+                except asyncio.CancelledError:
+                    # As in _record: transitions not committed are forgotten; the reconnect reconciles them.
+                    self._tracker.state = self._committed
+                    raise
+                if figures:
+                    event = replace(event, metrics={**event.metrics, **figures})
+            out.append(event)
+        return out
+
+    async def _read_life(self, client: Client, index: int, node: Node) -> dict[str, Any]:
+        if index not in self._life_entries:
+            self._life_entries[index] = await tool_life.entries(node)
+        return await tool_life.read(client, self._life_entries[index])
+
+    def _umati_index(self, number: int) -> int | None:
+        """The tool object a closing usage of T `number` was: of those with that T number (sister tools), the one
+        used last."""
+        candidates = [(i, ts) for i, (t, ts) in self._last_usage.items() if t == number]
+        if not candidates:
+            return None
+        dated = [(_utc(ts), i) for i, ts in candidates if isinstance(ts, datetime)]
+        return max(dated)[1] if dated else candidates[0][0]
 
     async def _heartbeat(self) -> None:
         if time.monotonic() - self._saved_at >= HEARTBEAT_S:

@@ -6,7 +6,8 @@ Layout (browse names and namespace URIs as the specs give them, ../shared/DOMAIN
   CncSpindleList/<Spindle>/{ActSpeed, CmdSpeed, ActStatus, ActTurnDirection}; machine i is the channel and
   spindle pair `Channel<i>` / `Spindle<i>` (a multi-channel controller), so one server carries many machines.
 - umati: Objects/Machines/<Machine>/{Monitoring/<Spindle>/IsRotating, Monitoring/MachineTool/...,
-  Production/ActiveProgram/..., Equipment/Tools/<Tool>/{ControlIdentifier1, LastUsage, ...}}.
+  Production/ActiveProgram/..., Equipment/Tools/<Tool>/{ControlIdentifier1, LastUsage, ..., ToolLife/<Entry>}}, the
+  ToolLife entries (where a machine gives a tool some) counted as a controller would (SimToolLife).
 
 Every write is stamped (SourceTimestamp) with the controller's clock, and the server's CurrentTime reads it: ours by
 default; tests give it one they move themselves, so what the collector records follows from the steps, not from how
@@ -49,6 +50,26 @@ MACHINE_TOOL_NS = "http://opcfoundation.org/UA/MachineTool/"
 # OPC 40502 enumerations (DOMAIN.md §1.1)
 SPINDLE_STOPPED, SPINDLE_IN_TARGET = 0, 1
 PROGRAM_STOPPED, PROGRAM_RUNNING = 0, 1
+# OPC 40501-1 §12.8 ToolLifeIndication (the ones the simulator counts) and the entries' browse names.
+LIFE_TIME, LIFE_PARTS, LIFE_USAGES = 0, 1, 2
+_LIFE_NAMES = {0: "Time", 1: "NumberOfParts", 2: "NumberOfUsages", 3: "FeedDistance", 4: "CuttingDistance"}
+# EngineeringUnits (OPC 10000-8): UNECE codes, hours for Time, "one" for counts, millimetres for distances.
+_LIFE_UNITS = {0: ("HUR", "h"), 1: ("C62", "one"), 2: ("C62", "one")}
+UNECE_NS = "http://www.opcfoundation.org/UA/units/un/cefact"
+
+
+@dataclass(frozen=True)
+class SimToolLife:
+    """A ToolLife entry (OPC 40501-1 §11.1 ToolLifeType) on a simulated umati tool, counted as a controller does:
+    Time = hours the spindle turned with the tool active, NumberOfParts = parts made with it, NumberOfUsages = its
+    loads into the spindle; up from `value`, or down when not `counting_up`. Other indications stay at `value`."""
+
+    indication: int
+    value: float = 0.0
+    counting_up: bool = True
+    start: float | None = None
+    warning: float | None = None
+    limit: float | None = None
 
 
 @dataclass
@@ -59,6 +80,14 @@ class SimMachine:
     profile: str  # "cnc", "umati" or "sinumerik"
     steps: Iterable[Step]
     tools: int = 12  # umati: how many tools the magazine shows
+    tool_life: dict[int, tuple[SimToolLife, ...]] = field(default_factory=dict)  # umati: T number -> its entries
+
+
+@dataclass
+class _LifeEntry:
+    spec: SimToolLife
+    node: Node
+    value: float
 
 
 @dataclass
@@ -68,6 +97,9 @@ class _Handles:
     parts: int = 0
     run_ms: float = 0.0  # umati OperationDuration: time with a program running
     running_since: datetime | None = None  # on the controller's clock: when the program started running
+    life: dict[int, list[_LifeEntry]] = field(default_factory=dict)  # umati: T number -> its ToolLife entries
+    active_tool: int = 0  # umati: the tool the controller counts life for (0 after an unload)
+    rotating_since: datetime | None = None  # umati: on the controller's clock, while the spindle turns
 
 
 @dataclass(frozen=True)
@@ -207,15 +239,8 @@ class CncSimulator:
 
     async def add_tool(self, machine_name: str, number: int) -> None:
         """umati: load one more tool (T `number`) into the machine's magazine while the server runs."""
-        h = self._handles[machine_name]
-        tools, ns = h.values["Tools"], h.values["Tools"].nodeid.NamespaceIndex
-        V = ua.VariantType
-        tool = await tools.add_object(ns, f"Tool{number}")
-        h.tools[number] = {
-            "ControlIdentifier1": await _var(tool, ns, "ControlIdentifier1", number, V.UInt32),
-            "LastUsage": await _var(tool, ns, "LastUsage", datetime(2000, 1, 1, tzinfo=UTC), V.DateTime),
-            "Name": await _var(tool, ns, "Name", f"T{number}", V.String),
-        }
+        machine = next(m for m in self.machines if m.name == machine_name)
+        await _add_umati_tool(self._handles[machine_name], number, machine.tool_life.get(number, ()))
 
     async def apply(self, machine_name: str, step: Step) -> None:
         """Set the machine's signals now (tests drive machines directly with this too)."""
@@ -307,19 +332,69 @@ async def _build_umati(machines: Node, ns: int, machine: SimMachine) -> _Handles
     h.values["PartsProducedInLifetime"] = await _var(counters, ns, "PartsProducedInLifetime", 0, V.UInt64)
     h.values["ProgramName"] = await _var(program, ns, "Name", "", V.String)
     h.values["CurrentState"] = await state.add_variable(ns, "CurrentState", ua.LocalizedText("Ended"))
-    epoch = datetime(2000, 1, 1, tzinfo=UTC)
     for t in range(1, machine.tools + 1):
-        tool = await tools.add_object(ns, f"Tool{t}")
-        h.tools[t] = {
-            "ControlIdentifier1": await _var(tool, ns, "ControlIdentifier1", t, V.UInt32),
-            "LastUsage": await _var(tool, ns, "LastUsage", epoch, V.DateTime),
-            "Name": await _var(tool, ns, "Name", f"T{t}", V.String),
-        }
+        await _add_umati_tool(h, t, machine.tool_life.get(t, ()))
     return h
+
+
+async def _add_umati_tool(h: _Handles, number: int, life: tuple[SimToolLife, ...]) -> None:
+    V = ua.VariantType
+    tools = h.values["Tools"]
+    ns = tools.nodeid.NamespaceIndex
+    tool = await tools.add_object(ns, f"Tool{number}")
+    h.tools[number] = {
+        "ControlIdentifier1": await _var(tool, ns, "ControlIdentifier1", number, V.UInt32),
+        "LastUsage": await _var(tool, ns, "LastUsage", datetime(2000, 1, 1, tzinfo=UTC), V.DateTime),
+        "Name": await _var(tool, ns, "Name", f"T{number}", V.String),
+    }
+    if not life:
+        return
+    folder = await tool.add_object(ns, "ToolLife")
+    h.life[number] = []
+    for spec in life:
+        name = _LIFE_NAMES.get(spec.indication, f"Other{spec.indication}")
+        entry = await _var(folder, ns, name, spec.value, V.Double)
+        await entry.add_property(ns, "Indication", ua.Variant(spec.indication, V.Int32))
+        await entry.add_property(ns, "IsCountingUp", ua.Variant(spec.counting_up, V.Boolean))
+        for name, limit in (("StartValue", spec.start), ("WarningValue", spec.warning), ("LimitValue", spec.limit)):
+            if limit is not None:
+                await entry.add_property(ns, name, ua.Variant(limit, V.Double))
+        code, unit = _LIFE_UNITS.get(spec.indication, ("MMT", "mm"))
+        eu = ua.EUInformation(
+            NamespaceUri=UNECE_NS,
+            UnitId=int.from_bytes(code.encode(), "big"),  # OPC 10000-8: the UNECE code's characters as one integer
+            DisplayName=ua.LocalizedText(unit),
+            Description=ua.LocalizedText(unit),
+        )
+        await entry.add_property(0, "EngineeringUnits", ua.Variant(eu, V.ExtensionObject))
+        h.life[number].append(_LifeEntry(spec, entry, spec.value))
+
+
+async def _count_life(h: _Handles, step: Step, now: datetime) -> None:
+    """Before the step: the active tool's turning time up to now; then its load or the parts it made."""
+    if h.rotating_since is not None and h.active_tool:
+        await _add_life(h, h.active_tool, LIFE_TIME, (now - h.rotating_since).total_seconds() / 3600, now)
+    if step.tool is not None and step.tool != h.active_tool:
+        h.active_tool = step.tool
+        await _add_life(h, step.tool, LIFE_USAGES, 1, now)
+    if step.speed_rpm is not None:
+        h.rotating_since = now if step.speed_rpm > 0 else None
+    elif h.rotating_since is not None:
+        h.rotating_since = now  # counted up to now above
+    if step.parts and h.active_tool:
+        await _add_life(h, h.active_tool, LIFE_PARTS, step.parts, now)
+
+
+async def _add_life(h: _Handles, number: int, indication: int, amount: float, now: datetime) -> None:
+    for entry in h.life.get(number, []):
+        if entry.spec.indication == indication and amount:
+            entry.value += amount if entry.spec.counting_up else -amount
+            await _write(entry.node, entry.value, ua.VariantType.Double, now)
 
 
 async def _apply_umati(h: _Handles, step: Step, now: datetime) -> None:
     V = ua.VariantType
+    await _count_life(h, step, now)
     # OperationDuration (ms, never reset) counts time with a program running; it is written at every step.
     if h.running_since is not None:
         h.run_ms += max(0.0, (now - h.running_since).total_seconds()) * 1000
