@@ -20,11 +20,12 @@ def describe(usage: tool_usage_pb2.ToolUsage) -> str:
         return f"{usage.machine_id:<10} T{tool:<3} in spindle since {start}   usage {usage.id}"
     end = usage.end_time.ToDatetime(tzinfo=UTC).strftime("%H:%M:%S")
     parts = f", {int(metrics['parts'])} parts" if "parts" in metrics else ""
+    # umati reports rotation, not speed: its usages have no max_speed_rpm, and none is shown.
+    speed = f", max {metrics['max_speed_rpm']:.0f} rpm" if "max_speed_rpm" in metrics else ""
     flag = "  (interrupted: not all of it was observed)" if metrics.get("interrupted") else ""
     return (
         f"{usage.machine_id:<10} T{tool:<3} {start}-{end}  in spindle {metrics.get('time_in_spindle_s', 0):.1f} s, "
-        f"running {metrics.get('spindle_runtime_s', 0):.1f} s, "
-        f"max {metrics.get('max_speed_rpm', 0):.0f} rpm{parts}{flag}"
+        f"running {metrics.get('spindle_runtime_s', 0):.1f} s{speed}{parts}{flag}"
     )
 
 

@@ -21,12 +21,15 @@ from typing import Any
 
 import pytest
 import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
+from smooth.core.v1 import tool_usage_pb2
 
 from agent.collector import session
 from agent.collector.collector import Collector
 from agent.config import CollectorConfig, MachineConfig
 from agent.simulator.server import CncSimulator, SimMachine
 from agent.simulator.timeline import Step
+from agent.usage_tail import describe
 from server.domain.entities import ToolInstanceStatus, ToolType, ToolUsage
 from server.store import engine, migrate
 from server.store.repository import Store
@@ -361,3 +364,15 @@ async def test_an_unexpected_error_stops_the_machine_visibly_instead_of_reconnec
         assert not [e for e in logs if e["event"] == "collector.disconnected"]
     finally:
         await store.__aexit__(None, None, None)
+
+
+def test_usage_tail_shows_a_speed_only_where_the_machine_reports_one() -> None:
+    def closed(metrics: dict[str, Any]) -> tool_usage_pb2.ToolUsage:
+        usage = tool_usage_pb2.ToolUsage(
+            machine_id="U1", start_time=Timestamp(seconds=0), end_time=Timestamp(seconds=4)
+        )
+        usage.usage_metrics.update({"tool_number": 3, "time_in_spindle_s": 4.0, "spindle_runtime_s": 1.0, **metrics})
+        return usage
+
+    assert describe(closed({})).endswith("in spindle 4.0 s, running 1.0 s")  # umati: no speed, no "max 0 rpm"
+    assert describe(closed({"max_speed_rpm": 6000.0, "parts": 2})).endswith("running 1.0 s, max 6000 rpm, 2 parts")
