@@ -22,18 +22,16 @@ def generate(out: Path) -> list[Path]:
     """Run protoc (grpcio-tools) over every proto of the package into `out`; return the files written."""
     from grpc_tools import protoc
 
+    # protos/ is self-contained (issue 14): besides itself, protoc sees only protobuf's well-known types.
+    # protos/google/type/date.proto is vendored; its Python code is googleapis-common-protos' google.type.date_pb2,
+    # so only our own package is generated here.
     well_known = resources.files("grpc_tools") / "_proto"
-    # google/type/date.proto ships with googleapis-common-protos (a dependency of grpcio-status).
-    import google.type.date_pb2 as date_pb2
-
-    common_protos = Path(date_pb2.__file__).resolve().parents[2]
     sources = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE_DIR).glob("*.proto"))
     with tempfile.TemporaryDirectory() as tmp:
         args = [
             "grpc_tools.protoc",
             f"-I{PROTO_ROOT}",
             f"-I{well_known}",
-            f"-I{common_protos}",
             f"--python_out={tmp}",
             f"--pyi_out={tmp}",
             f"--grpc_python_out={tmp}",
