@@ -249,7 +249,8 @@ async def _with_task_dump(main: Coroutine[Any, Any, None]) -> None:
                     awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
                     if awaited is None:
                         break
-            sys.__stderr__.flush()
+            if sys.__stderr__ is not None:  # None when started without a console (pythonw)
+                sys.__stderr__.flush()
 
         asyncio.get_running_loop().call_later(float(after), dump)
     await main
