@@ -111,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--exit-after-seed", action="store_true", help="stop once the sample data is in")
     demo.add_argument("--duration", type=float, default=0, help="stop after this many seconds (default: Ctrl-C)")
     demo.add_argument("--no-cnc", action="store_true", help="no simulated CNC and no collector")
+    demo.add_argument("--log-file", type=Path, help="where the JSON logs go (default: beside --db, .log)")
     return parser
 
 
@@ -302,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit("smooth-edge: give an API key with --key or SMOOTH_EDGE_API_KEY")
             asyncio.run(run_tail(args.target, key, args.machine))
         elif args.command == "demo":
-            from agent.demo import run_demo
+            from agent.demo import default_log_file, run_demo
 
             asyncio.run(
                 _with_task_dump(
@@ -312,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
                         exit_after_seed=args.exit_after_seed,
                         duration_s=args.duration,
                         with_cnc=not args.no_cnc,
+                        log_file=args.log_file or default_log_file(args.db),
+                        log_level=args.log_level,
                     )
                 )
             )

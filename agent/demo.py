@@ -1,15 +1,17 @@
-"""`smooth-edge demo`: serve a SQLite store filled with a small sample shop, written through the public gRPC API.
-
-Until the OPC UA collector lands this is the README's main job: it shows every entity service working.
+"""`smooth-edge demo`: serve a SQLite store filled with a small sample shop, written through the public gRPC API,
+with simulated CNC mills whose tool usage is printed for people as it is recorded (the logs go to a file).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
+import sys
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 import grpc
 import structlog
@@ -31,6 +33,7 @@ from smooth.core.v1 import (
 
 from agent.config import CollectorConfig, MachineConfig
 from agent.grpc_client import authorized_channel
+from agent.logs import configure_logging
 from agent.runtime import ServeOptions, serve
 from agent.simulator.server import CncSimulator, SimMachine
 from agent.simulator.timeline import random_routine
@@ -218,10 +221,74 @@ def demo_machines(endpoint: str) -> tuple[list[SimMachine], CollectorConfig]:
     return machines, CollectorConfig(tuple(configs))
 
 
+def default_log_file(db: str) -> Path:
+    """The demo's log file: beside its SQLite file (`smooth-edge-demo.db` -> `smooth-edge-demo.log`)."""
+    if "://" in db:  # a database URL: no file to sit beside
+        return Path("smooth-edge-demo.log")
+    return Path(db).with_suffix(".log")
+
+
+class _EchoToTerminal:
+    """A structlog processor: events at `level` and above are also shown on the terminal, readably."""
+
+    def __init__(self, terminal: TextIO, level: int = logging.WARNING) -> None:
+        self._terminal = terminal
+        self._level = level
+        self._render = structlog.dev.ConsoleRenderer(colors=False)
+
+    def __call__(self, logger: Any, method_name: str, event_dict: Any) -> Any:
+        if logging.getLevelName(str(event_dict.get("level", "info")).upper()) >= self._level:
+            print(self._render(logger, method_name, dict(event_dict)), file=self._terminal, flush=True)
+        return event_dict
+
+
+def route_logs_to_file(path: Path, level: str) -> Path:
+    """Send the agent's JSON log lines (one per RPC, the collector's events) to `path`, appending, and show only
+    warnings and errors on the terminal, so the demo's own lines stay readable (issue 14, item 7)."""
+    configure_logging(level, json_lines=True)
+    stream = path.open("a", encoding="utf-8", buffering=1)  # line-buffered: `tail -f` sees each line at once
+    processors = list(structlog.get_config()["processors"])
+    structlog.configure(
+        processors=[*processors[:-1], _EchoToTerminal(sys.stderr), processors[-1]],
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+    )
+    # Libraries logging through the standard library (alembic, asyncua): the file as well as the terminal.
+    to_file = logging.StreamHandler(stream)
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(to_file)
+    return path.resolve()
+
+
+def _summary(counts: dict[str, int]) -> str:
+    if not counts:
+        return "the sample shop is already in the store"
+    names = {"items": ("tool item", "tool items"), "assemblies": ("assembly", "assemblies")}
+    names |= {"instances": ("tool instance", "tool instances"), "presets": ("preset", "presets")}
+    names |= {"usages": ("past usage", "past usages"), "sets": ("tool set", "tool sets")}
+    return "wrote the sample shop: " + ", ".join(
+        f"{n} {names.get(kind, (kind, kind))[n != 1]}" for kind, n in counts.items()
+    )
+
+
 async def run_demo(
-    db: str, listen: str, *, exit_after_seed: bool = False, duration_s: float = 0, with_cnc: bool = True
+    db: str,
+    listen: str,
+    *,
+    exit_after_seed: bool = False,
+    duration_s: float = 0,
+    with_cnc: bool = True,
+    log_file: Path | None = None,
+    log_level: str = "INFO",
 ) -> None:
-    """Serve the demo shop; with `with_cnc`, simulated mills run and their tool usage is printed as recorded."""
+    """Serve the demo shop; with `with_cnc`, simulated mills run and their tool usage is printed as recorded.
+
+    With `log_file` the structured logs go there and only warnings and errors reach the terminal."""
+    if log_file is not None:
+        where = route_logs_to_file(log_file, log_level)
+        print(
+            f"Smooth Edge demo: logs (JSON lines, one per RPC) go to {where}; warnings and errors show here too.",
+            flush=True,
+        )
     stop = asyncio.Event()
     tail_task: asyncio.Task[None] | None = None
     endpoint = f"opc.tcp://127.0.0.1:{_free_port()}/smooth-demo/"
@@ -235,9 +302,8 @@ async def run_demo(
         channel = authorized_channel(f"127.0.0.1:{server.port}", secret)
         counts = await seed(channel)
         log.info("demo.seeded", created=counts, db=db)
-        created = counts or "nothing (already seeded)"
         print(
-            f"Smooth Edge demo serving gRPC on {address} (store: {db}); created {created}.\n"
+            f"Serving gRPC on {address}, store {db}; {_summary(counts)}.\n"
             f"Admin API key ({DEMO_ADMIN}), shown once: {secret}\n"
             f"Try: grpcurl -plaintext -H 'authorization: Bearer {secret}' {address} "
             "smooth.core.v1.CollectorService/ListMachineStatuses   |   Ctrl-C stops.",
@@ -260,11 +326,18 @@ async def run_demo(
         await serve(options, on_ready=on_ready, stop=stop)
     if tail_task is not None:
         await tail_task
+    print(f"Stopped. The store stays in {db}; run the demo again to go on with it.", flush=True)
 
 
 async def _tail_then_close(channel: grpc.aio.Channel, since: datetime, stop: asyncio.Event) -> None:
+    def recorded_now(usage: tool_usage_pb2.ToolUsage) -> bool:
+        # The sample shop's past usages ended hours ago: only what the collector records is shown.
+        return not usage.HasField("end_time") or usage.end_time.ToDatetime(tzinfo=UTC) >= since
+
     try:
-        await tail(channel, since=since, poll_s=0.5, stop=stop, out=lambda line: print(line, flush=True))
+        await tail(
+            channel, since=since, poll_s=0.5, stop=stop, out=lambda line: print(line, flush=True), only=recorded_now
+        )
     except grpc.aio.AioRpcError:
         pass  # the server is stopping
     finally:

@@ -37,8 +37,10 @@ async def tail(
     poll_s: float = 1.0,
     out: Callable[[str], None] = print,
     stop: asyncio.Event | None = None,
+    only: Callable[[tool_usage_pb2.ToolUsage], bool] | None = None,
 ) -> None:
-    """Print every usage created or changed after `since` (default: now), until `stop` is set."""
+    """Print every usage created or changed after `since` (default: now) that `only` accepts, until `stop` is
+    set."""
     stub = tool_usage_pb2_grpc.ToolUsageServiceStub(channel)
     seen: dict[str, int] = {}
     since = since or datetime.now(UTC)
@@ -52,7 +54,8 @@ async def tail(
             for usage in page.tool_usages:
                 if seen.get(usage.id) != usage.version:
                     seen[usage.id] = usage.version
-                    out(describe(usage))
+                    if only is None or only(usage):
+                        out(describe(usage))
             token = page.next_page_token
             if not token:
                 break
