@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from agent import backup
 from agent.config import CollectorConfig, ConfigError, load_collector_config
 from agent.logs import configure_logging
 from server.domain.errors import SmoothError
@@ -104,6 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--target", default=DEFAULT_LISTEN, help="the agent's gRPC address (default %(default)s)")
     tail.add_argument("--key", default="", help="API key (default: $SMOOTH_EDGE_API_KEY)")
     tail.add_argument("--machine", default="", help="only this machine_id")
+
+    backup.add_commands(sub, DEFAULT_DB)
 
     demo = sub.add_parser("demo", help="serve on a SQLite file filled with sample shop data")
     _db(demo, "smooth-edge-demo.db")
@@ -302,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
             if not key:
                 raise SystemExit("smooth-edge: give an API key with --key or SMOOTH_EDGE_API_KEY")
             asyncio.run(run_tail(args.target, key, args.machine))
+        elif args.command in ("backup", "restore"):
+            return backup.run_command(args)
         elif args.command == "demo":
             from agent.demo import default_log_file, run_demo
 
