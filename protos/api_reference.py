@@ -72,11 +72,17 @@ class _Comments:
 
     def block(self, path: tuple[int, ...]) -> str:
         """The comment as paragraphs of Markdown."""
-        return self._by_path.get(path, "")
+        return _escape(self._by_path.get(path, ""))
 
     def cell(self, path: tuple[int, ...]) -> str:
         """The comment on one line, for a table cell."""
-        return " ".join(self._by_path.get(path, "").split()).replace("|", "\\|")
+        return _escape(" ".join(self._by_path.get(path, "").split())).replace("|", "\\|")
+
+
+def _escape(text: str) -> str:
+    """Comments are plain text: `<key_id>` outside a code span would be taken for an HTML tag and vanish."""
+    parts = text.split("`")
+    return "`".join(p if i % 2 else p.replace("<", "&lt;").replace(">", "&gt;") for i, p in enumerate(parts))
 
 
 def _anchor(full_name: str) -> str:
