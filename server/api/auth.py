@@ -67,6 +67,12 @@ METHOD_SCOPES: dict[str, frozenset[Scope]] = {
     "/smooth.core.v1.SyncService/ListConflicts": frozenset({A}),
     "/smooth.core.v1.SyncService/GetSnapshot": frozenset({Scope.SYNC}),
     "/smooth.core.v1.ReplicationService/GetReplicationStatus": frozenset({R}),
+    # MES (issue 13): read-only queries and the change stream, for whoever reads tools.
+    "/smooth.core.v1.ToolQueryService/ListToolLife": frozenset({R}),
+    "/smooth.core.v1.ToolQueryService/ListCalibrationDue": frozenset({R}),
+    "/smooth.core.v1.ToolQueryService/SummarizeUsage": frozenset({R}),
+    "/smooth.core.v1.ToolQueryService/CheckJobReadiness": frozenset({R}),
+    "/smooth.core.v1.ChangeStreamService/WatchChanges": frozenset({R}),
 }
 
 

@@ -19,6 +19,8 @@ _CODES: list[tuple[type[e.SmoothError], grpc.StatusCode]] = [
     (e.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (e.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (e.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (e.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
+    (e.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
 ]
 
 

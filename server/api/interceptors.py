@@ -100,18 +100,19 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
+        if handler.unary_stream is not None:
+            # Server streaming (WatchChanges): like a unary call, errors raised mid-stream included.
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_server_stream(method, handler.unary_stream, self._security),
+                request_deserializer=_tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
         if not self._security.needs_key(method):
             return handler
-        # Streaming methods that need a key (reflection when not open): authenticate, then stream as usual.
+        # Bidirectional streaming (reflection when not open): authenticate, then stream as usual.
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
                 _wrap_stream(method, handler.stream_stream, self._security),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(method, handler.unary_stream, self._security),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -136,6 +137,24 @@ def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], A
             return _Undecodable(exc)
 
     return parse
+
+
+async def _internal_error(method: str, context: grpc.aio.ServicerContext) -> None:
+    """An unexpected error: logged loudly with its traceback and an id, the caller told INTERNAL with that id."""
+    error_id = uuid.uuid4().hex[:12]
+    log.exception("rpc.internal_error", method=method, error_id=error_id)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error {error_id}; the server log has the details")
+
+
+def _rpc_line(method: str, code: grpc.StatusCode, started: float, context: grpc.aio.ServicerContext) -> None:
+    """The one log line every call ends with."""
+    log.info(
+        "rpc",
+        method=method,
+        code=code.name,
+        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        peer=context.peer(),
+    )
 
 
 async def _refused(
@@ -180,19 +199,11 @@ def _wrap_unary(method: str, inner: Behavior, security: Security) -> Behavior:
             raise
         except Exception:
             code = grpc.StatusCode.INTERNAL
-            error_id = uuid.uuid4().hex[:12]
-            log.exception("rpc.internal_error", method=method, error_id=error_id)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error {error_id}; the server log has the details")
+            await _internal_error(method, context)
         finally:
             if token is not None:
                 CURRENT_CALL.reset(token)
-            log.info(
-                "rpc",
-                method=method,
-                code=code.name,
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                peer=context.peer(),
-            )
+            _rpc_line(method, code, started, context)
 
     return behavior
 
@@ -209,5 +220,48 @@ def _wrap_stream(
             await context.abort_with_status(rpc_status.to_status(to_status(err)))
         async for response in inner(request, context):
             yield response
+
+    return behavior
+
+
+def _wrap_server_stream(
+    method: str, inner: Callable[[Any, grpc.aio.ServicerContext], Any], security: Security
+) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[None]]:
+    """A server-streaming method with what `_wrap_unary` gives a unary one: authentication and scopes, the caller
+    in CURRENT_CALL (left set: each call runs in its own task), domain errors as rich status, one log line. The
+    method writes with `context.write` (a coroutine) or yields its messages (an async generator)."""
+
+    async def behavior(request: Any, context: grpc.aio.ServicerContext) -> None:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            principal = await security.authenticate(method, context)
+            CURRENT_CALL.set(CallContext(principal, context.peer() or ""))
+            security.authorize(method, principal)
+            if isinstance(request, _Undecodable):
+                raise InvalidArgument(
+                    f"the request is not a valid protobuf message for {method}", reason="MALFORMED_REQUEST"
+                )
+            result = inner(request, context)
+            if hasattr(result, "__aiter__"):
+                async for response in result:
+                    await context.write(response)
+            else:
+                await result
+        except SmoothError as err:
+            code = grpc_code(err)
+            await _refused(security, err, method, context, request)
+            await context.abort_with_status(rpc_status.to_status(to_status(err)))
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            await _internal_error(method, context)
+        finally:
+            _rpc_line(method, code, started, context)
 
     return behavior

@@ -129,7 +129,7 @@ def _field_from_proto(msg: Message, f: FieldInfo) -> Any:
     if f.kind == "timestamp":
         return timestamp_to_datetime(raw) if msg.HasField(f.name) else None
     if f.kind == "date":
-        return _date_from_proto(raw) if msg.HasField(f.name) else None
+        return date_from_proto(raw) if msg.HasField(f.name) else None
     if f.kind == "enum":
         member = _enum_from_proto(msg, f, raw)
         if member is None:
@@ -178,7 +178,7 @@ def timestamp_to_datetime(ts: timestamp_pb2.Timestamp) -> datetime:
         raise ValueError("out of range (years 1 to 9999)") from None
 
 
-def _date_from_proto(d: date_pb2.Date) -> date:
+def date_from_proto(d: date_pb2.Date) -> date:
     try:
         return date(d.year, d.month, d.day)
     except ValueError:

@@ -16,6 +16,7 @@ from smooth.core.v1 import sync_pb2
 from server.api.collector_service import StatusSource, add_collector_servicer
 from server.api.identity_services import add_identity_servicers
 from server.api.interceptors import ReflectionMode, Security, ServerInterceptor
+from server.api.mes_service import add_mes_servicers
 from server.api.services import entity_servicers
 from server.api.sync_services import add_replication_servicer, add_sync_servicer
 from server.usecases.app import UseCases
@@ -64,6 +65,7 @@ class GrpcServer:
         shutdown_grace_s: float = 10.0,
         machine_statuses: StatusSource | None = None,
         replication_status: Callable[[], Awaitable[sync_pb2.ReplicationStatus]] | None = None,
+        stream_stall_s: float = 30.0,
     ) -> None:
         self._use_cases = use_cases
         self._machine_statuses = machine_statuses or (lambda: use_cases.recorder.statuses({}))
@@ -75,6 +77,7 @@ class GrpcServer:
         self._reflection = reflection_mode
         self._tls = tls
         self._grace = shutdown_grace_s
+        self._stream_stall_s = stream_stall_s  # a change stream whose client reads nothing this long is ended
         self._server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
         self.port = 0
@@ -90,6 +93,7 @@ class GrpcServer:
         names.append(add_collector_servicer(server, self._machine_statuses))
         names.append(add_sync_servicer(server, self._use_cases.sync))
         names.append(add_replication_servicer(server, self._replication_status))
+        names += add_mes_servicers(server, self._use_cases.mes, self._use_cases.changes, self._stream_stall_s)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self._reflection != "off":
             reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
@@ -124,6 +128,7 @@ class GrpcServer:
         if self._server is None:
             return
         await self.health.enter_graceful_shutdown()
+        self._use_cases.changes.stop_watchers()  # change streams end now, not at the end of the grace period
         log.info("server.stopping", grace_s=self._grace)
         await self._server.stop(self._grace)
         self._server = None

@@ -9,7 +9,9 @@
     ├── FailedPrecondition   referenced rows missing, or still referenced -> FAILED_PRECONDITION
     ├── Unauthenticated      no or bad credentials                       -> UNAUTHENTICATED
     ├── PermissionDenied     credentials lack the scope or ownership      -> PERMISSION_DENIED
-    └── Unavailable          a dependency (database, central) is down     -> UNAVAILABLE
+    ├── Unavailable          a dependency (database, central) is down     -> UNAVAILABLE
+    ├── OutOfRange           a position (stream cursor) outside what is kept -> OUT_OF_RANGE
+    └── ResourceExhausted    a limit reached (a stream's reader too slow)  -> RESOURCE_EXHAUSTED
 
 The API layer maps these once (server/api/errors.py); nothing else knows about gRPC codes.
 """
@@ -94,6 +96,14 @@ class PermissionDenied(SmoothError):
 
 class Unavailable(SmoothError):
     reason = "UNAVAILABLE"
+
+
+class OutOfRange(SmoothError):
+    reason = "OUT_OF_RANGE"
+
+
+class ResourceExhausted(SmoothError):
+    reason = "RESOURCE_EXHAUSTED"
 
 
 @dataclass(slots=True)

@@ -120,3 +120,83 @@ def reset(
 def describe(limits: Mapping[str, Limit], state: Mapping[str, Any], counters: list[str]) -> str:
     used = state.get("used", {})
     return "; ".join(f"{c} {used.get(c, 0):g} of {limits[c].limit:g}" for c in counters)
+
+
+# How far an instance is through its life (the values of the API's ToolLifeLevel; the store keeps them in
+# tool_instances.life_level so "at or past prewarning" is an index range).
+UNLIMITED, OK, PREWARNING, EXPIRED = 1, 2, 3, 4
+
+
+def summary(state: Mapping[str, Any]) -> tuple[int, float]:
+    """(level, remaining fraction) of a tool_life_state: the worst counter. The fraction is the smallest
+    remaining / limit (each limit is used + remaining), 1.0 without limits; the level comes from the limits
+    counted (`remaining`) and the prewarnings and limits reached since the last reset."""
+    remaining_by = state.get("remaining")
+    if not isinstance(remaining_by, Mapping) or not remaining_by:
+        return UNLIMITED, 1.0
+    used_by = state.get("used")
+    used_by = used_by if isinstance(used_by, Mapping) else {}
+    fraction = 1.0
+    for counter, left in remaining_by.items():
+        used = used_by.get(counter, 0.0)
+        if not _number(left) or not _number(used):
+            continue
+        limit = float(used) + float(left)
+        fraction = min(fraction, float(left) / limit if limit > 0 else 0.0)
+    level = OK
+    if _counters_at(state, "reached_at", remaining_by):
+        level = EXPIRED
+    elif _counters_at(state, "prewarned_at", remaining_by):
+        level = PREWARNING
+    return level, round(fraction, 6)
+
+
+def _counters_at(state: Mapping[str, Any], key: str, counted: Mapping[str, Any]) -> bool:
+    marks = state.get(key)
+    return isinstance(marks, Mapping) and any(c in counted for c in marks)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def needs(parts: float, minutes: float) -> dict[str, float]:
+    """What a job of `parts` parts and `minutes` minutes consumes of each counter it names."""
+    out: dict[str, float] = {}
+    if parts > 0:
+        out["parts"] = parts
+    if minutes > 0:
+        out["time_in_spindle_s"] = out["spindle_runtime_s"] = minutes * 60.0
+    return out
+
+
+def shortfalls(limits: Mapping[str, Limit], state: Mapping[str, Any], job: Mapping[str, float]) -> list[str]:
+    """The counters that cannot take the job: at their limit already, or with less remaining than it needs."""
+    used = state.get("used", {})
+    out = []
+    for counter, limit in limits.items():
+        left = limit.limit - float(used.get(counter, 0.0))
+        if left <= 0 or left < job.get(counter, 0.0):
+            out.append(counter)
+    return out
+
+
+def fraction(limits: Mapping[str, Limit], state: Mapping[str, Any]) -> float:
+    """The smallest remaining / limit over the counters under `limits` (1.0 without any)."""
+    used = state.get("used", {})
+    out = 1.0
+    for name, limit in limits.items():
+        left = limit.limit - float(used.get(name, 0.0))
+        out = min(out, left / limit.limit if limit.limit > 0 else 0.0)
+    return round(out, 6)
+
+
+def level(limits: Mapping[str, Limit], used: Mapping[str, Any]) -> int:
+    """The level under `limits` of what is used (UNLIMITED without limits)."""
+    if not limits:
+        return UNLIMITED
+    if any(limit.reached(float(used.get(c, 0.0))) for c, limit in limits.items()):
+        return EXPIRED
+    if any(limit.warns(float(used.get(c, 0.0))) for c, limit in limits.items()):
+        return PREWARNING
+    return OK

@@ -19,7 +19,7 @@ from server.store.connection import Connection
 from server.store.tables import changes, request_log
 
 
-def _revision(r: Any) -> Revision:
+def revision_of(r: Any) -> Revision:
     return Revision(
         sequence=r["seq"],
         entity_type=r["entity_type"],
@@ -116,7 +116,7 @@ class ChangeLogRows(Connection):
             .order_by(changes.c.seq.desc() if newest else changes.c.seq)
             .limit(limit)
         )
-        return [_revision(r) for r in (await self._execute(stmt)).mappings().all()]
+        return [revision_of(r) for r in (await self._execute(stmt)).mappings().all()]
 
     async def has_history(self, kind: EntityKind, entity_id: uuid.UUID) -> bool:
         return bool(await self._fetch(_HAS_HISTORY, {"b_id": entity_id, "b_type": kind.name}))
@@ -148,8 +148,8 @@ class ChangeLogRows(Connection):
         )
         rows = (await self._execute(stmt)).mappings().all()
         if as_text:
-            return [dataclasses.replace(_revision({**r, "data": {}}), snapshot_json=r["data_text"]) for r in rows]
-        return [_revision(r) for r in rows]
+            return [dataclasses.replace(revision_of({**r, "data": {}}), snapshot_json=r["data_text"]) for r in rows]
+        return [revision_of(r) for r in rows]
 
     async def local_backlog(self, after_seq: int) -> tuple[int, int, datetime | None]:
         """(count, newest local seq, time of the oldest) of local changes after `after_seq`."""
@@ -169,7 +169,7 @@ class ChangeLogRows(Connection):
     async def changes_after(self, after_seq: int, limit: int) -> list[Revision]:
         """Every change after a sequence, whatever its origin, oldest first (what central serves to pulls)."""
         stmt = sa.select(changes).where(changes.c.seq > after_seq).order_by(changes.c.seq).limit(limit)
-        return [_revision(r) for r in (await self._execute(stmt)).mappings().all()]
+        return [revision_of(r) for r in (await self._execute(stmt)).mappings().all()]
 
     async def oldest_change_seq(self) -> int:
         return int((await self._execute(sa.select(sa.func.min(changes.c.seq)))).scalar() or 0)

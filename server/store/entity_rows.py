@@ -14,7 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from server.domain.entities import Versioned
+from server.domain import toollife
+from server.domain.entities import ToolInstance, Versioned
 from server.domain.query import ListQuery, Page
 from server.domain.registry import KINDS, EntityKind, references_to
 from server.domain.schema import fields_of
@@ -27,6 +28,34 @@ from server.store.tables import ENTITY_TABLES, MEMBER_TABLES
 @functools.cache
 def _columns(kind: EntityKind) -> tuple[str, ...]:
     return tuple(f.name for f in fields_of(kind.cls) if f.kind != "members")
+
+
+def _instance_life(entity: Versioned) -> dict[str, Any]:
+    assert isinstance(entity, ToolInstance)
+    level, fraction = toollife.summary(entity.tool_life_state)
+    return {"life_level": level, "life_remaining": fraction}
+
+
+# Columns the store keeps from an entity's fields as every row is written, whoever writes it (the use cases,
+# replication from another store): not fields, never read back into entities (tables.py says what each is for).
+DERIVED: dict[str, tuple[tuple[str, ...], Any]] = {
+    "tool_instance": (("life_level", "life_remaining"), _instance_life),
+}
+
+
+@functools.cache
+def _write_columns(kind: EntityKind) -> tuple[str, ...]:
+    derived = DERIVED.get(kind.name)
+    return _columns(kind) + (derived[0] if derived else ())
+
+
+def _row(kind: EntityKind, entity: Versioned) -> dict[str, Any]:
+    """The row of an entity: its fields' columns and the derived ones."""
+    values = {c: getattr(entity, c) for c in _columns(kind)}
+    derived = DERIVED.get(kind.name)
+    if derived is not None:
+        values.update(derived[1](entity))
+    return values
 
 
 class EntityRows(Connection):
@@ -227,13 +256,14 @@ class EntityRows(Connection):
     # --- writes --------------------------------------------------------------------------------------
 
     async def insert(self, kind: EntityKind, entity: Versioned) -> None:
-        await self._insert(ENTITY_TABLES[kind.name], {c: getattr(entity, c) for c in _columns(kind)})
+        await self._insert(ENTITY_TABLES[kind.name], _row(kind, entity))
         if _has_members(kind):
             await self._write_members(kind, entity, replace=False)
 
     async def update(self, kind: EntityKind, entity: Versioned, expected_version: int) -> bool:
         """Write all columns if the row still has `expected_version`; False when it does not."""
-        values = {c: getattr(entity, c) for c in _updated_columns(kind)}
+        row = _row(kind, entity)
+        values = {c: row[c] for c in _updated_columns(kind)}
         changed = await self._change(
             _update_if_version(kind), {**values, "b_id": entity.id, "b_version": expected_version}
         )
@@ -262,7 +292,7 @@ class EntityRows(Connection):
     async def upsert(self, kind: EntityKind, entity: Versioned) -> None:
         """Write an entity exactly as given (replication applies another store's state), in one statement."""
         table = ENTITY_TABLES[kind.name]
-        values = {c: getattr(entity, c) for c in _columns(kind)}
+        values = _row(kind, entity)
         insert = self._upsert_into(table)
         statement = insert.values(values).on_conflict_do_update(
             index_elements=[table.c.id], set_={c: insert.excluded[c] for c in values if c != "id"}
@@ -284,7 +314,7 @@ class EntityRows(Connection):
     async def bulk_upsert(self, kind: EntityKind, entities: Sequence[Versioned]) -> None:
         """Many entities in one executemany (the kind has no member lists)."""
         table = ENTITY_TABLES[kind.name]
-        rows = [{c: getattr(e, c) for c in _columns(kind)} for e in entities]
+        rows = [_row(kind, e) for e in entities]
         insert = self._upsert_into(table)
         statement = insert.on_conflict_do_update(
             index_elements=[table.c.id], set_={c: insert.excluded[c] for c in rows[0] if c != "id"}
@@ -293,30 +323,31 @@ class EntityRows(Connection):
 
     async def bulk_insert(self, kind: EntityKind, entities: Sequence[Versioned]) -> None:
         """New entities in one statement (the kind has no member lists)."""
-        table, columns = ENTITY_TABLES[kind.name], _columns(kind)
+        table, columns = ENTITY_TABLES[kind.name], _write_columns(kind)
+        rows = [_row(kind, e) for e in entities]
         if self._dialect == "postgresql" and entities:
-            processors = bind_processors(self._conn.dialect, table, tuple(columns))
+            processors = bind_processors(self._conn.dialect, table, columns)
             records = [
-                tuple(
-                    value if p is None else p(value)
-                    for p, value in zip(processors, [getattr(e, c) for c in columns], strict=True)
-                )
-                for e in entities
+                tuple(value if p is None else p(value) for p, value in zip(processors, row.values(), strict=True))
+                for row in rows
             ]
             await self._copy(table, list(columns), records)
             return
-        await self.insert_rows(table, [{c: getattr(e, c) for c in columns} for e in entities])
+        await self.insert_rows(table, rows)
 
     async def bulk_update(self, kind: EntityKind, updates: Sequence[tuple[Versioned, int]]) -> bool:
         """(entity, expected version) pairs in one executemany; False when a row no longer had its version."""
         table = ENTITY_TABLES[kind.name]
-        names = [c for c in _columns(kind) if c not in ("id", "created_at", "owner_id")]
+        names = _updated_columns(kind)
         statement = (
             table.update()
             .where(table.c.id == sa.bindparam("_id"), table.c.version == sa.bindparam("_expected"))
             .values({c: sa.bindparam(c) for c in names})
         )
-        rows = [{"_id": e.id, "_expected": v, **{c: getattr(e, c) for c in names}} for e, v in updates]
+        rows = []
+        for e, v in updates:
+            row = _row(kind, e)
+            rows.append({"_id": e.id, "_expected": v, **{c: row[c] for c in names}})
         result = await self._execute(statement, rows)
         if self._conn.dialect.supports_sane_multi_rowcount:
             return result.rowcount == len(rows)
@@ -355,7 +386,7 @@ def _by_ids(kind: EntityKind) -> sa.Select[Any]:
 
 @functools.cache
 def _updated_columns(kind: EntityKind) -> tuple[str, ...]:
-    return tuple(c for c in _columns(kind) if c not in ("id", "created_at", "owner_id"))
+    return tuple(c for c in _write_columns(kind) if c not in ("id", "created_at", "owner_id"))
 
 
 @functools.cache

@@ -21,15 +21,16 @@ from server.store.change_log import ChangeLogRows
 from server.store.collector_rows import CollectorRows
 from server.store.connection import map_db_error
 from server.store.engine import BUSY_TIMEOUT_MS, WRITE_OPTION, create_engine, create_inline_engine, is_sqlite
-from server.store.entity_rows import EntityRows
 from server.store.group_commit import GroupCommit
 from server.store.identity_rows import IdentityRows
 from server.store.inline import DecodedCache, InlineConnection, raw_pragma
+from server.store.mes_rows import MesRows
 from server.store.replication_rows import ReplicationRows
 
 
-class Transaction(EntityRows, ChangeLogRows, IdentityRows, CollectorRows, ReplicationRows):
-    """Every store operation on one open connection: the row classes of each concern over one `Connection`."""
+class Transaction(MesRows, ChangeLogRows, IdentityRows, CollectorRows, ReplicationRows):
+    """Every store operation on one open connection: the row classes of each concern over one `Connection`
+    (MesRows builds on EntityRows)."""
 
 
 # Decoded entities kept for rows read again (server/store/inline.py), all kinds together: about 2 KB each.

@@ -183,13 +183,27 @@ tool_instances = _versioned(
     sa.Column("measurements", JSON, nullable=False),
     sa.Column("purchase_date", sa.Date()),
     sa.Column("last_calibration", UtcDateTime()),
-    sa.Column("calibration_due", sa.Date(), index=True),
+    sa.Column("calibration_due", sa.Date()),
     _tags(),
     sa.Column("tool_life", JSON, nullable=False, server_default=sa.text("'{}'")),  # migration 0009
     sa.Column("tool_life_state", JSON, nullable=False, server_default=sa.text("'{}'")),  # migration 0009
+    # Kept by the store from tool_life_state as every row is written (not entity fields; migration 0010): the
+    # level (toollife.UNLIMITED..EXPIRED) and the smallest remaining / limit, so the MES queries "least life
+    # first" and "at or past prewarning" are index ranges (issue 13).
+    sa.Column("life_level", sa.SmallInteger(), nullable=False, server_default=sa.text("1")),
+    sa.Column("life_remaining", sa.Float(), nullable=False, server_default=sa.text("1.0")),
     sa.CheckConstraint("tool_item_id IS NOT NULL OR tool_assembly_id IS NOT NULL", name="has_item"),
     sa.Index("ix_tool_instances_serial_number", "serial_number", unique=True),
 )
+# MES queries (issue 13): tool life, least life first; calibration due before a date, soonest first.
+# The level rides along in the index: "at or past prewarning" is decided without reading the rows.
+sa.Index(
+    "ix_tool_instances_life_remaining_id_life_level",
+    tool_instances.c.life_remaining,
+    tool_instances.c.id,
+    tool_instances.c.life_level,
+)
+sa.Index("ix_tool_instances_calibration_due_id", tool_instances.c.calibration_due, tool_instances.c.id)
 sa.Index(
     "ix_tool_instances_status_created_at_id",
     tool_instances.c.status,

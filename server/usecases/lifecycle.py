@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from server.domain import lifecycle, toollife
 from server.domain.entities import ToolAssembly, ToolInstance, ToolInstanceStatus, ToolItem, ToolUsage, Versioned
@@ -45,6 +46,24 @@ class InstanceService(EntityService):
         reason = entity.status_reason if "status_reason" in fields else ""
         lifecycle.check(current.status, entity.status, lifecycle.By.OPERATOR, reason)
 
+    async def _prepare(self, tx: Transaction, entity: Versioned) -> Versioned:
+        """A new instance, or one whose own limits changed, starts counting under its limits now (a new one shows
+        its full life at once; a lowered limit may warn or be reached at once)."""
+        assert isinstance(entity, ToolInstance)
+        current = None if entity.version == 1 else await tx.get(self.kind, entity.id)
+        if isinstance(current, ToolInstance) and current.tool_life == entity.tool_life:
+            return entity
+        changes: dict[str, Any] = await relimited(tx, entity, self._clock())
+        return dataclasses.replace(entity, **changes) if changes else entity
+
+    async def follow_limits(self, tx: Transaction, instance_ids: list[uuid.UUID], peer: str) -> None:
+        """Limits of a tool item or assembly changed: its instances count under the new ones from now."""
+        for instance in (await tx.get_many(self.kind, instance_ids)).values():
+            assert isinstance(instance, ToolInstance)
+            changes = await relimited(tx, instance, self._clock())
+            if changes:
+                await self.update_in(tx, instance.id, 0, changes, caller=Caller(peer=peer, system=True))
+
     async def reset_tool_life(
         self, entity_id: uuid.UUID, version: int, reason: str, counters: list[str], *, caller: Caller
     ) -> Versioned:
@@ -78,14 +97,77 @@ class InstanceService(EntityService):
 
 async def effective_limits(tx: Transaction, instance: ToolInstance) -> dict[str, toollife.Limit]:
     """The limits in force for an instance: its item's (or its assembly cutter's), the assembly's, its own."""
-    assembly = await tx.get(KINDS["tool_assembly"], instance.tool_assembly_id) if instance.tool_assembly_id else None
-    item_id = instance.tool_item_id or (assembly.cutter_id if isinstance(assembly, ToolAssembly) else None)
-    item = await tx.get(KINDS["tool_item"], item_id) if item_id is not None else None
-    return toollife.effective(
-        item.tool_life if isinstance(item, ToolItem) else {},
-        assembly.tool_life if isinstance(assembly, ToolAssembly) else {},
-        instance.tool_life,
+    return (await limits_of(tx, [instance]))[instance.id]
+
+
+async def limits_of(tx: Transaction, instances: Sequence[ToolInstance]) -> dict[uuid.UUID, dict[str, toollife.Limit]]:
+    """The limits in force for each instance (`effective_limits`), with two reads for all of them."""
+    assemblies = await tx.get_many(
+        KINDS["tool_assembly"], sorted({i.tool_assembly_id for i in instances if i.tool_assembly_id})
     )
+    item_ids = set()
+    for i in instances:
+        assembly = assemblies.get(i.tool_assembly_id) if i.tool_assembly_id else None
+        item_id = i.tool_item_id or (assembly.cutter_id if isinstance(assembly, ToolAssembly) else None)
+        if item_id is not None:
+            item_ids.add(item_id)
+    items = await tx.get_many(KINDS["tool_item"], sorted(item_ids))
+    out = {}
+    for i in instances:
+        assembly = assemblies.get(i.tool_assembly_id) if i.tool_assembly_id else None
+        item_id = i.tool_item_id or (assembly.cutter_id if isinstance(assembly, ToolAssembly) else None)
+        item = items.get(item_id) if item_id else None
+        out[i.id] = toollife.effective(
+            item.tool_life if isinstance(item, ToolItem) else {},
+            assembly.tool_life if isinstance(assembly, ToolAssembly) else {},
+            i.tool_life,
+        )
+    return out
+
+
+async def relimited(tx: Transaction, instance: ToolInstance, at: datetime) -> dict[str, object]:
+    """The changes to an instance when its effective limits are (re)read: its tool_life_state under them and,
+    when that reaches a limit, MAINTENANCE with the reason. Empty when nothing changes."""
+    limits = await effective_limits(tx, instance)
+    if not limits and not instance.tool_life_state.get("remaining"):
+        return {}
+    outcome = toollife.account(instance.tool_life_state, limits, {}, _iso(at))
+    changes: dict[str, object] = {}
+    if outcome.state != instance.tool_life_state:
+        changes["tool_life_state"] = outcome.state
+    if outcome.reached and lifecycle.allowed(instance.status, lifecycle.MAINTENANCE, lifecycle.By.TOOL_LIFE):
+        changes["status"] = lifecycle.MAINTENANCE
+        changes["status_reason"] = _reason(
+            "tool life reached: " + toollife.describe(limits, outcome.state, outcome.reached) + " (limits changed)"
+        )
+    return changes
+
+
+class LimitsService(EntityService):
+    """ToolItems and ToolAssemblies: when their tool life limits change, their instances follow at once."""
+
+    def __init__(
+        self, store: UnitOfWork, kind: EntityKind, clock: Callable[[], datetime], instances: InstanceService
+    ) -> None:
+        super().__init__(store, kind, clock)
+        self._instances = instances
+
+    async def _after_write(
+        self, tx: Transaction, before: Versioned | None, after: Versioned, caller: Caller, now: datetime
+    ) -> None:
+        assert isinstance(after, ToolItem | ToolAssembly)
+        if before is None or getattr(before, "tool_life", None) == after.tool_life:
+            return
+        instances = KINDS["tool_instance"]
+        if isinstance(after, ToolItem):
+            found = await tx.find_in(instances, "tool_item_id", [after.id])
+            assemblies = await tx.find_in(KINDS["tool_assembly"], "cutter_id", [after.id])
+            if assemblies:
+                found += await tx.find_in(instances, "tool_assembly_id", [a.id for a in assemblies])
+        else:
+            found = await tx.find_in(instances, "tool_assembly_id", [after.id])
+        ids = sorted({i.id for i in found})
+        await self._instances.follow_limits(tx, ids, caller.peer or f"{self.kind.name} limits")
 
 
 def _iso(at: datetime) -> str:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol
 
 from server.domain.entities import ChangeOperation, Revision, Versioned
 from server.domain.identity import ApiKey, AuditEntry, AuditFilter
+from server.domain.mes import InstanceScope, UsageFilter, UsageGrouping, UsageTotals
 from server.domain.query import ListQuery, Page
 from server.domain.registry import EntityKind
 
@@ -127,7 +128,37 @@ class ReplicationState(Protocol):
     async def insert_rejection(self, row: dict[str, Any]) -> None: ...
 
 
-class Transaction(Entities, ChangeLog, IdentityAndAudit, CollectorState, ReplicationState, Protocol):
+class MesQueries(Protocol):
+    """The MES queries and the change stream's reads (issue 13): index ranges, pages of entities or totals."""
+
+    async def tool_life_page(
+        self, scope: InstanceScope, min_level: int, after: tuple[float, uuid.UUID] | None, limit: int
+    ) -> list[Versioned]: ...
+    async def calibration_due_page(
+        self, scope: InstanceScope, before: date, after: tuple[date, uuid.UUID] | None, limit: int
+    ) -> list[Versioned]: ...
+    async def preset_machines(self, instance_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, uuid.UUID]]: ...
+    async def instances_on_machine(self, machine_id: str) -> set[uuid.UUID]: ...
+    async def open_usage_machines(self, instance_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, set[str]]: ...
+    async def sister_instances(
+        self,
+        tool_item_id: uuid.UUID | None,
+        tool_assembly_id: uuid.UUID | None,
+        due_from: date,
+        exclude: Sequence[uuid.UUID],
+        limit: int,
+    ) -> list[Versioned]: ...
+    async def usage_totals(
+        self, flt: UsageFilter, group: UsageGrouping | None, after_key: Any, limit: int
+    ) -> list[tuple[Any, UsageTotals]]: ...
+    async def change_page(
+        self, after_seq: int, entity_types: Sequence[str], limit: int
+    ) -> tuple[int, list[Revision]]: ...
+    async def snapshot_before(self, entity_id: uuid.UUID, seq: int) -> Any: ...
+    async def change_bounds(self) -> tuple[int, int]: ...
+
+
+class Transaction(Entities, ChangeLog, IdentityAndAudit, CollectorState, ReplicationState, MesQueries, Protocol):
     """Everything above inside one unit of work (one database transaction)."""
 
     def savepoint(self) -> AbstractAsyncContextManager[None]:

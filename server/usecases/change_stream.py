@@ -1,0 +1,270 @@
+"""The change stream (issue 13): every change after a cursor exactly once, in commit order, read from the change
+log — the same table that is the version history and the replication outbox — so a watcher costs the store
+nothing while it keeps up, holds at most one page in memory, and resumes from its cursor after any disconnect
+or restart of either side.
+
+Commit order: writers take turns (one writer on SQLite, an advisory lock on PostgreSQL), so sequences become
+visible in order and a reader never sees a later change before an earlier one.
+
+A cursor names the store's change log (its `change_stream_id`, kept in replication_state) and a sequence in it.
+A cursor from another store, older than what the log keeps, or ahead of it (the store was restored from an older
+copy) is refused with OUT_OF_RANGE reason CURSOR_EXPIRED: the client rereads, then watches from now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from server.domain.entities import Revision
+from server.domain.errors import FieldViolation, InvalidArgument, OutOfRange, ResourceExhausted, Unavailable
+from server.domain.events import NEEDS_BEFORE, ToolEvent, instance_of, tool_events
+from server.domain.identity import Principal
+from server.domain.registry import KINDS
+from server.usecases.entities import utc_now
+from server.usecases.ports import Transaction, UnitOfWork
+
+log = structlog.get_logger("smooth_edge.change_stream")
+
+STREAM_ID_KEY = "change_stream_id"
+PAGE = 500
+DEFAULT_BOOKMARK_S = 10.0
+MIN_BOOKMARK_S, MAX_BOOKMARK_S = 0.1, 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class WatchFilter:
+    entity_types: tuple[str, ...] = ()
+    machine_id: str = ""
+    tool_instance_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamItem:
+    """A change (with its tool events), or a bookmark (`change` None) at `sequence`."""
+
+    sequence: int
+    cursor: str
+    change: Revision | None = None
+    events: list[ToolEvent] = field(default_factory=list)
+
+
+class ChangeStream:
+    """Serves every watcher of one store. `notify` is called after each commit (Store.on_commit); a watcher also
+    looks again every `poll_s`, for writers in other processes."""
+
+    def __init__(
+        self,
+        store: UnitOfWork,
+        clock: Callable[[], datetime] = utc_now,
+        *,
+        poll_s: float = 1.0,
+        max_watchers: int = 256,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._poll_s = poll_s
+        self._max_watchers = max_watchers
+        self._wakeups: set[asyncio.Event] = set()
+        self._stopping: set[asyncio.Event] = set()  # watchers told to end (the server stops)
+        self._stream_id: str | None = None
+
+    def notify(self) -> None:
+        for wakeup in self._wakeups:
+            wakeup.set()
+
+    def stop_watchers(self) -> None:
+        """End every current watch (UNAVAILABLE, reason SHUTTING_DOWN): the server is stopping; clients resume
+        from their cursor elsewhere or later. Watches started afterwards are served as usual."""
+        self._stopping |= self._wakeups
+        self.notify()
+
+    @property
+    def watchers(self) -> int:
+        return len(self._wakeups)
+
+    async def stream_id(self) -> str:
+        """This store's change log identity (made on first use)."""
+        if self._stream_id is None:
+            async with self._store.read() as tx:
+                found = await tx.replication_value(STREAM_ID_KEY)
+            if not isinstance(found, str):
+                async with self._store.write() as tx:
+                    found = await tx.replication_value(STREAM_ID_KEY)
+                    if not isinstance(found, str):
+                        found = str(uuid.uuid4())
+                        await tx.set_replication_value(STREAM_ID_KEY, found, self._clock())
+            self._stream_id = found
+        return self._stream_id
+
+    def cursor(self, sequence: int) -> str:
+        assert self._stream_id is not None
+        raw = json.dumps({"s": self._stream_id, "q": sequence}, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    async def start(self, cursor: str) -> int:
+        """The sequence to watch after: the cursor's, checked against the log, or the newest one (from now)."""
+        stream_id = await self.stream_id()
+        async with self._store.read() as tx:
+            oldest, newest = await tx.change_bounds()
+        if not cursor:
+            return newest
+        owner, sequence = _parse(cursor)
+        what_to_do = "reread what you need, then watch from now (an empty cursor)"
+        if owner != stream_id:
+            raise _expired(f"the cursor belongs to another store's change log; {what_to_do}", sequence, oldest, newest)
+        if sequence > newest:
+            raise _expired(
+                f"the cursor is ahead of this store's change log (newest {newest}): the store was restored from an "
+                f"older copy; {what_to_do}",
+                sequence,
+                oldest,
+                newest,
+            )
+        if oldest and sequence < oldest - 1:
+            raise _expired(
+                f"the store no longer keeps changes after {sequence} (the oldest kept is {oldest}); {what_to_do}",
+                sequence,
+                oldest,
+                newest,
+            )
+        return sequence
+
+    async def watch(
+        self,
+        flt: WatchFilter,
+        after: int,
+        principal: Principal | None,
+        *,
+        bookmark_s: float = DEFAULT_BOOKMARK_S,
+    ) -> AsyncGenerator[StreamItem, None]:
+        """Changes after `after` that pass the filter (and that the principal may read), then new ones as they
+        commit; a bookmark whenever `bookmark_s` passed without anything sent."""
+        if len(self._wakeups) >= self._max_watchers:
+            raise ResourceExhausted(
+                f"this server already serves {self._max_watchers} watchers; retry later or watch from central",
+                reason="TOO_MANY_WATCHERS",
+            )
+        loop = asyncio.get_running_loop()
+        wakeup = asyncio.Event()
+        self._wakeups.add(wakeup)
+        position = after
+        try:
+            # At once: the client holds a cursor before anything happens (a watch from now resumes from here).
+            yield StreamItem(position, self.cursor(position))
+            last_sent = loop.time()
+            while True:
+                if wakeup in self._stopping:
+                    raise Unavailable(
+                        "the server is stopping; reconnect with the last cursor received (nothing is lost)",
+                        reason="SHUTTING_DOWN",
+                    )
+                wakeup.clear()  # before reading: a commit after the read wakes the wait below
+                async with self._store.read() as tx:
+                    scanned, page = await tx.change_page(position, flt.entity_types, PAGE)
+                    on_machine = (
+                        {str(i) for i in await tx.instances_on_machine(flt.machine_id)} if flt.machine_id else None
+                    )
+                    chosen = [c for c in page if _matches(c, flt, on_machine) and _readable(c, principal)]
+                    events = await _events(tx, chosen, page)
+                for change, found in zip(chosen, events, strict=True):
+                    yield StreamItem(change.sequence, self.cursor(change.sequence), change, found)
+                    last_sent = loop.time()
+                position = scanned
+                if loop.time() - last_sent >= bookmark_s:
+                    yield StreamItem(position, self.cursor(position))
+                    last_sent = loop.time()
+                if len(page) == PAGE:
+                    continue  # more is waiting
+                wait = min(self._poll_s, max(bookmark_s - (loop.time() - last_sent), 0.01))
+                try:
+                    await asyncio.wait_for(wakeup.wait(), wait)
+                except TimeoutError:
+                    pass
+        finally:
+            self._wakeups.discard(wakeup)
+            self._stopping.discard(wakeup)
+
+
+def _parse(cursor: str) -> tuple[str, int]:
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        owner, sequence = payload["s"], payload["q"]
+        if not isinstance(owner, str) or not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 0:
+            raise ValueError("malformed")
+        return owner, sequence
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise InvalidArgument.of(
+            [FieldViolation("cursor", "not a cursor of this stream; pass a received cursor unchanged, or none")]
+        ) from None
+
+
+def _expired(message: str, sequence: int, oldest: int, newest: int) -> OutOfRange:
+    return OutOfRange(
+        message,
+        reason="CURSOR_EXPIRED",
+        metadata={"cursor_sequence": str(sequence), "oldest_sequence": str(oldest), "newest_sequence": str(newest)},
+    )
+
+
+def _matches(change: Revision, flt: WatchFilter, on_machine: set[str] | None) -> bool:
+    snapshot = change.snapshot
+    if flt.tool_instance_id is not None and instance_of(change.entity_type, snapshot) != str(flt.tool_instance_id):
+        return False
+    if flt.machine_id:
+        if change.entity_type in ("tool_usage", "tool_preset"):
+            return snapshot.get("machine_id") == flt.machine_id
+        instance = instance_of(change.entity_type, snapshot)
+        return bool(instance) and on_machine is not None and instance in on_machine
+    return True
+
+
+def _readable(change: Revision, principal: Principal | None) -> bool:
+    """Users' changes only for admins; a private tool set only for its owner (and admins)."""
+    if principal is None or principal.is_admin:
+        return True
+    if change.entity_type == "user":
+        return False
+    if change.entity_type == "tool_set":
+        snapshot = change.snapshot
+        return bool(snapshot.get("is_global")) or snapshot.get("owner_id") == str(principal.user_id)
+    return True
+
+
+async def _events(tx: Transaction, chosen: Sequence[Revision], page: Sequence[Revision]) -> list[list[ToolEvent]]:
+    """Each chosen change's tool events; a previous snapshot comes from the page when it is there."""
+    previous: dict[uuid.UUID, dict[str, Any]] = {}
+    before_of: dict[int, dict[str, Any] | None] = {}
+    for change in page:
+        if change.entity_type in NEEDS_BEFORE:
+            before_of[change.sequence] = previous.get(change.entity_id)
+            previous[change.entity_id] = change.snapshot
+    out = []
+    for change in chosen:
+        before = None
+        if change.entity_type in NEEDS_BEFORE and change.operation.value == "UPDATE":
+            before = before_of.get(change.sequence)
+            if before is None:
+                found = await tx.snapshot_before(change.entity_id, change.sequence)
+                before = found if isinstance(found, dict) else None
+        out.append(tool_events(change.entity_type, change.operation.value, before, change.snapshot))
+    return out
+
+
+def valid_kinds(names: Sequence[str]) -> tuple[str, ...]:
+    """The entity kinds asked for, checked."""
+    unknown = [n for n in names if n not in KINDS]
+    if unknown:
+        allowed = ", ".join(sorted(KINDS))
+        raise InvalidArgument.of(
+            [FieldViolation("entity_types", f"unknown entity type {n!r}; use one of {allowed}") for n in unknown]
+        )
+    return tuple(dict.fromkeys(names))
