@@ -17,6 +17,7 @@ import structlog
 from agent import backup
 from agent.config import CollectorConfig, ConfigError, load_collector_config
 from agent.logs import configure_logging
+from agent.supervisor import ComponentFailed
 from server.domain.errors import SmoothError
 
 DEFAULT_DB = "smooth-edge.db"
@@ -334,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("failed", error=str(err))
         print(f"smooth-edge: {err}", file=sys.__stderr__)
         return 2
+    except ComponentFailed as err:  # logged with its traceback when it happened
+        print(f"smooth-edge: {err}", file=sys.__stderr__)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 0

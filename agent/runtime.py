@@ -1,6 +1,9 @@
-"""The composition root: opens the store, checks the schema, builds the use cases and serves gRPC.
+"""The composition root: opens the store, checks the schema, builds the use cases and serves gRPC, every
+long-lived task run by one supervisor.
 
-Components start in order and stop in reverse; the first SIGTERM/SIGINT stops gracefully, a second forces.
+Components start in order and stop in reverse; the first SIGTERM/SIGINT stops gracefully, a second forces. A
+component the agent cannot serve without that fails (the writer, the gRPC server) stops it the same way, and
+`serve` then raises ComponentFailed.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from agent.replicator.central_client import CentralClient
 from agent.replicator.grpc_central import GrpcCentralClient
 from agent.replicator.replicator import Replicator, ReplicatorSettings
 from agent.replicator.wire import status_to_proto
+from agent.supervisor import Supervisor
 from server.api.interceptors import ReflectionMode
 from server.api.server import GrpcServer, TlsConfig
 from server.store import migrate
@@ -55,22 +59,35 @@ async def prepare_store(store: Store, *, auto_migrate: bool) -> None:
 
 
 def edge_replicator(
-    store: Store, central: CentralClient, settings: ReplicatorSettings, clock: Callable[[], datetime] = utc_now
+    store: Store,
+    central: CentralClient,
+    settings: ReplicatorSettings,
+    clock: Callable[[], datetime] = utc_now,
+    supervisor: Supervisor | None = None,
 ) -> Replicator:
     """The replicator of `store`, with the edge's use cases applying what comes down from `central`."""
     return Replicator(
-        store, central, settings, clock, pull=PullApplier(store, clock), resync=ResyncApplier(store, clock)
+        store,
+        central,
+        settings,
+        clock,
+        pull=PullApplier(store, clock),
+        resync=ResyncApplier(store, clock),
+        supervisor=supervisor,
     )
 
 
 @asynccontextmanager
 async def replicating(
-    store: Store, settings: ReplicatorSettings, clock: Callable[[], datetime] = utc_now
+    store: Store,
+    settings: ReplicatorSettings,
+    clock: Callable[[], datetime] = utc_now,
+    supervisor: Supervisor | None = None,
 ) -> AsyncIterator[Replicator]:
     """`store`'s replicator, talking to central over gRPC; on leaving it flushes, then the channel closes."""
     async with (
         GrpcCentralClient(settings.central, settings.key, settings.credentials) as central,
-        edge_replicator(store, central, settings, clock) as replicator,
+        edge_replicator(store, central, settings, clock, supervisor) as replicator,
     ):
         yield replicator
 
@@ -81,19 +98,21 @@ async def serve(
     on_ready: Callable[[GrpcServer, UseCases], Awaitable[None]] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Run the edge server until `stop` is set or the process gets SIGTERM/SIGINT."""
+    """Run the edge server until `stop` is set or the process gets SIGTERM/SIGINT; raises ComponentFailed (after
+    stopping gracefully) when the writer or the gRPC server failed."""
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
+    supervisor = Supervisor(on_fatal=stop.set)
     async with AsyncExitStack() as stack:
-        store = await stack.enter_async_context(Store(options.db_url))
+        store = await stack.enter_async_context(Store(options.db_url, spawn=supervisor.spawner("writer")))
         await prepare_store(store, auto_migrate=options.auto_migrate)
         use_cases = build(store, central=options.central, schema_version=migrate.head_revision())
         replicator: Replicator | None = None
         if options.replicate is not None:
             settings = replace(options.replicate, schema_version=migrate.head_revision())
-            replicator = await stack.enter_async_context(replicating(store, settings, utc_now))
+            replicator = await stack.enter_async_context(replicating(store, settings, utc_now, supervisor))
             store.on_commit.append(replicator.notify)
-        collector = Collector(options.collector, use_cases.recorder, utc_now)
+        collector = Collector(options.collector, use_cases.recorder, utc_now, supervisor)
         grpc_server = GrpcServer(
             use_cases,
             options.listen,
@@ -104,15 +123,28 @@ async def serve(
             replication_status=_status_source(replicator) if replicator is not None else None,
         )
         server = await stack.enter_async_context(grpc_server)
+        serving = supervisor.watch("server", options.listen, server.wait(), forever=True)
+        stack.push_async_callback(_cancel, serving)  # before the server stops: stopping it then is no failure
         # Collectors start after the API and stop before it; the replicator (entered before the API) flushes
         # after both have stopped taking writes, and the store closes last.
         await stack.enter_async_context(collector)
-        log.info("agent.ready", db=_safe(options.db_url), listen=options.listen, port=server.port)
+        log.info(
+            "agent.ready",
+            db=_safe(options.db_url),
+            listen=options.listen,
+            port=server.port,
+        )
         if on_ready is not None:
             await on_ready(server, use_cases)
         await stop.wait()
         log.info("agent.stopping")
     log.info("agent.stopped")
+    supervisor.raise_failure()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def _status_source(replicator: Replicator) -> Callable[[], Awaitable[Any]]:

@@ -1,4 +1,5 @@
-"""The collector: one MachineSession per configured machine, run as tasks of the agent's event loop."""
+"""The collector: one MachineSession per configured machine, each run by the agent's supervisor (a session that
+dies of an unexpected error is restarted with backoff)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import structlog
 
 from agent.collector.session import MachineSession
 from agent.config import CollectorConfig
+from agent.supervisor import Supervisor
 from server.domain.collector import MachineStatus
 from server.usecases.usage_recording import UsageRecorder
 
@@ -19,25 +21,30 @@ log = structlog.get_logger("smooth_edge.collector")
 class Collector:
     """`async with Collector(config, recorder, clock):` collects from every machine until the block ends."""
 
-    def __init__(self, config: CollectorConfig, recorder: UsageRecorder, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        config: CollectorConfig,
+        recorder: UsageRecorder,
+        clock: Callable[[], datetime],
+        supervisor: Supervisor | None = None,
+    ) -> None:
         self._sessions = [MachineSession(m, recorder, clock) for m in config.machines]
+        self._supervisor = supervisor or Supervisor()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> Collector:
         for session in self._sessions:
-            name = f"collector-{session.config.machine_id}"
-            self._tasks.append(asyncio.create_task(session.run(), name=name))
+            self._tasks.append(self._supervisor.restarting("collector", session.config.machine_id, session.run))
         log.info("collector.started", machines=[s.config.machine_id for s in self._sessions])
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        """Stop every session, then save every machine's last state; a session that stopped on an unexpected error
-        (logged with its traceback when it happened) or a final save that failed unexpectedly is raised here, after
-        the other machines have saved theirs."""
+        """Stop every session, then save every machine's last state; a final save that failed unexpectedly is raised
+        here, after the other machines have saved theirs."""
         await _cancel_all(self._tasks)
         outcomes = await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        errors = [outcome for outcome in outcomes if isinstance(outcome, Exception)]  # not the cancellations
+        errors = [outcome for outcome in outcomes if isinstance(outcome, Exception)]  # (supervised: none expected)
         for session in self._sessions:
             try:
                 await session.close()

@@ -27,6 +27,7 @@ from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from agent.collector import profiles, tool_life
 from agent.collector.tracker import CLOCK_SKEW, Tracker, TrackerState
 from agent.config import MachineConfig
+from server.domain import failpoints
 from server.domain.collector import MachineStatus, UsageClosed, UsageEvent
 from server.domain.entities import Versioned
 from server.domain.errors import Aborted, Unavailable
@@ -156,8 +157,8 @@ class MachineSession:
 
     async def run(self) -> None:
         """Collect until cancelled. A RETRYABLE failure leads to a fresh connection after a backoff; anything else
-        is logged with its traceback, shown in the status and raised: it ends this machine's session (retrying a
-        bug would make it look like an outage)."""
+        is shown in the status and raised, not counted as a failed connection (a bug is not an outage): the
+        collector's supervisor logs it with its traceback and runs the session again after its own backoff."""
         backoff = 0.5
         while True:
             started = time.monotonic()
@@ -176,11 +177,11 @@ class MachineSession:
                     "collector.disconnected", machine_id=self.config.machine_id, error=message, retry_in_s=backoff
                 )
             except Exception as exc:
-                log.exception("collector.session_failed", machine_id=self.config.machine_id, error=_describe(exc))
                 self.status = replace(
                     self.status,
                     connected=False,
-                    last_error=f"collection stopped by an unexpected error (see the agent's log): {_describe(exc)}",
+                    last_error=f"collection stopped by an unexpected error (see the agent's log), restarting: "
+                    f"{_describe(exc)}",
                 )
                 raise
             if time.monotonic() - started > 60:
@@ -231,6 +232,7 @@ class MachineSession:
 
     async def _session(self) -> None:
         cfg = self.config
+        failpoints.hit("collector-session")
         if not self._loaded:
             # Once: across a lost connection the memory holds more than the last save (issue 10, case 2).
             saved = await self._recorder.load_state(cfg.machine_id)

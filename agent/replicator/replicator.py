@@ -5,7 +5,8 @@ changes in order — one local transaction's changes are consecutive), and advan
 only after central's answer. It wakes on new local commits or a timer, flushes on shutdown within a time bound,
 and exposes its state. Failures are told apart (errors.py): a transient one (central unreachable, busy, at
 another position) is retried with exponential backoff to a cap; a permanent one (refused, central failed, a
-bug here) is logged with its traceback once, shown in the status, and retried only slowly.
+bug here) is logged with its traceback once, shown in the status, and retried only slowly. The loop itself is run
+by the agent's supervisor: should it die of an unexpected error anyway, it is logged and restarted with backoff.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from agent.replicator.errors import SequenceGap, is_transient
 from agent.replicator.ports import EdgeStore, EdgeTransaction, PullApply, ResyncApply
 from agent.replicator.status import ReplicatorState, ReplicatorStatus
 from agent.replicator.wire import wire_size
+from agent.supervisor import Supervisor
 from server.domain import failpoints
 from server.domain.entities import Revision
 from server.domain.errors import SmoothError
@@ -71,8 +73,10 @@ class Replicator:
         *,
         pull: PullApply,
         resync: ResyncApply,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self._store = store
+        self._supervisor = supervisor or Supervisor()
         self._central = central
         self._pull = pull
         self._resync_apply = resync
@@ -112,7 +116,7 @@ class Replicator:
                 log.error("replicator.local_log_behind_sent", sent=sent)
             await tx.ensure_sequence_above(sent)
         self.origin_id = origin
-        self._task = asyncio.create_task(self._run(), name="replicator")
+        self._task = self._supervisor.restarting("replicator", self._settings.central, self._run)
         log.info("replicator.started", central=self._settings.central, origin_id=str(origin), acked=self.acked)
         return self
 
@@ -150,6 +154,7 @@ class Replicator:
         backoff = self._settings.interval_s
         checked = False
         while True:
+            failpoints.hit("replicator-loop")  # (outside the try below: what its supervisor is for)
             try:
                 if not checked:
                     await self._check_watermark()

@@ -3,6 +3,7 @@ authentication on every RPC and optional TLS / mutual TLS, as an async context m
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,8 +122,10 @@ class GrpcServer:
         return self
 
     async def wait(self) -> None:
+        """Until the server has stopped. Cancelling this wait leaves the server alone: grpc awaits its own
+        "shutdown completed" future here, which a cancellation would cancel, breaking the server's later stop."""
         if self._server is not None:
-            await self._server.wait_for_termination()
+            await asyncio.shield(self._server.wait_for_termination())
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self._server is None:

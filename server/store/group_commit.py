@@ -5,17 +5,22 @@ A writer joins the queue; the first one starts a leader task that opens a transa
 writers one at a time (each body runs in its writer's own task, inside a savepoint the leader opened), and commits
 once for all whose bodies succeeded. A writer returns from its `async with` only after that commit: what is
 acknowledged is committed. A failing body gets its own exception; a failing commit fails every unit of the group.
+The leader is started through `spawn` (the agent's supervisor: a leader that dies of an unexpected error stops the
+agent, issue 14 item 3); whatever it was handed or had queued then fails with that error, never waits forever.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any, Generic, TypeVar
 
+from server.domain import failpoints
+
 T = TypeVar("T")
+Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
 
 GROUP_MAX = 64  # units of work in one transaction at most (bounds its size and the wait of the last one)
 
@@ -42,6 +47,10 @@ def _settle(turns: list[_Turn[Any]]) -> None:
             turn.committed.set_result(None)
 
 
+def _create_task(work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    return asyncio.get_running_loop().create_task(work, name=name)
+
+
 def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
@@ -56,11 +65,15 @@ class GroupCommit(Generic[T]):
         open_transaction: Callable[[], AbstractAsyncContextManager[T]],
         savepoint: Callable[[T], AbstractAsyncContextManager[None]],
         after_commit: Callable[[], None],
+        *,
+        spawn: Spawn | None = None,
     ) -> None:
         self._open = open_transaction
         self._savepoint = savepoint
         self._after_commit = after_commit
+        self._spawn = spawn or _create_task
         self._queue: deque[_Turn[T]] = deque()
+        self._batch: list[_Turn[T]] = []  # the group the leader is working on
         self._leader: asyncio.Task[None] | None = None
 
     @asynccontextmanager
@@ -69,7 +82,7 @@ class GroupCommit(Generic[T]):
         turn: _Turn[T] = _Turn(loop)
         self._queue.append(turn)
         if self._leader is None or self._leader.done():
-            self._leader = loop.create_task(self._lead(), name="group-commit")
+            self._leader = self._spawn(self._lead(), "group-commit")
         try:
             tx = await turn.granted
         except asyncio.CancelledError:
@@ -91,10 +104,27 @@ class GroupCommit(Generic[T]):
         await asyncio.shield(turn.committed)
 
     async def _lead(self) -> None:
+        try:
+            await self._lead_groups()
+        except BaseException as exc:
+            # Not the database's error (those are handled per group below): a bug, or the loop closing. Nobody
+            # handed a transaction or queued behind it may wait for a leader that is gone.
+            for turn in [*self._batch, *self._queue]:
+                for future in (turn.granted, turn.committed):
+                    if not future.done():
+                        future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+            self._queue.clear()
+            raise
+        finally:
+            self._batch = []
+
+    async def _lead_groups(self) -> None:
         while self._queue:
+            failpoints.hit("group-commit")
             # The units queued now share this transaction; later ones wait for the next. A unit alone in its
             # transaction needs no savepoint: if it fails, the whole transaction is rolled back.
             batch: list[_Turn[T]] = []
+            self._batch = batch
             while self._queue and len(batch) < GROUP_MAX:
                 turn = self._queue.popleft()
                 if not turn.granted.done():  # (done: cancelled while it waited)

@@ -21,7 +21,7 @@ from server.store.change_log import ChangeLogRows
 from server.store.collector_rows import CollectorRows
 from server.store.connection import map_db_error
 from server.store.engine import BUSY_TIMEOUT_MS, WRITE_OPTION, create_engine, create_inline_engine, is_sqlite
-from server.store.group_commit import GroupCommit
+from server.store.group_commit import GroupCommit, Spawn
 from server.store.identity_rows import IdentityRows
 from server.store.inline import DecodedCache, InlineConnection, raw_pragma
 from server.store.mes_rows import MesRows
@@ -41,10 +41,13 @@ WRITE_LOCK = 0x5E_A0D1
 
 
 class Store:
-    """Owns the engine. `async with Store(url) as store:` opens it; leaving disposes every connection."""
+    """Owns the engine. `async with Store(url) as store:` opens it; leaving disposes every connection.
 
-    def __init__(self, url: str) -> None:
+    `spawn` starts the group-commit writer's task (the agent's supervisor watches it)."""
+
+    def __init__(self, url: str, *, spawn: Spawn | None = None) -> None:
         self.url = url
+        self._spawn = spawn
         self._engine: AsyncEngine | None = None
         self._inline: sa.Engine | None = None  # SQLite: statements run inline on the loop (store/inline.py)
         self._write_lock = asyncio.Lock()
@@ -104,7 +107,12 @@ class Store:
             self._committed()
             return
         if self._group is None:
-            self._group = GroupCommit(lambda: self._transaction(durable=False), _savepoint, self._committed)
+            self._group = GroupCommit(
+                lambda: self._transaction(durable=False),
+                _savepoint,
+                self._committed,
+                spawn=self._spawn,
+            )
         async with self._group.unit() as tx:
             yield tx
 

@@ -29,7 +29,9 @@ from agent.collector.collector import Collector
 from agent.config import CollectorConfig, MachineConfig
 from agent.simulator.server import CncSimulator, SimMachine
 from agent.simulator.timeline import Step
+from agent.supervisor import Backoff, Supervisor
 from agent.usage_tail import describe
+from server.domain import failpoints
 from server.domain.entities import ToolInstanceStatus, ToolType, ToolUsage
 from server.store import engine, migrate
 from server.store.repository import Store
@@ -343,26 +345,53 @@ class _BrokenRecorder(UsageRecorder):
         raise KeyError("a bug in the recorder")
 
 
-async def test_an_unexpected_error_stops_the_machine_visibly_instead_of_reconnecting(
+async def test_an_unexpected_error_is_logged_and_the_session_restarted_not_retried_as_an_outage(
     sim: CncSimulator, tmp_path: Path
 ) -> None:
+    """Issue 14, item 3: a bug is not an outage (no reconnect loop, not a failed attempt) and not a silently dead
+    machine either: the supervisor logs it with its traceback and runs the session again after a backoff."""
     await reset(sim, "M2")
     store, uc, _ = await store_with_presets(tmp_path / "bug.db", "M2", [1])
     recorder = _BrokenRecorder(store, uc.entities["tool_usage"], utc_now)
+    supervisor = Supervisor(backoff=Backoff(first_s=0.05, max_s=0.1))
     try:
-        with structlog.testing.capture_logs() as logs, pytest.raises(KeyError, match="a bug in the recorder"):
-            async with Collector(CollectorConfig((machine(sim, "M2"),)), recorder, utc_now) as collector:
+        with structlog.testing.capture_logs() as logs:
+            async with Collector(CollectorConfig((machine(sim, "M2"),)), recorder, utc_now, supervisor) as collector:
 
-                async def stopped() -> str:
-                    return collector.live_statuses()["M2"].last_error
+                async def crashed_twice() -> bool:
+                    return supervisor.restarts.get(("collector", "M2"), 0) >= 2
 
-                error = await eventually(stopped, what="the session to stop")
-                assert "collection stopped by an unexpected error" in error and "KeyError" in error
+                await eventually(crashed_twice, what="the session to be restarted and fail again")
+                error = collector.live_statuses()["M2"].last_error
+                assert "unexpected error" in error and "restarting" in error and "KeyError" in error
                 assert collector.live_statuses()["M2"].failed_attempts == 0  # not retried as an outage
-        [failed] = [e for e in logs if e["event"] == "collector.session_failed"]
-        assert failed["exc_info"] is True and failed["log_level"] == "error" and failed["machine_id"] == "M2"
+        crashed = [e for e in logs if e["event"] == "collector.crashed"]
+        assert len(crashed) >= 2 and crashed[0]["task"] == "M2" and crashed[0]["log_level"] == "error"
+        assert isinstance(crashed[0]["exc_info"], KeyError) and crashed[0]["action"] == "restarting"
+        assert [e for e in logs if e["event"] == "collector.restarted" and e["task"] == "M2"]
         assert not [e for e in logs if e["event"] == "collector.disconnected"]
     finally:
+        await store.__aexit__(None, None, None)
+
+
+async def test_a_session_killed_by_a_fault_is_restarted_and_collects(
+    sim: CncSimulator, clock: ControllerClock, tmp_path: Path
+) -> None:
+    await reset(sim, "M1")
+    store, uc, _ = await store_with_presets(tmp_path / "fault.db", "M1", [1])
+    supervisor = Supervisor(backoff=Backoff(first_s=0.05))
+    failpoints.arm("collector-session=raise")
+    try:
+        with structlog.testing.capture_logs() as logs:
+            async with Collector(CollectorConfig((machine(sim, "M1"),)), uc.recorder, utc_now, supervisor) as collector:
+                await connected(collector, "M1")
+                await play(sim, clock, "M1", clock.fresh_start(), [(1.0, Step(0, tool=1))])
+                await eventually(stays(store, "M1", 1, closed=0), what="T1 recorded after the restart")
+        (crashed,) = [e for e in logs if e["event"] == "collector.crashed"]
+        assert isinstance(crashed["exc_info"], failpoints.InjectedFault) and crashed["task"] == "M1"
+        assert [e["restarts"] for e in logs if e["event"] == "collector.restarted"] == [1]
+    finally:
+        failpoints.disarm("collector-session")
         await store.__aexit__(None, None, None)
 
 

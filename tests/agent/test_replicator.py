@@ -23,6 +23,8 @@ from agent.replicator.in_process_central import InProcessCentral
 from agent.replicator.replicator import Replicator, ReplicatorSettings
 from agent.replicator.status import ReplicatorState, ReplicatorStatus
 from agent.runtime import edge_replicator
+from agent.supervisor import Backoff, Supervisor
+from server.domain import failpoints
 from server.domain.entities import ToolType, UserRole
 from server.domain.errors import Unavailable
 from server.store import migrate
@@ -256,3 +258,23 @@ async def test_a_link_that_drops_long_pushes_still_drains_with_smaller_batches(e
         status = await reaches(replicator, lambda s: s.state is ReplicatorState.IDLE and s.backlog == 0, "drained")
         assert client.dropped > 0 and max(client.sizes[-3:]) <= 60, "batches shrank to what the link carries"
     assert await client.watermark(status.origin_id) == status.acked_seq  # type: ignore[arg-type]
+
+
+async def test_a_replicator_loop_that_dies_is_restarted_and_replicates(edge: Edge, central: Edge) -> None:
+    """Issue 14, item 3: an unexpected error outside the loop's own handling (a fault injected where a bug would
+    raise) is logged with its traceback by the supervisor, the loop runs again, and replication converges."""
+    await make_items(edge, 3)
+    supervisor = Supervisor(backoff=Backoff(first_s=0.05))
+    failpoints.arm("replicator-loop=raise")
+    try:
+        with structlog.testing.capture_logs() as logs:
+            client = InProcessCentral(central.use_cases.sync)
+            async with edge_replicator(edge.store, client, settings("in-process"), utc_now, supervisor) as replicator:
+                status = await reaches(replicator, lambda s: s.state is ReplicatorState.IDLE and s.backlog == 0, "idle")
+    finally:
+        failpoints.disarm("replicator-loop")
+    assert status.connected and status.acked_seq > 0
+    (crashed,) = [e for e in logs if e["event"] == "replicator.crashed"]
+    assert isinstance(crashed["exc_info"], failpoints.InjectedFault) and crashed["action"] == "restarting"
+    assert [e for e in logs if e["event"] == "replicator.restarted"]
+    assert supervisor.restarts == {("replicator", "in-process"): 1}

@@ -5,13 +5,15 @@ acknowledged unit is committed. Real SQLite files and real PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import fresh_pg_database
 
+from server.domain import failpoints
 from server.store import migrate
 from server.store.repository import Store
 
@@ -88,3 +90,33 @@ async def test_cancelled_units_leave_nothing_and_the_rest_commit(store: Store) -
     async with store.read() as tx:
         assert await tx.replication_value("c0") is None
         assert [await tx.replication_value(f"c{i}") for i in range(1, 10)] == list(range(1, 10))
+
+
+async def test_a_writer_that_dies_fails_every_waiting_unit_and_tells_its_supervisor(tmp_path: Path) -> None:
+    """Issue 14, item 3: the writer's task dying of an unexpected error (a fault injected where a bug would raise)
+    fails the units it had, instead of leaving them waiting forever, and ends with that error, where the agent's
+    supervisor sees it (and stops the agent: tests/agent/test_supervision.py)."""
+    leaders: list[asyncio.Task[None]] = []
+
+    def spawn(work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        leaders.append(asyncio.get_running_loop().create_task(work, name=name))
+        return leaders[-1]
+
+    async def unit(store: Store, i: int) -> None:
+        async with store.write() as tx:
+            await tx.set_replication_value(f"k{i}", i, datetime.now(UTC))
+
+    async with Store(str(tmp_path / "dies.db"), spawn=spawn) as store:
+        await migrate.upgrade(store.engine)
+        failpoints.arm("group-commit=raise")
+        try:
+            results = await asyncio.gather(*(unit(store, i) for i in range(10)), return_exceptions=True)
+        finally:
+            failpoints.disarm("group-commit")
+        assert all(isinstance(r, failpoints.InjectedFault) for r in results)
+        (dead,) = leaders
+        assert isinstance(dead.exception(), failpoints.InjectedFault)
+        await unit(store, 99)  # the next unit gets a new writer
+        assert len(leaders) == 2
+        async with store.read() as tx:
+            assert await tx.replication_value("k99") == 99 and await tx.replication_value("k0") is None
