@@ -3,10 +3,10 @@ stream, printing the tool events, and resumes where it stopped after its own res
 
     python examples/mes_client.py --target 127.0.0.1:50051 --key "$SMOOTH_EDGE_KEY" --cursor-file mes.cursor
 
-The cursor of every message received is saved (atomically) to --cursor-file; a restarted client resumes after it,
-so nothing is missed and nothing is seen twice. A cursor the server no longer accepts (CURSOR_EXPIRED) means:
-reread (here: the calibration list again), then watch from now. Needs only grpcio and the generated code of
-protos/ (`pip install -e .` in this repository, or protoc in your own language).
+The cursor of every change (and bookmark) received is saved (atomically) to --cursor-file; a restarted client
+resumes after it, so nothing is missed and nothing is seen twice. A cursor the server no longer accepts
+(CURSOR_EXPIRED) means: reread (here: the calibration list again), then watch from now. Needs only grpcio and
+the generated code of protos/ (`pip install -e .` in this repository, or protoc in your own language).
 """
 
 from __future__ import annotations
@@ -106,13 +106,16 @@ async def follow(args: argparse.Namespace) -> int:
             try:
                 async for message in stub.WatchChanges(request, metadata=metadata):
                     attempt = 0
-                    if message.HasField("change"):
-                        for line in describe(message.change):
+                    # A message carries the changes that were ready (or a bookmark); each change has its own
+                    # cursor, so the client can stop after any of them and resume right after it.
+                    for change in message.changes:
+                        for line in describe(change):
                             print(line, flush=True)
                         seen += 1
+                        save(cursor_file, change.cursor)
+                        if args.max_changes and seen >= args.max_changes:
+                            return 0
                     save(cursor_file, message.cursor)
-                    if args.max_changes and seen >= args.max_changes:
-                        return 0
             except grpc.aio.AioRpcError as err:
                 if reason_of(err) == "CURSOR_EXPIRED":
                     print(f"cursor refused: {err.details()}; rereading, then watching from now", flush=True)

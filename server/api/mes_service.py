@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import OrderedDict
 from datetime import date, datetime
 from typing import Any
 
 import grpc
-from google.protobuf.message import Message
 from smooth.core.v1 import common_pb2, mes_pb2, mes_pb2_grpc
 from smooth.core.v1 import tool_instance_pb2 as inst_pb
 
 from server.api import mapping
 from server.api.interceptors import CURRENT_CALL
+from server.api.services import length_delimited, serialize_response
 from server.domain.entities import ToolInstance, ToolInstanceStatus
 from server.domain.errors import FieldViolation, InvalidArgument, ResourceExhausted
 from server.domain.events import ToolEvent
@@ -244,47 +245,97 @@ def _event(event: ToolEvent) -> mes_pb2.ToolEvent:
     )
 
 
-def stream_message(item: cs.StreamItem) -> mes_pb2.WatchChangesResponse:
-    response = mes_pb2.WatchChangesResponse(cursor=item.cursor)
+def change_event(item: cs.StreamItem) -> mes_pb2.ChangeEvent:
     change = item.change
-    if change is None:
-        response.bookmark.sequence = item.sequence
-        return response
-    msg = response.change
-    msg.sequence = change.sequence
-    msg.entity_type = change.entity_type
-    msg.entity_id = str(change.entity_id)
-    msg.version = change.version
-    msg.operation = common_pb2.ChangeOperation.Value(f"CHANGE_OPERATION_{change.operation.value}")
+    assert change is not None
+    msg = mes_pb2.ChangeEvent(
+        sequence=change.sequence,
+        entity_type=change.entity_type,
+        entity_id=str(change.entity_id),
+        version=change.version,
+        operation=common_pb2.ChangeOperation.Value(f"CHANGE_OPERATION_{change.operation.value}"),
+        actor_id=str(change.actor_id or ""),
+        request_id=change.request_id,
+        cursor=item.cursor,
+    )
     msg.change_time.FromDatetime(change.change_time)
-    msg.actor_id = str(change.actor_id or "")
-    msg.request_id = change.request_id
     msg.entity.update(change.snapshot)
     msg.events.extend(_event(e) for e in item.events)
-    return response
+    return msg
+
+
+ENCODED_KEPT = 4096
+MESSAGE_BYTES = 1 << 20  # a message's changes stay under this (clients' default limit is 4 MiB)
+_CHANGES = mes_pb2.WatchChangesResponse.DESCRIPTOR.fields_by_name["changes"].number
+_CURSOR = mes_pb2.WatchChangesResponse.DESCRIPTOR.fields_by_name["cursor"].number
+
+
+class EncodedChanges:
+    """The stream's messages as bytes. Each change is encoded once for every watcher it goes to (its content and
+    cursor are the same for all of them; the newest ENCODED_KEPT are kept) and a message is its changes' bytes one
+    after another, as the wire format allows for a repeated field."""
+
+    def __init__(self, kept: int = ENCODED_KEPT, message_bytes: int = MESSAGE_BYTES) -> None:
+        self._kept = kept
+        self._message_bytes = message_bytes
+        self._cache: OrderedDict[tuple[int, Any, int], bytes] = OrderedDict()
+
+    def messages(self, batch: list[cs.StreamItem]) -> list[tuple[bytes, str]]:
+        """(message bytes, its cursor) for a batch: one message, or several when the changes are large."""
+        if batch[0].change is None:
+            (bookmark,) = batch
+            response = mes_pb2.WatchChangesResponse(cursor=bookmark.cursor)
+            response.bookmark.sequence = bookmark.sequence
+            return [(response.SerializeToString(), bookmark.cursor)]
+        out: list[tuple[bytes, str]] = []
+        parts: list[bytes] = []
+        size, cursor = 0, ""
+        for item in batch:
+            field = length_delimited(_CHANGES, self._change(item))
+            if parts and size + len(field) > self._message_bytes:
+                out.append((b"".join([*parts, length_delimited(_CURSOR, cursor.encode())]), cursor))
+                parts, size = [], 0
+            parts.append(field)
+            size += len(field)
+            cursor = item.cursor
+        out.append((b"".join([*parts, length_delimited(_CURSOR, cursor.encode())]), cursor))
+        return out
+
+    def _change(self, item: cs.StreamItem) -> bytes:
+        change = item.change
+        assert change is not None
+        key = (change.sequence, change.entity_id, change.version)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = change_event(item).SerializeToString()
+            if len(self._cache) > self._kept:
+                self._cache.popitem(last=False)
+        return found
 
 
 class ChangeStreamServicer(mes_pb2_grpc.ChangeStreamServiceServicer):  # type: ignore[misc]
     def __init__(self, stream: cs.ChangeStream, stall_timeout_s: float = 30.0) -> None:
         self._stream = stream
         self._stall_timeout_s = stall_timeout_s
+        self._encoded = EncodedChanges()
 
     async def WatchChanges(self, request: Any, context: grpc.aio.ServicerContext) -> None:
         flt, bookmark_s = _watch_input(request)
         after = await self._stream.start(request.cursor)
         items = self._stream.watch(flt, after, CURRENT_CALL.get().principal, bookmark_s=bookmark_s)
         try:
-            async for item in items:
-                message: Message = stream_message(item)
-                try:
-                    await asyncio.wait_for(context.write(message), self._stall_timeout_s)
-                except TimeoutError:
-                    raise ResourceExhausted(
-                        f"the client read nothing for {self._stall_timeout_s:g} s; reconnect with the last cursor "
-                        "received (nothing is lost)",
-                        reason="SLOW_CONSUMER",
-                        metadata={"cursor": item.cursor},
-                    ) from None
+            async for batch in items:
+                for message, cursor in self._encoded.messages(batch):
+                    try:
+                        async with asyncio.timeout(self._stall_timeout_s):
+                            await context.write(message)
+                    except TimeoutError:
+                        raise ResourceExhausted(
+                            f"the client read nothing for {self._stall_timeout_s:g} s; reconnect with the last "
+                            "cursor received (nothing is lost)",
+                            reason="SLOW_CONSUMER",
+                            metadata={"cursor": cursor},
+                        ) from None
         finally:
             await items.aclose()
 
@@ -322,6 +373,13 @@ def add_mes_servicers(
     server: grpc.aio.Server, service: MesService, stream: cs.ChangeStream, stall_timeout_s: float = 30.0
 ) -> list[str]:
     mes_pb2_grpc.add_ToolQueryServiceServicer_to_server(ToolQueryServicer(service), server)
-    mes_pb2_grpc.add_ChangeStreamServiceServicer_to_server(ChangeStreamServicer(stream, stall_timeout_s), server)
     services = mes_pb2.DESCRIPTOR.services_by_name
+    # Registered by hand for the serializer: the stream writes each change's bytes, encoded once (EncodedChanges).
+    watch = grpc.unary_stream_rpc_method_handler(
+        ChangeStreamServicer(stream, stall_timeout_s).WatchChanges,
+        request_deserializer=mes_pb2.WatchChangesRequest.FromString,
+        response_serializer=serialize_response,
+    )
+    name = services["ChangeStreamService"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, {"WatchChanges": watch}),))
     return [services["ToolQueryService"].full_name, services["ChangeStreamService"].full_name]

@@ -93,7 +93,13 @@ def _field_key(number: int) -> bytes:
     return _varint(number << 3 | 2)
 
 
-def _serialize(response: Message | bytes) -> bytes:
+def length_delimited(number: int, wire: bytes) -> bytes:
+    """A length-delimited field (a message, string or bytes) with this number, as it stands on the wire: appended
+    to a message's bytes, it sets that field (or adds to it, when repeated)."""
+    return _field_key(number) + _varint(len(wire)) + wire
+
+
+def serialize_response(response: Message | bytes) -> bytes:
     """Responses leave as protobuf bytes: a message is serialized, bytes built from cached messages pass as they
     are (protobuf's wire format lets a message be written as its fields' encodings one after another)."""
     return response if type(response) is bytes else response.SerializeToString()  # type: ignore[union-attr]
@@ -232,7 +238,7 @@ class EntityServicer:
             methods[method.name] = grpc.unary_unary_rpc_method_handler(
                 behavior,
                 request_deserializer=_message_cls(method.input_type).FromString,
-                response_serializer=_serialize,
+                response_serializer=serialize_response,
             )
         return grpc.method_handlers_generic_handler(self.descriptor.full_name, methods)
 

@@ -33,11 +33,17 @@ def _scope_terms(scope: InstanceScope) -> list[sa.ColumnElement[bool]]:
         on_machine = sa.select(_PRESETS.c.tool_instance_id).where(_PRESETS.c.machine_id == scope.machine_id)
         terms.append(_INSTANCES.c.id.in_(on_machine))
     if scope.tool_item_id is not None:
+        # The item's instances, then those of the assemblies it is in: two index searches (an OR of the two
+        # columns would make SQLite walk the whole ordering index instead; a tool item has a few instances).
         item = scope.tool_item_id
-        assemblies = sa.select(_ASSEMBLIES.c.id).where(
-            sa.or_(_ASSEMBLIES.c.cutter_id == item, _ASSEMBLIES.c.holder_id == item)
+        direct, held = _INSTANCES.alias("of_item"), _INSTANCES.alias("of_assembly")
+        of_item = sa.select(direct.c.id).where(direct.c.tool_item_id == item)
+        of_assemblies = (
+            sa.select(held.c.id)
+            .select_from(_ASSEMBLIES.join(held, held.c.tool_assembly_id == _ASSEMBLIES.c.id))
+            .where(sa.or_(_ASSEMBLIES.c.cutter_id == item, _ASSEMBLIES.c.holder_id == item))
         )
-        terms.append(sa.or_(_INSTANCES.c.tool_item_id == item, _INSTANCES.c.tool_assembly_id.in_(assemblies)))
+        terms.append(_INSTANCES.c.id.in_(sa.union_all(of_item, of_assemblies)))
     return terms
 
 

@@ -114,8 +114,18 @@ def _text_limits(cls: type[Versioned]) -> list[sa.CheckConstraint]:
     return out
 
 
-def _fk(name: str, target: str, *, nullable: bool = True, ondelete: str = "RESTRICT") -> sa.Column[Any]:
-    return sa.Column(name, sa.Uuid(), sa.ForeignKey(f"{target}.id", ondelete=ondelete), nullable=nullable, index=True)
+def _fk(
+    name: str, target: str, *, nullable: bool = True, ondelete: str = "RESTRICT", index: bool = True
+) -> sa.Column[Any]:
+    return sa.Column(name, sa.Uuid(), sa.ForeignKey(f"{target}.id", ondelete=ondelete), nullable=nullable, index=index)
+
+
+def _not_null_index(table: sa.Table, column: str) -> sa.Index:
+    """An index of the rows where `column` is set. For a reference most rows leave empty (an instance names a tool
+    item or an assembly): a search by a value uses it, and the planner's statistics are not skewed by the NULLs
+    (a plain index with mostly NULL rows looks useless to SQLite after an ANALYZE, which then scans the table)."""
+    where = sa.text(f"{column} IS NOT NULL")
+    return sa.Index(f"ix_{table.name}_{column}", table.c[column], sqlite_where=where, postgresql_where=where)
 
 
 def _tags() -> sa.Column[Any]:
@@ -175,8 +185,8 @@ tool_assemblies = _versioned(
 tool_instances = _versioned(
     "tool_instances",
     ToolInstance,
-    _fk("tool_item_id", "tool_items"),
-    _fk("tool_assembly_id", "tool_assemblies"),
+    _fk("tool_item_id", "tool_items", index=False),  # indexed below, where set
+    _fk("tool_assembly_id", "tool_assemblies", index=False),
     _field_text("serial_number"),
     sa.Column("status", _enum(ToolInstanceStatus, "tool_instance_status"), nullable=False, index=True),
     _field_text("status_reason", server_default=sa.text("''")),  # added by migration 0007
@@ -195,6 +205,8 @@ tool_instances = _versioned(
     sa.CheckConstraint("tool_item_id IS NOT NULL OR tool_assembly_id IS NOT NULL", name="has_item"),
     sa.Index("ix_tool_instances_serial_number", "serial_number", unique=True),
 )
+_not_null_index(tool_instances, "tool_item_id")  # migration 0011
+_not_null_index(tool_instances, "tool_assembly_id")
 # MES queries (issue 13): tool life, least life first; calibration due before a date, soonest first.
 # The level rides along in the index: "at or past prewarning" is decided without reading the rows.
 sa.Index(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import json
 import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
@@ -36,6 +37,10 @@ log = structlog.get_logger("smooth_edge.change_stream")
 
 STREAM_ID_KEY = "change_stream_id"
 PAGE = 500
+# The newest changes, decoded once with their tool events, shared by every watcher that keeps up: ten watchers cost
+# the store one read per commit, not ten, and no snapshot is looked up twice.
+TAIL_KEPT = 4 * PAGE
+PREVIOUS_KEPT = 20_000  # latest snapshots per instance / usage carried between reads (their events' "before")
 DEFAULT_BOOKMARK_S = 10.0
 MIN_BOOKMARK_S, MAX_BOOKMARK_S = 0.1, 300.0
 
@@ -68,14 +73,20 @@ class ChangeStream:
         *,
         poll_s: float = 1.0,
         max_watchers: int = 256,
+        page: int = PAGE,
+        tail_kept: int = TAIL_KEPT,
     ) -> None:
         self._store = store
+        self._page = page
+        self._tail_kept = tail_kept
         self._clock = clock
         self._poll_s = poll_s
         self._max_watchers = max_watchers
         self._wakeups: set[asyncio.Event] = set()
         self._stopping: set[asyncio.Event] = set()  # watchers told to end (the server stops)
         self._stream_id: str | None = None
+        self._tail = _Tail(tail_kept)
+        self._refill = asyncio.Lock()
 
     def notify(self) -> None:
         for wakeup in self._wakeups:
@@ -145,9 +156,10 @@ class ChangeStream:
         principal: Principal | None,
         *,
         bookmark_s: float = DEFAULT_BOOKMARK_S,
-    ) -> AsyncGenerator[StreamItem, None]:
+    ) -> AsyncGenerator[list[StreamItem], None]:
         """Changes after `after` that pass the filter (and that the principal may read), then new ones as they
-        commit; a bookmark whenever `bookmark_s` passed without anything sent."""
+        commit, in batches of what is ready (up to a page); a bookmark (a batch of one item without a change)
+        at once and whenever `bookmark_s` passed without anything sent."""
         if len(self._wakeups) >= self._max_watchers:
             raise ResourceExhausted(
                 f"this server already serves {self._max_watchers} watchers; retry later or watch from central",
@@ -159,7 +171,7 @@ class ChangeStream:
         position = after
         try:
             # At once: the client holds a cursor before anything happens (a watch from now resumes from here).
-            yield StreamItem(position, self.cursor(position))
+            yield [StreamItem(position, self.cursor(position))]
             last_sent = loop.time()
             while True:
                 if wakeup in self._stopping:
@@ -168,21 +180,24 @@ class ChangeStream:
                         reason="SHUTTING_DOWN",
                     )
                 wakeup.clear()  # before reading: a commit after the read wakes the wait below
-                async with self._store.read() as tx:
-                    scanned, page = await tx.change_page(position, flt.entity_types, PAGE)
-                    on_machine = (
-                        {str(i) for i in await tx.instances_on_machine(flt.machine_id)} if flt.machine_id else None
-                    )
-                    chosen = [c for c in page if _matches(c, flt, on_machine) and _readable(c, principal)]
-                    events = await _events(tx, chosen, page)
-                for change, found in zip(chosen, events, strict=True):
-                    yield StreamItem(change.sequence, self.cursor(change.sequence), change, found)
+                scanned, page, more = await self._after(position, flt.entity_types)
+                on_machine = None
+                if flt.machine_id and page:
+                    async with self._store.read() as tx:
+                        on_machine = {str(i) for i in await tx.instances_on_machine(flt.machine_id)}
+                batch = [
+                    StreamItem(e.change.sequence, self.cursor(e.change.sequence), e.change, e.events)
+                    for e in page
+                    if _matches(e.change, flt, on_machine) and _readable(e.change, principal)
+                ]
+                if batch:
+                    yield batch
                     last_sent = loop.time()
                 position = scanned
                 if loop.time() - last_sent >= bookmark_s:
-                    yield StreamItem(position, self.cursor(position))
+                    yield [StreamItem(position, self.cursor(position))]
                     last_sent = loop.time()
-                if len(page) == PAGE:
+                if more:
                     continue  # more is waiting
                 wait = min(self._poll_s, max(bookmark_s - (loop.time() - last_sent), 0.01))
                 try:
@@ -192,6 +207,75 @@ class ChangeStream:
         finally:
             self._wakeups.discard(wakeup)
             self._stopping.discard(wakeup)
+
+    async def _after(self, position: int, kinds: Sequence[str]) -> tuple[int, list[_Entry], bool]:
+        """(the newest sequence looked at, the changes after `position` of the given kinds, whether more wait): from
+        the shared tail when it holds them, else read (by one watcher for all when they are the newest)."""
+        tail = self._tail
+        if position < tail.start:  # a watcher catching up from further back reads its own pages
+            async with self._store.read() as tx:
+                scanned, changes = await tx.change_page(position, kinds, self._page)
+                events = await _events(tx, changes, changes)
+            return scanned, [_Entry(c, e) for c, e in zip(changes, events, strict=True)], scanned > position
+        if position >= tail.end:
+            async with self._refill:
+                if position > self._tail.end + self._tail_kept:  # far ahead of a stale tail (nobody watched)
+                    self._tail = _Tail(self._tail_kept, position, position)
+                while position >= self._tail.end and await self._extend():
+                    pass
+            tail = self._tail
+        return tail.after(position, kinds, self._page)
+
+    async def _extend(self) -> bool:
+        """Read the next page after the tail's end into the tail; whether there was anything."""
+        tail = self._tail
+        async with self._store.read() as tx:
+            scanned, changes = await tx.change_page(tail.end, (), self._page)
+            events = await _events(tx, changes, changes, tail.previous)
+        tail.append(scanned, [_Entry(c, e) for c, e in zip(changes, events, strict=True)])
+        return bool(changes)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    change: Revision
+    events: list[ToolEvent]
+
+
+class _Tail:
+    """The newest changes, contiguous: every change in (start, end], oldest first, with the latest snapshot of the
+    instances and usages changed up to `end` (kept while there are not too many)."""
+
+    def __init__(self, kept: int, start: int = 0, end: int = 0) -> None:
+        self.kept = kept
+        self.start, self.end = start, end
+        self.entries: list[_Entry] = []
+        self.sequences: list[int] = []
+        self.previous: dict[uuid.UUID, dict[str, Any]] = {}
+
+    def append(self, scanned: int, entries: list[_Entry]) -> None:
+        self.entries.extend(entries)
+        self.sequences.extend(e.change.sequence for e in entries)
+        self.end = scanned
+        if len(self.entries) > self.kept:
+            drop = len(self.entries) - self.kept
+            self.start = self.sequences[drop - 1]
+            del self.entries[:drop], self.sequences[:drop]
+        for entry in entries:
+            change = entry.change
+            if change.entity_type in NEEDS_BEFORE:
+                self.previous[change.entity_id] = change.snapshot
+        if len(self.previous) > PREVIOUS_KEPT:
+            self.previous.clear()  # what is not carried is looked up
+
+    def after(self, position: int, kinds: Sequence[str], page: int) -> tuple[int, list[_Entry], bool]:
+        first = bisect.bisect_right(self.sequences, position)
+        chosen = self.entries[first : first + page]
+        more = first + page < len(self.entries)
+        scanned = chosen[-1].change.sequence if more else max(self.end, position)
+        if kinds:
+            chosen = [e for e in chosen if e.change.entity_type in kinds]
+        return scanned, chosen, more
 
 
 def _parse(cursor: str) -> tuple[str, int]:
@@ -239,14 +323,22 @@ def _readable(change: Revision, principal: Principal | None) -> bool:
     return True
 
 
-async def _events(tx: Transaction, chosen: Sequence[Revision], page: Sequence[Revision]) -> list[list[ToolEvent]]:
-    """Each chosen change's tool events; a previous snapshot comes from the page when it is there."""
+async def _events(
+    tx: Transaction,
+    chosen: Sequence[Revision],
+    page: Sequence[Revision],
+    carried: dict[uuid.UUID, dict[str, Any]] | None = None,
+) -> list[list[ToolEvent]]:
+    """Each chosen change's tool events; a previous snapshot comes from the page, or from `carried` (the latest
+    snapshots just before the page), when it is there."""
+    carried = carried or {}
     previous: dict[uuid.UUID, dict[str, Any]] = {}
     before_of: dict[int, dict[str, Any] | None] = {}
     for change in page:
         if change.entity_type in NEEDS_BEFORE:
-            before_of[change.sequence] = previous.get(change.entity_id)
-            previous[change.entity_id] = change.snapshot
+            key = change.entity_id
+            before_of[change.sequence] = previous[key] if key in previous else carried.get(key)
+            previous[key] = change.snapshot
     out = []
     for change in chosen:
         before = None

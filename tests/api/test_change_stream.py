@@ -52,7 +52,7 @@ async def read_until(call: Any, done: Callable[[list[Msg]], bool], timeout: floa
 
 
 def changes(messages: list[Msg]) -> list[mes_pb2.ChangeEvent]:
-    return [m.change for m in messages if m.HasField("change")]
+    return [c for m in messages for c in m.changes]
 
 
 def events(messages: list[Msg]) -> list[tuple[str, int]]:
@@ -105,7 +105,7 @@ async def test_tool_events_in_commit_order_and_resume_after_a_disconnect(edge: E
     assert [e.counters for c in seen for e in c.events if e.type == t.TOOL_EVENT_TYPE_PREWARNING_REACHED] == [["parts"]]
 
     # The client went away after the second change; resuming from its cursor gives exactly what followed.
-    second = next(m for m in got if m.HasField("change") and m.change.sequence == sequences[1])
+    second = next(c for c in seen if c.sequence == sequences[1])
     resumed = stream(edge, tool_instance_id=instance.id, cursor=second.cursor)
     again = await read_until(resumed, lambda got: len(changes(got)) >= len(seen) - 2)
     resumed.cancel()
@@ -127,7 +127,7 @@ async def test_filters_by_kind_and_machine_and_bookmarks_while_nothing_matches(e
     await edge.make.usage(machine_id=lathe)  # another machine: not delivered
     await edge.make.item()  # another kind
     mine = await edge.make.usage(tool_instance_id=on_mill.id, machine_id=mill)
-    got = await read_until(call, lambda got: any(m.change.entity_id == mine.id for m in got))
+    got = await read_until(call, lambda got: any(c.entity_id == mine.id for c in changes(got)))
     delivered = changes(got)
     assert {c.entity_type for c in delivered} <= {"tool_usage", "tool_instance"}
     assert all(c.entity["machine_id"] == mill for c in delivered if c.entity_type == "tool_usage")
@@ -183,7 +183,7 @@ async def test_resume_after_the_server_restarts_nothing_missed_nothing_twice(db_
             await read_until(call, lambda got: len(got) == 1)
             first = await edge.make.item()
             got = await read_until(call, lambda got: any(c.entity_id == first.id for c in changes(got)))
-            last_cursor = [m for m in got if m.HasField("change")][-1].cursor
+            last_cursor = [m for m in got if m.changes][-1].cursor
             seen = [c.sequence for c in changes(got)]
             stopping = asyncio.create_task(_expect_error(call))
         ended = await stopping  # the server told the watcher it was stopping
@@ -265,7 +265,7 @@ async def test_a_slow_consumer_is_told_and_resumes_from_its_cursor(tmp_path: Pat
         options = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 16 * 1024)]
         async with grpc.aio.insecure_channel(edge.address, options=options) as channel:
             call = stream(edge, channel)
-            await read_until(call, lambda got: len(got) == 1)
+            (start,) = await read_until(call, lambda got: len(got) == 1)
             items = edge.use_cases.entities["tool_item"]
             made = []
             for n in range(150):
@@ -295,8 +295,64 @@ async def test_a_slow_consumer_is_told_and_resumes_from_its_cursor(tmp_path: Pat
             assert "reconnect with the last cursor" in slow.message
         delivered = changes(received)
         assert len(delivered) < len(made)  # it was stopped part way
-        resumed = stream(edge, cursor=received[-1].cursor)
+        resumed = stream(edge, cursor=(received or [start])[-1].cursor)
         rest = await read_until(resumed, lambda got: any(c.entity_id == str(made[-1].id) for c in changes(got)))
         resumed.cancel()
         ids = [c.entity_id for c in delivered + changes(rest)]
         assert ids == [str(m.id) for m in made]  # everything, once, in order
+
+
+async def test_watchers_sharing_the_tail_and_watchers_behind_it_see_the_same_changes_once(edge: Edge) -> None:
+    """Watchers that keep up share one decoded tail of the log; one behind it reads its own pages until it joins.
+    With a tail of 10 changes and pages of 4: a watcher following live, one started later from the same cursor
+    (behind the tail), and one from now, each get every change after its cursor once, in order, with the same
+    tool events (the closes need the previous snapshot, carried across pages)."""
+    from server.usecases.change_stream import ChangeStream, StreamItem, WatchFilter
+
+    small = ChangeStream(edge.store, page=4, tail_kept=10, poll_s=0.05)
+    origin = await small.start("")
+
+    until = {"live": 1 << 62}  # where the followers stop: set once the writes are done
+
+    async def follow(after: int, stop: str, got: list[StreamItem]) -> None:
+        async for batch in small.watch(WatchFilter(), after, None, bookmark_s=0.2):
+            got.extend(item for item in batch if item.change is not None)
+            if batch[-1].sequence >= until[stop]:
+                return
+
+    async def open_and_close(instance_id: str) -> None:
+        usage = await edge.make.usage(tool_instance_id=instance_id, machine_id="MILL-T")
+        usage.end_time.GetCurrentTime()
+        await edge.stubs.usages.UpdateToolUsage(usage_pb.UpdateToolUsageRequest(tool_usage=usage))
+
+    instance = await edge.make.instance()
+    live: list[StreamItem] = []
+    live_task = asyncio.create_task(follow(origin, "live", live))
+    for _ in range(8):  # usage CREATE, instance -> IN_USE, usage UPDATE (closed), instance -> AVAILABLE
+        await open_and_close(instance.id)
+    after_first = until["later"] = await small.start("")
+    later: list[StreamItem] = []
+    await asyncio.wait_for(follow(origin, "later", later), 15)
+    from_now: list[StreamItem] = []
+    now_task = asyncio.create_task(follow(after_first, "live", from_now))
+    for _ in range(2):
+        await open_and_close(instance.id)
+    end = until["live"] = await small.start("")
+    await asyncio.wait_for(asyncio.gather(live_task, now_task), 15)
+
+    def seen(items: list[StreamItem]) -> list[tuple[int, str, list[str]]]:
+        assert items and all(i.change is not None for i in items)
+        return [(i.sequence, i.change.entity_type, [e.type.value for e in i.events]) for i in items]  # type: ignore[union-attr]
+
+    everything = seen(live)
+    sequences = [s for s, _, _ in everything]
+    assert sequences == sorted(set(sequences)) and sequences[0] > origin and sequences[-1] == end
+    async with edge.store.read() as tx:  # exactly the log's changes in the range, none skipped
+        _, logged = await tx.change_page(origin, (), 1000)
+    assert sequences == [c.sequence for c in logged if c.sequence <= end]
+    assert seen(later) == [e for e in everything if e[0] <= after_first]
+    assert seen(from_now) == [e for e in everything if e[0] > after_first]
+    usage_events = [events for _, kind, events in everything if kind == "tool_usage"]
+    assert usage_events == [["USAGE_OPENED"], ["USAGE_CLOSED"]] * 10
+    status = [events for _, kind, events in everything if kind == "tool_instance" and events]
+    assert status == [["STATUS_CHANGED"]] * 20

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import random
 import sys
 import tempfile
@@ -313,38 +314,27 @@ class StreamResult:
 
 
 async def stream_throughput(store: Store, uc: UseCases, watchers: int, seconds: float) -> StreamResult:
-    """N watchers over real gRPC (one channel each) while a writer opens and closes usages on the machines' tools."""
+    """N watchers over real gRPC (one channel each, in another process, as MES clients are) while a writer in this
+    process opens and closes usages on the machines' tools through the use cases (the collector's path)."""
     _, _, secret = await uc.api_keys.bootstrap(email=f"mes-{uuid.uuid4().hex[:6]}@bench.local", role=UserRole.ADMIN)
     async with store.engine.connect() as conn:
         tools = (await conn.execute(sa.text("SELECT tool_instance_id, machine_id FROM tool_presets LIMIT 400"))).all()
     usages = uc.entities["tool_usage"]
-    received = [0] * watchers
-    lags: list[float] = []
-    stop = asyncio.Event()
-    ready = asyncio.Barrier(watchers + 1)
+    loop = asyncio.get_running_loop()
 
     async with GrpcServer(uc, "127.0.0.1:0", shutdown_grace_s=1) as server:
-
-        async def watch(n: int) -> None:
-            async with authorized_channel(f"127.0.0.1:{server.port}", secret) as channel:
-                call = mes_pb2_grpc.ChangeStreamServiceStub(channel).WatchChanges(mes_pb2.WatchChangesRequest())
-                first = True
-                async for message in call:
-                    if first:
-                        first = False
-                        await ready.wait()
-                        continue
-                    if message.HasField("change"):
-                        received[n] += 1
-                        if n == 0:
-                            lags.append((time.time() - message.change.change_time.ToDatetime(UTC).timestamp()) * 1000)
-                    if stop.is_set():
-                        call.cancel()
-                        return
-
-        async def write() -> int:
+        parent, child = multiprocessing.get_context("spawn").Pipe()
+        process = multiprocessing.get_context("spawn").Process(
+            target=_watchers_process, args=(server.port, secret, watchers, child), daemon=True
+        )
+        process.start()
+        try:
+            if await loop.run_in_executor(None, parent.recv) != "ready":
+                raise RuntimeError("the watcher process did not start its watchers")
+            async with store.read() as tx:
+                _, before = await tx.change_bounds()
+            parent.send("go")
             rng = random.Random(7)
-            written = 0
             deadline = time.perf_counter() + seconds
             while time.perf_counter() < deadline:
                 instance_id, machine = rng.choice(tools)
@@ -360,27 +350,15 @@ async def stream_throughput(store: Store, uc: UseCases, watchers: int, seconds: 
                     {"end_time": at + timedelta(seconds=1), "usage_metrics": {"time_in_spindle_s": 1.0, "cycles": 1}},
                     caller=Caller(),
                 )
-                written += 2
-            return written
-
-        tasks = [asyncio.create_task(watch(n)) for n in range(watchers)]
-        await ready.wait()
-        async with store.read() as tx:
-            before, _ = await tx.change_bounds()
-        started = time.perf_counter()
-        await write()
-        async with store.read() as tx:
-            _, newest = await tx.change_bounds()
-        # Let the watchers drain what was written, then stop them.
-        drain_until = time.perf_counter() + 30
-        total = newest - before
-        while min(received) < total and time.perf_counter() < drain_until:  # noqa: ASYNC110 (a bounded drain)
-            await asyncio.sleep(0.05)
-        elapsed = time.perf_counter() - started
-        stop.set()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            async with store.read() as tx:
+                _, newest = await tx.change_bounds()
+            total = newest - before
+            parent.send(total)  # the watchers stop once each has all of them (or after a 30 s drain)
+            received, lags, elapsed = await loop.run_in_executor(None, parent.recv)
+        finally:
+            process.join(10)
+            if process.is_alive():
+                process.kill()
     lags.sort()
     return StreamResult(
         watchers,
@@ -390,6 +368,50 @@ async def stream_throughput(store: Store, uc: UseCases, watchers: int, seconds: 
         percentile(lags, 0.5) if lags else 0.0,
         percentile(lags, 0.99) if lags else 0.0,
     )
+
+
+def _watchers_process(port: int, secret: str, watchers: int, conn: Any) -> None:
+    asyncio.run(_watch_all(port, secret, watchers, conn))
+
+
+async def _watch_all(port: int, secret: str, watchers: int, conn: Any) -> None:
+    """The watcher side: N WatchChanges calls from now; reports (changes each, lags of watcher 0 in ms, seconds
+    from the first write to the last change delivered)."""
+    loop = asyncio.get_running_loop()
+    received = [0] * watchers
+    last_at = [0.0] * watchers
+    lags: list[float] = []
+    ready = asyncio.Barrier(watchers + 1)
+
+    async def watch(n: int) -> None:
+        async with authorized_channel(f"127.0.0.1:{port}", secret) as channel:
+            call = mes_pb2_grpc.ChangeStreamServiceStub(channel).WatchChanges(mes_pb2.WatchChangesRequest())
+            first = True
+            async for message in call:
+                if first:
+                    first = False
+                    await ready.wait()
+                    continue
+                if message.changes:
+                    received[n] += len(message.changes)
+                    last_at[n] = time.perf_counter()
+                    if n == 0:
+                        now = time.time()
+                        lags.extend((now - c.change_time.ToDatetime(UTC).timestamp()) * 1000 for c in message.changes)
+
+    tasks = [asyncio.create_task(watch(n)) for n in range(watchers)]
+    await ready.wait()
+    conn.send("ready")
+    await loop.run_in_executor(None, conn.recv)  # "go"
+    started = time.perf_counter()
+    total = await loop.run_in_executor(None, conn.recv)
+    drain_until = time.perf_counter() + 30
+    while min(received) < total and time.perf_counter() < drain_until:  # noqa: ASYNC110 (a bounded drain)
+        await asyncio.sleep(0.01)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    conn.send((received, lags, max(last_at) - started))
 
 
 # ================================================================================================== the run

@@ -350,7 +350,7 @@ class ToolEvent(_message.Message):
     def __init__(self, type: _Optional[_Union[ToolEventType, str]] = ..., tool_instance_id: _Optional[str] = ..., machine_id: _Optional[str] = ..., from_status: _Optional[_Union[_tool_instance_pb2.ToolInstanceStatus, str]] = ..., to_status: _Optional[_Union[_tool_instance_pb2.ToolInstanceStatus, str]] = ..., reason: _Optional[str] = ..., counters: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ChangeEvent(_message.Message):
-    __slots__ = ("sequence", "entity_type", "entity_id", "version", "operation", "change_time", "actor_id", "request_id", "entity", "events")
+    __slots__ = ("sequence", "entity_type", "entity_id", "version", "operation", "change_time", "actor_id", "request_id", "entity", "events", "cursor")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
     ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -361,6 +361,7 @@ class ChangeEvent(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ENTITY_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     entity_type: str
     entity_id: str
@@ -371,7 +372,8 @@ class ChangeEvent(_message.Message):
     request_id: str
     entity: _struct_pb2.Struct
     events: _containers.RepeatedCompositeFieldContainer[ToolEvent]
-    def __init__(self, sequence: _Optional[int] = ..., entity_type: _Optional[str] = ..., entity_id: _Optional[str] = ..., version: _Optional[int] = ..., operation: _Optional[_Union[_common_pb2.ChangeOperation, str]] = ..., change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor_id: _Optional[str] = ..., request_id: _Optional[str] = ..., entity: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., events: _Optional[_Iterable[_Union[ToolEvent, _Mapping]]] = ...) -> None: ...
+    cursor: str
+    def __init__(self, sequence: _Optional[int] = ..., entity_type: _Optional[str] = ..., entity_id: _Optional[str] = ..., version: _Optional[int] = ..., operation: _Optional[_Union[_common_pb2.ChangeOperation, str]] = ..., change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor_id: _Optional[str] = ..., request_id: _Optional[str] = ..., entity: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., events: _Optional[_Iterable[_Union[ToolEvent, _Mapping]]] = ..., cursor: _Optional[str] = ...) -> None: ...
 
 class Bookmark(_message.Message):
     __slots__ = ("sequence",)
@@ -380,11 +382,11 @@ class Bookmark(_message.Message):
     def __init__(self, sequence: _Optional[int] = ...) -> None: ...
 
 class WatchChangesResponse(_message.Message):
-    __slots__ = ("cursor", "change", "bookmark")
+    __slots__ = ("cursor", "changes", "bookmark")
     CURSOR_FIELD_NUMBER: _ClassVar[int]
-    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
     BOOKMARK_FIELD_NUMBER: _ClassVar[int]
     cursor: str
-    change: ChangeEvent
+    changes: _containers.RepeatedCompositeFieldContainer[ChangeEvent]
     bookmark: Bookmark
-    def __init__(self, cursor: _Optional[str] = ..., change: _Optional[_Union[ChangeEvent, _Mapping]] = ..., bookmark: _Optional[_Union[Bookmark, _Mapping]] = ...) -> None: ...
+    def __init__(self, cursor: _Optional[str] = ..., changes: _Optional[_Iterable[_Union[ChangeEvent, _Mapping]]] = ..., bookmark: _Optional[_Union[Bookmark, _Mapping]] = ...) -> None: ...
