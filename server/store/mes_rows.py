@@ -47,6 +47,10 @@ def _scope_terms(scope: InstanceScope) -> list[sa.ColumnElement[bool]]:
     return terms
 
 
+def _as_uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
 def _after(columns: Sequence[sa.ColumnElement[Any]], values: Sequence[Any]) -> sa.ColumnElement[bool]:
     return sa.tuple_(*columns) > sa.tuple_(*(sa.literal(v, type_=c.type) for c, v in zip(columns, values, strict=True)))
 
@@ -110,28 +114,43 @@ class MesRows(EntityRows):
 
     async def sister_instances(
         self,
-        tool_item_id: uuid.UUID | None,
-        tool_assembly_id: uuid.UUID | None,
+        keys: Sequence[tuple[uuid.UUID | None, uuid.UUID | None]],
         due_from: date,
         exclude: Sequence[uuid.UUID],
         limit: int,
-    ) -> list[Versioned]:
-        """AVAILABLE instances of the same assembly (or, without one, the same tool item), calibrated and not due
-        before `due_from`, most remaining life first."""
-        same = (
-            _INSTANCES.c.tool_assembly_id == tool_assembly_id
-            if tool_assembly_id is not None
-            else _INSTANCES.c.tool_item_id == tool_item_id
-        )
-        terms = [
-            same,
-            _INSTANCES.c.status == ToolInstanceStatus.AVAILABLE,
-            _INSTANCES.c.calibration_due >= due_from,
-        ]
-        if exclude:
-            terms.append(_INSTANCES.c.id.not_in(list(exclude)))
-        order = [_INSTANCES.c.life_remaining.desc(), _INSTANCES.c.id]
-        return await self._load(KINDS["tool_instance"], *terms, order=order, limit=limit)
+    ) -> dict[tuple[uuid.UUID | None, uuid.UUID | None], list[Versioned]]:
+        """For each (tool_item_id, tool_assembly_id) key: AVAILABLE instances of the same assembly (or, without
+        one, the same tool item), calibrated and not due before `due_from`, most remaining life first, at most
+        `limit` — one statement for every key (ranked per assembly and per item), then one read of the rows."""
+        assemblies = sorted({a for _, a in keys if a is not None})
+        items = sorted({i for i, a in keys if a is None and i is not None})
+        t = _INSTANCES
+        ranked = []
+        for tag, column, ids in (("a", t.c.tool_assembly_id, assemblies), ("i", t.c.tool_item_id, items)):
+            if not ids:
+                continue
+            rank = sa.func.row_number().over(partition_by=column, order_by=[t.c.life_remaining.desc(), t.c.id])
+            terms = [column.in_(ids), t.c.status == ToolInstanceStatus.AVAILABLE, t.c.calibration_due >= due_from]
+            if exclude:
+                terms.append(t.c.id.not_in(list(exclude)))
+            ranked.append(
+                sa.select(
+                    sa.literal(tag).label("tag"), column.label("key"), t.c.id.label("id"), rank.label("rank")
+                ).where(*terms)
+            )
+        if not ranked:
+            return {}
+        union = (ranked[0] if len(ranked) == 1 else sa.union_all(*ranked)).subquery()
+        stmt = sa.select(union.c.tag, union.c.key, union.c.id).where(union.c.rank <= limit).order_by(union.c.rank)
+        rows = (await self._execute(stmt)).all()
+        found = await self.get_many(KINDS["tool_instance"], sorted({_as_uuid(r.id) for r in rows}))
+        out: dict[tuple[uuid.UUID | None, uuid.UUID | None], list[Versioned]] = {}
+        for row in rows:
+            entity = found.get(_as_uuid(row.id))
+            if entity is not None:
+                key = _as_uuid(row.key)
+                out.setdefault((None, key) if row.tag == "a" else (key, None), []).append(entity)
+        return out
 
     async def usage_totals(
         self, flt: UsageFilter, group: UsageGrouping | None, after_key: Any, limit: int

@@ -260,6 +260,13 @@ tool_usages = _versioned(
     _field_text("notes"),
     sa.CheckConstraint("end_time IS NULL OR end_time >= start_time", name="end_after_start"),
     sa.Index("ix_tool_usages_machine_id_start_time", "machine_id", "start_time"),
+    # The open usages (a few: one per spindle), for "is this tool in use, and where" (migration 0011).
+    sa.Index(
+        "ix_tool_usages_open_tool_instance_id",
+        "tool_instance_id",
+        sqlite_where=sa.text("end_time IS NULL"),
+        postgresql_where=sa.text("end_time IS NULL"),
+    ),
     sa.Index("ix_tool_usages_start_time", "start_time"),
     sa.Index("ix_tool_usages_tool_instance_id_start_time", "tool_instance_id", "start_time"),
 )

@@ -223,39 +223,65 @@ class MesService:
             machines = await tx.preset_machines(ids)
             running = await tx.open_usage_machines(ids)
             limits = await limits_of(tx, instances)
-            tools = []
+            checked = []
             for instance in instances:
                 preset = machines.get(instance.id, {}).get(machine_id)
                 found_problems = _problems(
                     instance, preset, machine_id, running.get(instance.id, set()), day, limits[instance.id], job
                 )
-                replacements: list[Replacement] = []
-                if found_problems:
-                    replacements = await self._replacements(tx, instance, machine_id, day, job, ids, wanted)
-                fraction = toollife.fraction(limits[instance.id], instance.tool_life_state)
-                tools.append(ToolReadiness(instance, preset, fraction, found_problems, replacements))
+                checked.append((instance, preset, found_problems))
+            lacking = [instance for instance, _, found_problems in checked if found_problems]
+            replacements = await _replacements(tx, lacking, machine_id, day, job, ids, wanted)
+            tools = [
+                ToolReadiness(
+                    instance,
+                    preset,
+                    toollife.fraction(limits[instance.id], instance.tool_life_state),
+                    found_problems,
+                    replacements.get(instance.id, []) if found_problems else [],
+                )
+                for instance, preset, found_problems in checked
+            ]
         return JobReadiness(tools)
 
-    async def _replacements(
-        self,
-        tx: Transaction,
-        instance: ToolInstance,
-        machine_id: str,
-        day: date,
-        job: Mapping[str, float],
-        exclude: Sequence[uuid.UUID],
-        wanted: int,
-    ) -> list[Replacement]:
-        candidates = _instances(
-            await tx.sister_instances(instance.tool_item_id, instance.tool_assembly_id, day, exclude, wanted * 4 + 10)
-        )
-        limits = await limits_of(tx, candidates)
-        fit = [c for c in candidates if not toollife.shortfalls(limits[c.id], c.tool_life_state, job)][:wanted]
-        machines = await tx.preset_machines([c.id for c in fit])
-        return [
+
+def _sisters_key(instance: ToolInstance) -> tuple[uuid.UUID | None, uuid.UUID | None]:
+    """Who can stand in for an instance: the same assembly, or without one, the same tool item."""
+    if instance.tool_assembly_id is not None:
+        return None, instance.tool_assembly_id
+    return instance.tool_item_id, None
+
+
+async def _replacements(
+    tx: Transaction,
+    lacking: Sequence[ToolInstance],
+    machine_id: str,
+    day: date,
+    job: Mapping[str, float],
+    exclude: Sequence[uuid.UUID],
+    wanted: int,
+) -> dict[uuid.UUID, list[Replacement]]:
+    """For each instance that is not ready: up to `wanted` sister instances with life enough for the job, most
+    remaining life first — a few statements for all of them, not a few per tool."""
+    if not lacking:
+        return {}
+    sisters = await tx.sister_instances(
+        sorted({_sisters_key(i) for i in lacking}, key=str), day, exclude, wanted * 4 + 10
+    )
+    candidates = {c.id: c for found in sisters.values() for c in _instances(found)}
+    limits = await limits_of(tx, list(candidates.values()))
+    fit = {
+        key: [c for c in _instances(found) if not toollife.shortfalls(limits[c.id], c.tool_life_state, job)][:wanted]
+        for key, found in sisters.items()
+    }
+    machines = await tx.preset_machines(sorted({c.id for found in fit.values() for c in found}))
+    out = {}
+    for instance in lacking:
+        out[instance.id] = [
             Replacement(c, toollife.fraction(limits[c.id], c.tool_life_state), machine_id in machines.get(c.id, {}))
-            for c in fit
+            for c in fit.get(_sisters_key(instance), [])
         ]
+    return out
 
 
 def _preset_instances(presets: Mapping[uuid.UUID, Versioned], tool_set: ToolSet) -> list[uuid.UUID]:

@@ -142,12 +142,11 @@ class MesQueries(Protocol):
     async def open_usage_machines(self, instance_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, set[str]]: ...
     async def sister_instances(
         self,
-        tool_item_id: uuid.UUID | None,
-        tool_assembly_id: uuid.UUID | None,
+        keys: Sequence[tuple[uuid.UUID | None, uuid.UUID | None]],
         due_from: date,
         exclude: Sequence[uuid.UUID],
         limit: int,
-    ) -> list[Versioned]: ...
+    ) -> dict[tuple[uuid.UUID | None, uuid.UUID | None], list[Versioned]]: ...
     async def usage_totals(
         self, flt: UsageFilter, group: UsageGrouping | None, after_key: Any, limit: int
     ) -> list[tuple[Any, UsageTotals]]: ...

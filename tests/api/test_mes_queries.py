@@ -329,6 +329,45 @@ async def test_job_readiness_names_every_missing_thing_and_the_replacements(edge
     assert missing.code == grpc.StatusCode.NOT_FOUND
 
 
+async def test_replacements_for_several_tools_at_once_come_from_each_ones_own_assembly_or_item(edge: Edge) -> None:
+    """One readiness answer for tools of two items and an assembly: each tool's sisters are its own assembly's
+    instances (for an assembly instance) or its own item's (for an item instance), never another tool's, at most
+    `max_replacements` each, most remaining life first."""
+    mill = machine()
+    due = day(TODAY + timedelta(days=30))
+    first, second = await edge.make.item(), await edge.make.item()
+    assembly = await edge.make.assembly(cutter_id=first.id)
+
+    async def instance(on_mill: bool, **fields: Any) -> inst_pb.ToolInstance:
+        made = await edge.make.instance(calibration_due=due, **fields)
+        if on_mill:
+            await edge.make.preset(tool_instance_id=made.id, machine_id=mill)
+        return made
+
+    # Members, none of them on the mill: each lacks NOT_ON_MACHINE and wants replacements.
+    of_first = await instance(False, tool_item_id=first.id)
+    of_second = await instance(False, tool_item_id=second.id)
+    of_assembly = await instance(False, tool_assembly_id=assembly.id)
+    spares_first = [await instance(False, tool_item_id=first.id) for _ in range(3)]
+    spare_second = await instance(True, tool_item_id=second.id)
+    spare_assembly = await instance(False, tool_assembly_id=assembly.id)
+    await closed_usage(edge, spares_first[0].id, T0, metrics={"parts": 1})  # no limit: life stays whole
+
+    tool_set = await edge.make.tool_set(tool_instance_ids=[of_first.id, of_second.id, of_assembly.id], is_global=True)
+    answer = await queries(edge).CheckJobReadiness(
+        mes_pb2.CheckJobReadinessRequest(
+            tool_set_id=tool_set.id, machine_id=mill, max_replacements=2, on_date=day(TODAY)
+        )
+    )
+    by_id = {t.tool_instance_id: t for t in answer.tools}
+    sisters = {i: [(r.tool_instance_id, r.on_machine) for r in t.replacements] for i, t in by_id.items()}
+    assert len(sisters[of_first.id]) == 2
+    assert {s for s, _ in sisters[of_first.id]} <= {s.id for s in spares_first}
+    assert sisters[of_first.id] == sorted(sisters[of_first.id])  # equal life: by id
+    assert sisters[of_second.id] == [(spare_second.id, True)]
+    assert sisters[of_assembly.id] == [(spare_assembly.id, False)]
+
+
 async def test_a_private_tool_set_is_not_found_for_others_and_queries_need_the_read_scope(edge: Edge) -> None:
     from agent.grpc_client import authorized_channel
 

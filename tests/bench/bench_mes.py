@@ -236,7 +236,7 @@ def cases(item_id: uuid.UUID, tool_set_id: uuid.UUID) -> list[Case]:
         Case(
             "job readiness, 40 tools",
             readiness,
-            lambda tx: tx.sister_instances(item_id, None, date(2025, 1, 1), [], 22),
+            lambda tx: tx.sister_instances([(item_id, None)], date(2025, 1, 1), [], 22),
         ),
     ]
 
