@@ -408,3 +408,37 @@ async def test_an_origin_belongs_to_its_sync_key_and_edges_cannot_change_central
     assert [r.seq for r in response.rejected] == [demoted.sequence]
     still = await central.use_cases.users.get(admin.id)
     assert still.role == UserRole.ADMIN and still.is_active  # type: ignore[attr-defined]
+
+
+async def test_central_change_stream_carries_what_edges_push(edge: Edge, central: Edge) -> None:
+    """The MES watching central sees each edge's changes as they arrive, in central's commit order, with the tool
+    events read from them (issue 13: the change stream works on central too)."""
+    from smooth.core.v1 import mes_pb2, mes_pb2_grpc
+    from smooth.core.v1 import tool_usage_pb2 as usage_pb
+
+    watch = mes_pb2_grpc.ChangeStreamServiceStub(central.channel).WatchChanges(
+        mes_pb2.WatchChangesRequest(entity_types=["tool_usage", "tool_instance"])
+    )
+    first = await asyncio.wait_for(watch.read(), 15)
+    assert first.HasField("bookmark")
+    instance = await edge.make.instance()
+    usage = await edge.make.usage(tool_instance_id=instance.id, machine_id="MILL-C")
+    usage.end_time.GetCurrentTime()
+    await edge.stubs.usages.UpdateToolUsage(usage_pb.UpdateToolUsageRequest(tool_usage=usage))
+    async with replicating(edge.store, settings(central.address, await sync_key(central)), utc_now) as replicator:
+        await replicator.flush()
+    seen: list[mes_pb2.ChangeEvent] = []
+    async with asyncio.timeout(15):
+        while not any(e.type == mes_pb2.TOOL_EVENT_TYPE_USAGE_CLOSED for c in seen for e in c.events):
+            message = await watch.read()
+            assert message is not grpc.aio.EOF
+            seen.extend(message.changes)
+    watch.cancel()
+    sequences = [c.sequence for c in seen]
+    assert sequences == sorted(set(sequences))
+    usage_events = [(c.entity_id, [e.type for e in c.events]) for c in seen if c.entity_type == "tool_usage"]
+    assert usage_events == [
+        (usage.id, [mes_pb2.TOOL_EVENT_TYPE_USAGE_OPENED]),
+        (usage.id, [mes_pb2.TOOL_EVENT_TYPE_USAGE_CLOSED]),
+    ]
+    assert {c.entity_id for c in seen if c.entity_type == "tool_instance"} == {instance.id}
