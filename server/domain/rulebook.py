@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
-from server.domain.entities import ToolItem, ToolPreset, ToolType, User, Versioned
+from server.domain.entities import ToolItem, ToolPreset, ToolSet, ToolType, User, Versioned
 from server.domain.errors import FieldViolation
 from server.domain.registry import KIND_BY_CLASS, KINDS
 from server.domain.schema import fields_of
@@ -68,6 +68,16 @@ def _lower_email(user: Versioned) -> Versioned:
     assert isinstance(user, User)
     email = user.email.strip().lower()
     return user if email == user.email else dataclasses.replace(user, email=email)
+
+
+def _sorted_members(tool_set: Versioned) -> Versioned:
+    """A tool set's members are sets: kept in id order, as the store returns them (so an answer built from what was
+    written equals one read back)."""
+    assert isinstance(tool_set, ToolSet)
+    instances, presets = sorted(tool_set.tool_instance_ids), sorted(tool_set.tool_preset_ids)
+    if instances == tool_set.tool_instance_ids and presets == tool_set.tool_preset_ids:
+        return tool_set
+    return dataclasses.replace(tool_set, tool_instance_ids=instances, tool_preset_ids=presets)
 
 
 def _email_rule(user: Versioned) -> list[FieldViolation]:
@@ -150,7 +160,7 @@ RULES: dict[str, Rules] = {
         ),
     ),
     "tool_usage": Rules(edge_owned=True),
-    "tool_set": Rules(),
+    "tool_set": Rules(normalize=_sorted_members),
     # Taken where the tool is (a presetter beside the machines): the edge's, never changed after.
     "tool_measurement": Rules(
         unique=(

@@ -269,6 +269,24 @@ async def test_update_and_delete_require_a_version(stubs: Stubs, make: Factory) 
     assert err.code == grpc.StatusCode.NOT_FOUND
 
 
+async def test_toolset_members_come_back_in_one_order_however_they_were_sent(stubs: Stubs, make: Factory) -> None:
+    """Members are sets, kept in id order: the answer to the write (built from what was written) and every read
+    back list them alike, whatever order the request had."""
+    made = [await make.instance() for _ in range(3)]
+    ids = sorted(m.id for m in made)
+    tool_set = await make.tool_set(tool_instance_ids=list(reversed(ids)))
+    got = await stubs.sets.GetToolSet(set_pb.GetToolSetRequest(id=tool_set.id))
+    assert list(tool_set.tool_instance_ids) == list(got.tool_instance_ids) == ids
+    more = [await make.instance() for _ in range(2)]
+    added = await stubs.sets.AddToolSetMembers(
+        set_pb.ToolSetMembersRequest(
+            id=tool_set.id, version=1, tool_instance_ids=sorted((m.id for m in more), reverse=True)
+        )
+    )
+    got = await stubs.sets.GetToolSet(set_pb.GetToolSetRequest(id=tool_set.id))
+    assert list(added.tool_instance_ids) == list(got.tool_instance_ids) == sorted(ids + [m.id for m in more])
+
+
 async def test_toolset_membership(stubs: Stubs, make: Factory) -> None:
     a, b = await make.instance(), await make.instance()
     preset = await make.preset()
