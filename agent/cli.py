@@ -13,61 +13,84 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from sqlalchemy.engine import make_url
 
 from agent import backup
-from agent.config import CollectorConfig, ConfigError, load_collector_config
+from agent.config import Config, ConfigError, Flag, load_config
+from agent.config.model import DEFAULT_CENTRAL_LISTEN, DEFAULT_DB, DEFAULT_EDGE_LISTEN, Role
 from agent.logs import configure_logging
 from agent.supervisor import ComponentFailed
 from server.domain.errors import SmoothError
 
-DEFAULT_DB = "smooth-edge.db"
-DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_LISTEN = DEFAULT_EDGE_LISTEN
+# argparse dest -> the configuration key it overrides (agent/config/model.py)
+FLAGS = {
+    "db": "database.url",
+    "migrate": "database.auto_migrate",
+    "listen": "server.listen",
+    "reflection": "server.reflection",
+    "tls_cert": "server.tls.cert",
+    "tls_key": "server.tls.key",
+    "tls_client_ca": "server.tls.client_ca",
+    "central": "replication.central",
+    "sync_key": "replication.key",
+    "central_ca": "replication.ca",
+    "log_level": "logging.level",
+    "log_format": "logging.format",
+}
 
 
 def _db(parser: argparse.ArgumentParser, default: str = DEFAULT_DB) -> None:
     parser.add_argument("--db", default=default, help="SQLite file path or database URL (default %(default)s)")
 
 
+def _server_flags(parser: argparse.ArgumentParser, listen: str) -> None:
+    """`serve` and `central`: the configuration file, and the flags that override it (FLAGS)."""
+    parser.add_argument("--config", type=Path, help="the configuration file (docs/configuration.md); flags override it")
+    parser.add_argument("--db", help=f"SQLite file path or database URL (database.url; default {DEFAULT_DB})")
+    parser.add_argument("--listen", help=f"HOST:PORT to serve gRPC on (server.listen; default {listen})")
+    parser.add_argument(
+        "--migrate", action="store_const", const=True, help="upgrade the schema before serving (database.auto_migrate)"
+    )
+    parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve TLS (server.tls.cert)")
+    parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert (server.tls.key)")
+    parser.add_argument("--tls-client-ca", type=Path, help="PEM CA: require client certificates it signed (mTLS)")
+    parser.add_argument(
+        "--reflection",
+        choices=["open", "authenticated", "off"],
+        help="gRPC server reflection: open to all, only with a valid key, or off (default open)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smooth-edge", description="Smooth Edge: the machine-floor agent.")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
-    parser.add_argument("--log-format", choices=["json", "console"], default="json")
+    # Flags that override the configuration file default to None: "not given", so the file's value stands.
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO; logging.level)")
+    parser.add_argument("--log-format", choices=["json", "console"], help="default json (logging.format)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the edge agent: the gRPC server over the local store")
-    _db(serve)
-    serve.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT to serve gRPC on (default %(default)s)")
-    serve.add_argument("--migrate", action="store_true", help="upgrade the database schema before serving")
-    serve.add_argument("--config", type=Path, help="TOML file with the machines to collect from ([[machines]])")
-    serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve TLS")
-    serve.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
-    serve.add_argument("--tls-client-ca", type=Path, help="PEM CA: require client certificates it signed (mTLS)")
-    serve.add_argument(
-        "--reflection",
-        choices=["open", "authenticated", "off"],
-        default="open",
-        help="gRPC server reflection: open to all, only with a valid key, or off (default %(default)s)",
-    )
-    serve.add_argument("--central", default="", help="HOST:PORT of central: replicate this store to it")
-    serve.add_argument("--sync-key", default="", help="API key with the sync scope (default: $SMOOTH_EDGE_SYNC_KEY)")
+    _server_flags(serve, DEFAULT_LISTEN)
+    serve.add_argument("--central", help="HOST:PORT of central: replicate this store to it (replication.central)")
+    serve.add_argument("--sync-key", help="API key with the sync scope (default: $SMOOTH_EDGE_SYNC_KEY)")
     serve.add_argument("--central-ca", type=Path, help="PEM CA of central's certificate: replicate over TLS")
     serve.add_argument(
         "--insecure-disable-auth",
-        action="store_true",
+        action="store_const",
+        const=True,
         help="trust every caller and write no refusal audits (benchmarks only; never in production)",
     )
 
     central = sub.add_parser("central", help="run the central store: the same services plus SyncService")
-    central.add_argument("--db", required=True, help="postgresql+asyncpg://user@host/db (or a SQLite file for tests)")
-    central.add_argument("--listen", default="0.0.0.0:50052", help="HOST:PORT (default %(default)s)")
-    central.add_argument("--migrate", action="store_true", help="upgrade the database schema before serving")
-    central.add_argument("--tls-cert", type=Path)
-    central.add_argument("--tls-key", type=Path)
-    central.add_argument("--tls-client-ca", type=Path)
-    central.add_argument("--reflection", choices=["open", "authenticated", "off"], default="open")
+    _server_flags(central, DEFAULT_CENTRAL_LISTEN)
+
+    check = sub.add_parser("check-config", help="validate a configuration file without starting anything")
+    check.add_argument("file", type=Path, help="the TOML file (docs/configuration.md)")
+    check.add_argument("--role", choices=["edge", "central"], default="edge", help="serve (edge) or central")
 
     mig = sub.add_parser("migrate", help="upgrade the database schema to this version's head")
-    _db(mig)
+    mig.add_argument("--db", help=f"SQLite file path or database URL (default: database.url, or {DEFAULT_DB})")
+    mig.add_argument("--config", type=Path, help="take the database from this configuration file")
 
     user = sub.add_parser("user", help="manage users from the machine itself")
     user_sub = user.add_subparsers(dest="user_command", required=True)
@@ -166,45 +189,92 @@ async def _audit_verify(db: str) -> int:
     return 1
 
 
-def _serve_options(args: argparse.Namespace) -> Any:
+def _load(args: argparse.Namespace, role: Role, *, require_secrets: bool = True) -> Config:
+    """The configuration: defaults -> --config file -> SMOOTH_EDGE_* environment -> the flags given."""
+    flags = {
+        key: Flag(getattr(args, dest), _flag_name(dest)) for dest, key in FLAGS.items() if getattr(args, dest, None)
+    }
+    if getattr(args, "insecure_disable_auth", None):
+        flags["server.auth"] = Flag(False, "--insecure-disable-auth")
+    return load_config(getattr(args, "config", None), role=role, flags=flags, require_secrets=require_secrets)
+
+
+def _flag_name(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _serve_options(config: Config) -> Any:
     from agent.runtime import ServeOptions
     from server.api.server import TlsConfig
 
-    if bool(args.tls_cert) != bool(args.tls_key):
-        raise SystemExit("smooth-edge: --tls-cert and --tls-key go together")
-    if args.tls_client_ca and not args.tls_cert:
-        raise SystemExit("smooth-edge: --tls-client-ca needs --tls-cert and --tls-key")
-    tls = TlsConfig.from_files(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    tls = config.server.tls
     return ServeOptions(
-        args.db,
-        args.listen,
-        auto_migrate=args.migrate,
-        auth=not getattr(args, "insecure_disable_auth", False),
-        reflection=args.reflection,
-        tls=tls,
-        collector=load_collector_config(args.config) if getattr(args, "config", None) else CollectorConfig(),
-        central=args.command == "central",
-        replicate=_replicate(args),
+        config.database.url,
+        config.server.listen,
+        auto_migrate=config.database.auto_migrate,
+        auth=config.server.auth,
+        reflection=config.server.reflection,
+        tls=TlsConfig.from_files(tls.cert, tls.key, tls.client_ca) if tls.cert and tls.key else None,
+        collector=config.collector,
+        central=config.role == "central",
+        replicate=_replicate(config),
     )
 
 
-def _replicate(args: argparse.Namespace) -> Any:
+def _replicate(config: Config) -> Any:
     from agent.replicator.replicator import ReplicatorSettings
 
-    target = getattr(args, "central", "")
-    if args.command != "serve" or not target:
+    replication = config.replication
+    if config.role != "edge" or not replication.central:
         return None
-    key = args.sync_key or os.environ.get("SMOOTH_EDGE_SYNC_KEY", "")
-    if not key:
-        raise SystemExit(
-            "smooth-edge: --central needs an API key with the sync scope (--sync-key or SMOOTH_EDGE_SYNC_KEY)"
-        )
     credentials = None
-    if args.central_ca:
+    if replication.ca is not None:
         import grpc
 
-        credentials = grpc.ssl_channel_credentials(root_certificates=args.central_ca.read_bytes())
-    return ReplicatorSettings(central=target, key=key, credentials=credentials)
+        credentials = grpc.ssl_channel_credentials(root_certificates=replication.ca.read_bytes())
+    return ReplicatorSettings(
+        central=replication.central,
+        key=replication.key,
+        credentials=credentials,
+        batch_size=replication.batch_size,
+        interval_s=replication.interval_s,
+    )
+
+
+def _check_config(path: Path, role: Role) -> int:
+    """`smooth-edge check-config`: every problem on a line of its own, or OK and what the file sets up."""
+    try:
+        config = load_config(path, role=role)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(f"{path}: {problem}")
+        return 2
+    from server.store.engine import database_url
+
+    url = make_url(database_url(config.database.url))
+    database = (
+        f"SQLite file {url.database}"
+        if url.get_backend_name() == "sqlite"
+        else url.render_as_string(hide_password=True)
+    )
+    server, tls = config.server, config.server.tls
+    machines = ", ".join(m.machine_id for m in config.machines)
+    replication = config.replication
+    print(f"{path}: OK ({'smooth-edge central' if role == 'central' else 'smooth-edge serve'})")
+    print(f"  database: {database}{' (migrated at start)' if config.database.auto_migrate else ''}")
+    print(
+        f"  listen: {server.listen}, TLS {'mutual' if tls.client_ca else 'on' if tls.cert else 'off'}, "
+        f"auth {'on' if server.auth else 'OFF'}, reflection {server.reflection}"
+    )
+    print(f"  machines: {len(config.machines)}{f' ({machines})' if machines else ''}")
+    print(
+        f"  replication: to {replication.central}{' over TLS' if replication.ca else ''}"
+        if replication.central
+        else "  replication: off"
+    )
+    print(f"  metrics: {config.metrics.listen or 'off'}")
+    print(f"  logging: {config.logging.level} {config.logging.format} to {config.logging.file or 'stderr'}")
+    return 0
 
 
 async def _simulate(args: argparse.Namespace) -> None:
@@ -278,69 +348,123 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_logging(args.log_level, json_lines=args.log_format == "json")
+    if args.command == "check-config":
+        return _check_config(args.file, args.role)
+    config: Config | None = None
+    try:
+        if args.command in ("serve", "central"):
+            config = _load(args, "central" if args.command == "central" else "edge")
+        elif args.command == "migrate" and args.config:
+            config = _load(args, "edge", require_secrets=False)
+    except ConfigError as err:
+        where = f"{args.config}: " if getattr(args, "config", None) else ""
+        for problem in err.problems:
+            print(f"smooth-edge: {where}{problem}", file=sys.stderr)
+        return 2
+    try:
+        if config is not None:
+            logs = config.logging
+            configure_logging(logs.level, json_lines=logs.format == "json", file=logs.file)
+        else:
+            configure_logging(args.log_level or "INFO", json_lines=(args.log_format or "json") == "json")
+    except (OSError, ValueError) as err:
+        print(f"smooth-edge: cannot set up logging: {err}; fix logging.file (or --log-level)", file=sys.stderr)
+        return 2
     if os.environ.get("SMOOTH_EDGE_FAILPOINTS"):  # crash tests only (server/domain/failpoints.py)
         from server.domain import failpoints
 
         failpoints.arm(os.environ["SMOOTH_EDGE_FAILPOINTS"])
     if os.environ.get("SMOOTH_EDGE_DUMP_STACKS_AFTER_S"):  # tests: a hang shows where every thread stands
         faulthandler.dump_traceback_later(float(os.environ["SMOOTH_EDGE_DUMP_STACKS_AFTER_S"]), exit=False)
-    log = structlog.get_logger("smooth_edge.cli")
     try:
-        if args.command in ("serve", "central"):
-            from agent.runtime import serve
-
-            _run(serve(_serve_options(args)))
-        elif args.command == "migrate":
-            asyncio.run(_migrate(args.db))
-        elif args.command == "user":
-            asyncio.run(_user_create(args))
-        elif args.command == "audit":
-            return asyncio.run(_audit_verify(args.db))
-        elif args.command == "simulate-cnc":
-            _run(_simulate(args))
-        elif args.command == "usage":
-            from agent.usage_tail import run_tail
-
-            key = args.key or os.environ.get("SMOOTH_EDGE_API_KEY", "")
-            if not key:
-                raise SystemExit("smooth-edge: give an API key with --key or SMOOTH_EDGE_API_KEY")
-            asyncio.run(run_tail(args.target, key, args.machine))
-        elif args.command in ("backup", "restore"):
-            return backup.run_command(args)
-        elif args.command == "demo":
-            from agent.demo import default_log_file, run_demo
-
-            asyncio.run(
-                _with_task_dump(
-                    run_demo(
-                        args.db,
-                        args.listen,
-                        exit_after_seed=args.exit_after_seed,
-                        duration_s=args.duration,
-                        with_cnc=not args.no_cnc,
-                        log_file=args.log_file or default_log_file(args.db),
-                        log_level=args.log_level,
-                    )
-                )
-            )
-    except SmoothError as err:
-        log.error("failed", error=err.message, reason=err.reason)
-        print(f"smooth-edge: {err.message}", file=sys.__stderr__)
-        return 2
-    except ConfigError as err:
-        print(f"smooth-edge: {err}", file=sys.__stderr__)
-        return 2
-    except OSError as err:
-        log.error("failed", error=str(err))
-        print(f"smooth-edge: {err}", file=sys.__stderr__)
-        return 2
+        return _command(args, config)
+    except KeyboardInterrupt:
+        return 130
     except ComponentFailed as err:  # logged with its traceback when it happened
         print(f"smooth-edge: {err}", file=sys.__stderr__)
         return 1
-    except KeyboardInterrupt:
-        return 130
+    except Exception as err:
+        message = _startup_failure(err, args, config)
+        if message is None:
+            raise
+        if config is not None and config.logging.file is not None:  # on stderr, the line below says it all
+            structlog.get_logger("smooth_edge.cli").error("failed", error=message)
+        print(f"smooth-edge: {message}", file=sys.__stderr__)
+        return 2
+
+
+def _command(args: argparse.Namespace, config: Config | None) -> int:
+    if args.command in ("serve", "central"):
+        from agent.runtime import serve
+
+        assert config is not None
+        _run(serve(_serve_options(config)))
+    elif args.command == "migrate":
+        asyncio.run(_migrate(config.database.url if config is not None else args.db or DEFAULT_DB))
+    elif args.command == "user":
+        asyncio.run(_user_create(args))
+    elif args.command == "audit":
+        return asyncio.run(_audit_verify(args.db))
+    elif args.command == "simulate-cnc":
+        _run(_simulate(args))
+    elif args.command == "usage":
+        from agent.usage_tail import run_tail
+
+        key = args.key or os.environ.get("SMOOTH_EDGE_API_KEY", "")
+        if not key:
+            raise SystemExit("smooth-edge: give an API key with --key or SMOOTH_EDGE_API_KEY")
+        asyncio.run(run_tail(args.target, key, args.machine))
+    elif args.command in ("backup", "restore"):
+        return backup.run_command(args)
+    elif args.command == "demo":
+        from agent.demo import default_log_file, run_demo
+
+        asyncio.run(
+            _with_task_dump(
+                run_demo(
+                    args.db,
+                    args.listen,
+                    exit_after_seed=args.exit_after_seed,
+                    duration_s=args.duration,
+                    with_cnc=not args.no_cnc,
+                    log_file=args.log_file or default_log_file(args.db),
+                    log_level=args.log_level or "INFO",
+                )
+            )
+        )
     return 0
+
+
+def _startup_failure(err: Exception, args: argparse.Namespace, config: Config | None) -> str | None:
+    """One line that says what went wrong and what to do, for the failures a new installation meets; None for
+    anything else (a traceback then: a bug to report)."""
+    from server.api.server import ListenError
+    from server.store.engine import DatabaseLocationError
+
+    setting = "database.url" if config is not None and config.source else "--db"
+    if isinstance(err, DatabaseLocationError):
+        remedy = {"missing": "create it or ", "not_writable": "fix its permissions or "}.get(err.kind, "")
+        return f"{err}; {remedy}point {setting} elsewhere"
+    if isinstance(err, ListenError):
+        return f"{err}; choose another server.listen (--listen)"
+    if isinstance(err, SmoothError) and err.reason == "SCHEMA_NOT_AT_HEAD":
+        how = f"--config {config.source}" if config is not None and config.source else f"--db {_db_of(args, config)}"
+        return (
+            f"the database is {err.metadata['state']}, but this version of smooth-edge needs revision "
+            f"{err.metadata['head']}: run `smooth-edge migrate {how}` first, or start with --migrate "
+            "(database.auto_migrate = true)"
+        )
+    if isinstance(err, SmoothError):
+        return err.message
+    if isinstance(err, ConfigError):
+        return str(err)
+    if isinstance(err, OSError):
+        return str(err)
+    return None
+
+
+def _db_of(args: argparse.Namespace, config: Config | None) -> str:
+    return config.database.url if config is not None else getattr(args, "db", None) or DEFAULT_DB
 
 
 if __name__ == "__main__":

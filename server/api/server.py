@@ -4,6 +4,8 @@ authentication on every RPC and optional TLS / mutual TLS, as an async context m
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,40 @@ class TlsConfig:
         )
 
 
+class ListenError(OSError):
+    """The server could not bind its address; the message says why, as far as the operating system tells."""
+
+    def __init__(self, listen: str, reason: str) -> None:
+        super().__init__(f"cannot listen on {listen}: {reason}")
+        self.listen = listen
+
+
+def _why_not_bound(listen: str) -> str | None:
+    """Bind the address ourselves to learn why gRPC could not (it says only that it failed, and its core logs a
+    line of its own), or None if it can be bound."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        return "not HOST:PORT"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (OSError, OverflowError) as exc:
+        return f"the host does not resolve ({exc})"
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does
+            probe.bind(address)
+    except OSError as exc:
+        reasons = {
+            errno.EADDRINUSE: "the address is in use (another smooth-edge?)",
+            errno.EADDRNOTAVAIL: "this machine has no such address",
+            errno.EACCES: "permission denied (ports below 1024 need privileges)",
+        }
+        return reasons.get(exc.errno or 0, exc.strerror or str(exc))
+    return None
+
+
 class GrpcServer:
     """`async with GrpcServer(use_cases, "127.0.0.1:0") as srv:` serves on `srv.port` until the block ends."""
 
@@ -98,12 +134,17 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self._reflection != "off":
             reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-        if self._tls is not None:
-            self.port = server.add_secure_port(self._listen, self._tls.credentials())
-        else:
-            self.port = server.add_insecure_port(self._listen)
+        if not self._listen.startswith("unix:") and (reason := _why_not_bound(self._listen)) is not None:
+            raise ListenError(self._listen, reason)
+        try:
+            if self._tls is not None:
+                self.port = server.add_secure_port(self._listen, self._tls.credentials())
+            else:
+                self.port = server.add_insecure_port(self._listen)
+        except RuntimeError as exc:  # grpc says only "Failed to bind to address"
+            raise ListenError(self._listen, _why_not_bound(self._listen) or "gRPC could not bind it") from exc
         if self.port == 0:
-            raise OSError(f"cannot listen on {self._listen}: is the address valid and the port free?")
+            raise ListenError(self._listen, "gRPC could not bind it")
         await server.start()
         self._server = server
         for name in ["", *names]:

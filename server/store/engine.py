@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -30,6 +31,39 @@ def database_url(db: str) -> str:
     return f"sqlite+aiosqlite:///{Path(db).expanduser().resolve()}"
 
 
+class DatabaseLocationError(Exception):
+    """A SQLite file that cannot be opened or created where it is (SQLite itself says only "unable to open database
+    file"). `remedy` is left to the caller, which knows where the path came from."""
+
+    def __init__(self, message: str, path: Path, kind: Literal["missing", "not_a_directory", "not_writable"]) -> None:
+        super().__init__(message)
+        self.path = path
+        self.kind = kind
+
+
+def check_sqlite_location(url: str) -> None:
+    """Raise DatabaseLocationError when the SQLite file of `url` could not be opened for writing: its directory
+    is missing or not writable (WAL mode writes -wal and -shm files beside the file), or the file is read-only."""
+    parsed = make_url(database_url(url))
+    name = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or name in ("", ":memory:") or name.startswith("file:"):
+        return
+    path = Path(name)
+    directory = path.parent
+    if not directory.exists():
+        raise DatabaseLocationError(f"the database directory {directory} does not exist", path, "missing")
+    if not directory.is_dir():
+        raise DatabaseLocationError(f"{directory} is not a directory", path, "not_a_directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise DatabaseLocationError(
+            f"the database directory {directory} is not writable by this user (SQLite writes its journal there)",
+            path,
+            "not_writable",
+        )
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise DatabaseLocationError(f"the database file {path} is not writable by this user", path, "not_writable")
+
+
 def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
@@ -38,6 +72,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine for `url` with our connection settings applied on every new connection."""
     url = database_url(url)
     if make_url(url).get_backend_name() == "sqlite":
+        check_sqlite_location(url)
         engine = create_async_engine(url, pool_size=8, max_overflow=0, **kwargs)
         _configure_sqlite(engine.sync_engine, BUSY_TIMEOUT_MS)
         return engine

@@ -38,6 +38,7 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    _refuse_newer(await current_revision(engine))
     await _run(engine, "upgrade", revision)
 
 
@@ -60,10 +61,26 @@ async def _run(engine: AsyncEngine, action: str, revision: str) -> None:
 async def ensure_at_head(engine: AsyncEngine) -> None:
     """Refuse to serve a database whose schema is not the one this code was written for."""
     current, head = await current_revision(engine), head_revision()
+    _refuse_newer(current)
     if current != head:
         state = "empty (never migrated)" if current is None else f"at revision {current}"
         raise FailedPrecondition(
             f"the database is {state}, but this version of smooth-edge needs revision {head}: "
             "run `smooth-edge migrate --db ...` first, or start with --migrate",
             reason="SCHEMA_NOT_AT_HEAD",
+            metadata={"state": state, "head": head},
         )
+
+
+def _refuse_newer(current: str | None) -> None:
+    """A revision this code does not know was written by a newer smooth-edge: migrating cannot help, and serving
+    would write rows the newer schema does not expect (issue 14: upgrade = migrate first, refuse a newer schema)."""
+    script = ScriptDirectory.from_config(alembic_config())
+    if current is None or current in {rev.revision for rev in script.walk_revisions()}:
+        return
+    raise FailedPrecondition(
+        f"the database was written by a newer smooth-edge (schema revision {current}; this version knows up to "
+        f"{head_revision()}): upgrade smooth-edge, or restore a backup taken before the upgrade",
+        reason="SCHEMA_NEWER_THAN_CODE",
+        metadata={"current": current, "head": head_revision()},
+    )
