@@ -260,7 +260,8 @@ def _check_config(path: Path, role: Role) -> int:
     server, tls = config.server, config.server.tls
     machines = ", ".join(m.machine_id for m in config.machines)
     replication = config.replication
-    print(f"{path}: OK ({'smooth-edge central' if role == 'central' else 'smooth-edge serve'})")
+    print(f"{path}: OK")
+    print(f"  role: {role} (smooth-edge {'central' if role == 'central' else 'serve'})")
     print(f"  database: {database}{' (migrated at start)' if config.database.auto_migrate else ''}")
     print(
         f"  listen: {server.listen}, TLS {'mutual' if tls.client_ca else 'on' if tls.cert else 'off'}, "

@@ -227,7 +227,8 @@ def test_the_example_configuration_passes_check_config() -> None:
     result = _cli("check-config", "deploy/smooth-edge.toml")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines() == [
-        "deploy/smooth-edge.toml: OK (smooth-edge serve)",
+        "deploy/smooth-edge.toml: OK",
+        "  role: edge (smooth-edge serve)",
         "  database: SQLite file /var/lib/smooth-edge/edge.db",
         "  listen: 0.0.0.0:50051, TLS off, auth on, reflection open",
         "  machines: 2 (MILL-01, MILL-02)",
