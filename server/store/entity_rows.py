@@ -198,14 +198,13 @@ class EntityRows(Connection):
         return {r["id"]: int(r["version"]) for r in (await self._execute(stmt)).mappings().all()}
 
     async def open_usage_counts(self, instance_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
-        """How many usages of each instance are open (no end_time); instances without any are left out."""
-        usages = ENTITY_TABLES["tool_usage"]
-        stmt = (
-            sa.select(usages.c.tool_instance_id, sa.func.count())
-            .where(usages.c.tool_instance_id.in_(list(instance_ids)), usages.c.end_time.is_(None))
-            .group_by(usages.c.tool_instance_id)
-        )
-        return {r[0]: int(r[1]) for r in await self._fetch(stmt)}
+        """How many usages of each instance are open (no end_time); instances without any are left out. One
+        instance (every usage the collector writes) takes a statement built once, with no late-rendered IN list."""
+        if len(instance_ids) == 1:
+            rows = await self._fetch(_open_usages_of_one(), {"id": instance_ids[0]})
+        else:
+            rows = await self._fetch(_open_usages_of_many(), {"ids": list(instance_ids)})
+        return {r[0]: int(r[1]) for r in rows}
 
     async def measurements_of(
         self, instance_id: uuid.UUID, before: tuple[datetime, uuid.UUID] | None, limit: int
@@ -382,6 +381,26 @@ def _by_id(kind: EntityKind) -> sa.Select[Any]:
 @functools.cache
 def _by_ids(kind: EntityKind) -> sa.Select[Any]:
     return _select_all(kind).where(ENTITY_TABLES[kind.name].c.id.in_(sa.bindparam("ids", expanding=True)))
+
+
+def _open_usages(match: sa.ColumnElement[bool]) -> sa.Select[Any]:
+    """Open usages (served by the partial index of open usages) counted per instance."""
+    usages = ENTITY_TABLES["tool_usage"]
+    return (
+        sa.select(usages.c.tool_instance_id, sa.func.count())
+        .where(match, usages.c.end_time.is_(None))
+        .group_by(usages.c.tool_instance_id)
+    )
+
+
+@functools.cache
+def _open_usages_of_one() -> sa.Select[Any]:
+    return _open_usages(ENTITY_TABLES["tool_usage"].c.tool_instance_id == sa.bindparam("id"))
+
+
+@functools.cache
+def _open_usages_of_many() -> sa.Select[Any]:
+    return _open_usages(ENTITY_TABLES["tool_usage"].c.tool_instance_id.in_(sa.bindparam("ids", expanding=True)))
 
 
 @functools.cache
