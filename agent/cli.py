@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from sqlalchemy.engine import make_url
 
-from agent import backup
+from agent import backup, health_probe
 from agent.config import Config, ConfigError, Flag, load_config
 from agent.config.model import DEFAULT_CENTRAL_LISTEN, DEFAULT_DB, DEFAULT_EDGE_LISTEN, Role
 from agent.logs import configure_logging
@@ -131,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--machine", default="", help="only this machine_id")
 
     backup.add_commands(sub, DEFAULT_DB)
+    health_probe.add_commands(sub, DEFAULT_LISTEN)
 
     demo = sub.add_parser("demo", help="serve on a SQLite file filled with sample shop data")
     _db(demo, "smooth-edge-demo.db")
@@ -417,6 +418,8 @@ def _command(args: argparse.Namespace, config: Config | None) -> int:
         asyncio.run(run_tail(args.target, key, args.machine))
     elif args.command in ("backup", "restore"):
         return backup.run_command(args)
+    elif args.command == "health":
+        return health_probe.run_command(args)
     elif args.command == "demo":
         from agent.demo import default_log_file, run_demo
 
