@@ -37,6 +37,7 @@ FLAGS = {
     "central_ca": "replication.ca",
     "log_level": "logging.level",
     "log_format": "logging.format",
+    "metrics_listen": "metrics.listen",
 }
 
 
@@ -59,6 +60,9 @@ def _server_flags(parser: argparse.ArgumentParser, listen: str) -> None:
         "--reflection",
         choices=["open", "authenticated", "off"],
         help="gRPC server reflection: open to all, only with a valid key, or off (default open)",
+    )
+    parser.add_argument(
+        "--metrics-listen", help="HOST:PORT to serve Prometheus metrics on (metrics.listen; default off)"
     )
 
 
@@ -219,6 +223,9 @@ def _serve_options(config: Config) -> Any:
         collector=config.collector,
         central=config.role == "central",
         replicate=_replicate(config),
+        metrics_listen=config.metrics.listen,
+        collector_down_after_s=config.health.collector_down_after_s,
+        central_unreachable_after_s=config.health.central_unreachable_after_s,
     )
 
 

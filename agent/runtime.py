@@ -1,5 +1,5 @@
-"""The composition root: opens the store, checks the schema, builds the use cases and serves gRPC, every
-long-lived task run by one supervisor.
+"""The composition root: opens the store, checks the schema, builds the use cases and serves gRPC, with metrics
+and per-component health, every long-lived task run by one supervisor.
 
 Components start in order and stop in reverse; the first SIGTERM/SIGINT stops gracefully, a second forces. A
 component the agent cannot serve without that fails (the writer, the gRPC server) stops it the same way, and
@@ -21,7 +21,10 @@ import structlog
 from sqlalchemy.engine import make_url
 
 from agent.collector.collector import Collector
+from agent.collector.session import SessionCounts
 from agent.config import CollectorConfig
+from agent.health import HealthMonitor, HealthSettings
+from agent.metrics import AgentMetrics, MetricsEndpoint, Sources
 from agent.replicator.central_client import CentralClient
 from agent.replicator.grpc_central import GrpcCentralClient
 from agent.replicator.replicator import Replicator, ReplicatorSettings
@@ -50,6 +53,13 @@ class ServeOptions:
     collector: CollectorConfig = field(default_factory=CollectorConfig)
     central: bool = False  # accept replication from edges (`smooth-edge central`)
     replicate: ReplicatorSettings | None = None  # push this store's changes to central
+    metrics_listen: str = ""  # HOST:PORT of the Prometheus endpoint; empty: off
+    collector_down_after_s: float = 60.0  # a machine disconnected longer than this: its health NOT_SERVING
+    central_unreachable_after_s: float = 300.0  # central unreachable longer than this: replication NOT_SERVING
+    health_interval_s: float = 5.0  # how often the write probe runs and health is decided
+
+
+PROBE_KEY = "health_write_probe"  # replication_state's key the health probe writes (this store's own bookkeeping)
 
 
 async def prepare_store(store: Store, *, auto_migrate: bool) -> None:
@@ -103,8 +113,14 @@ async def serve(
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
     supervisor = Supervisor(on_fatal=stop.set)
+    metrics = AgentMetrics()
     async with AsyncExitStack() as stack:
-        store = await stack.enter_async_context(Store(options.db_url, spawn=supervisor.spawner("writer")))
+        metrics_port = None
+        if options.metrics_listen:  # first: a port in use stops the start before anything else is opened
+            metrics_port = (await stack.enter_async_context(MetricsEndpoint(metrics, options.metrics_listen))).port
+        store = await stack.enter_async_context(
+            Store(options.db_url, spawn=supervisor.spawner("writer"), on_group=metrics.observe_group)
+        )
         await prepare_store(store, auto_migrate=options.auto_migrate)
         use_cases = build(store, central=options.central, schema_version=migrate.head_revision())
         replicator: Replicator | None = None
@@ -121,6 +137,7 @@ async def serve(
             tls=options.tls,
             machine_statuses=lambda: use_cases.recorder.statuses(collector.live_statuses()),
             replication_status=_status_source(replicator) if replicator is not None else None,
+            observe_rpc=metrics.observe_rpc,
         )
         server = await stack.enter_async_context(grpc_server)
         serving = supervisor.watch("server", options.listen, server.wait(), forever=True)
@@ -128,11 +145,33 @@ async def serve(
         # Collectors start after the API and stop before it; the replicator (entered before the API) flushes
         # after both have stopped taking writes, and the store closes last.
         await stack.enter_async_context(collector)
+        monitor = await stack.enter_async_context(
+            HealthMonitor(
+                HealthSettings(
+                    options.collector_down_after_s, options.central_unreachable_after_s, options.health_interval_s
+                ),
+                probe=lambda: _write_probe(store),
+                machines=lambda: {m: s.connected for m, s in collector.live_statuses().items()},
+                central_connected=(lambda: replicator.connected) if replicator is not None else None,
+                publish=server.set_serving,
+                supervisor=supervisor,
+            )
+        )
+        metrics.sources = Sources(
+            database_size=store.size_bytes,
+            write_queue_depth=lambda: store.write_queue_depth,
+            machines=lambda: _machine_readings(collector),
+            restarts=lambda: supervisor.restarts,
+            health=lambda: {service: v.serving for service, v in monitor.verdicts.items()},
+            replication=replicator.status if replicator is not None else None,
+        )
+        stack.callback(metrics.detach)  # first on the way out: a scrape then reads no component being stopped
         log.info(
             "agent.ready",
             db=_safe(options.db_url),
             listen=options.listen,
             port=server.port,
+            metrics_port=metrics_port,
         )
         if on_ready is not None:
             await on_ready(server, use_cases)
@@ -140,6 +179,20 @@ async def serve(
         log.info("agent.stopping")
     log.info("agent.stopped")
     supervisor.raise_failure()
+
+
+async def _write_probe(store: Store) -> None:
+    """A real write through the writer, as every unit of work goes: the database is writable if it commits."""
+    now = utc_now()
+    async with store.write() as tx:
+        await tx.set_replication_value(PROBE_KEY, now.isoformat(), now)
+
+
+def _machine_readings(collector: Collector) -> dict[str, tuple[bool, SessionCounts]]:
+    counts = collector.counts()
+    return {
+        machine_id: (status.connected, counts[machine_id]) for machine_id, status in collector.live_statuses().items()
+    }
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

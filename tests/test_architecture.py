@@ -23,9 +23,19 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "google.protobuf",
         "smooth",
         "asyncua",
+        "prometheus_client",
     ),
     "server/validation": ("server.store", "server.usecases", "server.api", "agent", "sqlalchemy", "grpc", "smooth"),
-    "server/store": ("server.usecases", "server.api", "agent", "grpc", "google.protobuf", "smooth", "asyncua"),
+    "server/store": (
+        "server.usecases",
+        "server.api",
+        "agent",
+        "grpc",
+        "google.protobuf",
+        "smooth",
+        "asyncua",
+        "prometheus_client",
+    ),
     "server/usecases": (
         "server.store",
         "server.api",
@@ -35,13 +45,15 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "google.protobuf",
         "smooth",
         "asyncua",
+        "prometheus_client",
     ),
-    "server/api": ("server.store", "agent", "sqlalchemy", "asyncua"),
+    # Metrics reach the API through a hook (interceptors.RpcObserver): prometheus_client stays in agent/metrics.py.
+    "server/api": ("server.store", "agent", "sqlalchemy", "asyncua", "prometheus_client"),
     # The contract's codec (proto <-> domain), shared by central's API and the edge's client: nothing else.
     "server/wire.py": ("server.validation", "server.store", "server.usecases", "server.api", "agent", "sqlalchemy"),
     # The agent calls use cases; the replicator reaches its store and central through its own ports
     # (agent/replicator/ports.py, central_client.py).
-    "agent": ("server.store", "server.api"),
+    "agent": ("server.store", "server.api", "prometheus_client"),
 }
 
 # module -> prefixes it may import although its package must not: the composition roots, which wire the layers
@@ -49,6 +61,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "agent/runtime.py": ("server.store", "server.api"),  # opens the store, serves the API, wires the replicator
     "agent/cli.py": ("server.store", "server.api"),  # `migrate` and `user` open the store; TLS settings for serve
     "agent/demo.py": ("server.api",),  # serves the API in process beside the simulator and collector
+    "agent/metrics.py": ("prometheus_client",),  # the one module that knows Prometheus
 }
 
 

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import structlog
 
-from agent.collector.session import MachineSession
+from agent.collector.session import MachineSession, SessionCounts
 from agent.config import CollectorConfig
 from agent.supervisor import Supervisor
 from server.domain.collector import MachineStatus
@@ -58,6 +58,9 @@ class Collector:
 
     def live_statuses(self) -> dict[str, MachineStatus]:
         return {s.config.machine_id: s.status for s in self._sessions}
+
+    def counts(self) -> dict[str, SessionCounts]:
+        return {s.config.machine_id: s.counts for s in self._sessions}
 
 
 async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:

@@ -107,6 +107,16 @@ _STATUS_HINTS = {
 DISCONNECT_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, UaError)
 
 
+@dataclass(slots=True)
+class SessionCounts:
+    """What a session has seen since the agent started (the metrics read them at each scrape)."""
+
+    notifications: int = 0  # data changes the controller sent
+    usages_opened: int = 0  # recorded
+    usages_closed: int = 0  # recorded
+    usages_unmatched: int = 0  # stays ended with no ToolPreset for their T number (kept in collector_unmatched)
+
+
 @dataclass(frozen=True, slots=True)
 class _Change:
     signal: str
@@ -143,6 +153,7 @@ class MachineSession:
         self._tracker = Tracker(config.machine_id)
         self._last_usage: dict[int, tuple[int, datetime]] = {}  # tool index -> (T number, LastUsage)
         self.status = MachineStatus(config.machine_id, endpoint=config.endpoint, profile=config.profile)
+        self.counts = SessionCounts()
         self._committed = TrackerState()
         self._loaded = False  # the saved state is read once: after that, the memory is the newer truth
         self._saved_at = 0.0
@@ -385,6 +396,7 @@ class MachineSession:
             items = [first]
             while not queue.empty():
                 items.append(queue.get_nowait())
+            self.counts.notifications += sum(1 for i in items if isinstance(i, _Change))
             failure = next((i for i in items if isinstance(i, Exception)), None)
             changes = [replace(i, at=await self._not_ahead(client, i.at)) for i in items if isinstance(i, _Change)]
             batch = sorted(changes, key=lambda c: (c.at, _ORDER.get(c.signal.split(":", 1)[0], 3)))
@@ -530,6 +542,13 @@ class MachineSession:
             )
             recorded = {w.id for w in written}
             for event in events:
+                if isinstance(event, UsageClosed):
+                    if event.usage_id in recorded:
+                        self.counts.usages_closed += 1
+                    else:
+                        self.counts.usages_unmatched += 1
+                elif event.usage_id in recorded:
+                    self.counts.usages_opened += 1
                 log.info(
                     "collector.usage_" + ("closed" if isinstance(event, UsageClosed) else "opened"),
                     machine_id=self.config.machine_id,

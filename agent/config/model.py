@@ -96,7 +96,10 @@ class LoggingConfig:
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
     listen: str = setting(
-        "", "HOST:PORT of the Prometheus endpoint (`/metrics`); empty: no endpoint.", check=host_port_or_empty
+        "",
+        "HOST:PORT of the Prometheus endpoint (`/metrics`, `--metrics-listen`); empty: no endpoint. What it serves: "
+        "docs/metrics.md.",
+        check=host_port_or_empty,
     )
 
 

@@ -100,6 +100,11 @@ class Replicator:
         # answered), doubled back after each answered one, so replication progresses on a flapping link.
         self.batch_limit = settings.batch_size
 
+    @property
+    def connected(self) -> bool:
+        """Central answered the last round (health reads this without touching the store)."""
+        return self._connected
+
     def notify(self) -> None:
         """Something was committed locally: push soon."""
         self._wake.set()

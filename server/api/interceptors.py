@@ -1,5 +1,6 @@
 """The one server interceptor: authentication and scope checks on every RPC (default deny), domain errors
-mapped to rich gRPC status in one place, refused calls audited, and one structured log line per RPC."""
+mapped to rich gRPC status in one place, refused calls audited, and one structured log line per RPC (which also
+tells the metrics, through `RpcObserver`)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from server.usecases.identity import Authenticator
 log = structlog.get_logger("smooth_edge.rpc")
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+RpcObserver = Callable[[str, str, float], None]  # (full method name, status code name, seconds) of each finished call
 ReflectionMode = Literal["open", "authenticated", "off"]
 
 
@@ -82,8 +84,9 @@ def _bearer(context: grpc.aio.ServicerContext) -> str | None:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, security: Security) -> None:
+    def __init__(self, security: Security, observe: RpcObserver | None = None) -> None:
         self._security = security
+        self._observe = observe
 
     async def intercept_service(
         self,
@@ -96,14 +99,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method = handler_call_details.method
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary, self._security),
+                _wrap_unary(method, handler.unary_unary, self._security, self._observe),
                 request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             # Server streaming (WatchChanges): like a unary call, errors raised mid-stream included.
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_server_stream(method, handler.unary_stream, self._security),
+                _wrap_server_stream(method, handler.unary_stream, self._security, self._observe),
                 request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
@@ -146,15 +149,14 @@ async def _internal_error(method: str, context: grpc.aio.ServicerContext) -> Non
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error {error_id}; the server log has the details")
 
 
-def _rpc_line(method: str, code: grpc.StatusCode, started: float, context: grpc.aio.ServicerContext) -> None:
-    """The one log line every call ends with."""
-    log.info(
-        "rpc",
-        method=method,
-        code=code.name,
-        duration_ms=round((time.perf_counter() - started) * 1000, 3),
-        peer=context.peer(),
-    )
+def _rpc_line(
+    method: str, code: grpc.StatusCode, started: float, context: grpc.aio.ServicerContext, observe: RpcObserver | None
+) -> None:
+    """The one log line every call ends with, and the metrics' count and duration."""
+    seconds = time.perf_counter() - started
+    log.info("rpc", method=method, code=code.name, duration_ms=round(seconds * 1000, 3), peer=context.peer())
+    if observe is not None:
+        observe(method, code.name, seconds)
 
 
 async def _refused(
@@ -172,7 +174,7 @@ async def _refused(
     )
 
 
-def _wrap_unary(method: str, inner: Behavior, security: Security) -> Behavior:
+def _wrap_unary(method: str, inner: Behavior, security: Security, observe: RpcObserver | None) -> Behavior:
     async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
@@ -203,7 +205,7 @@ def _wrap_unary(method: str, inner: Behavior, security: Security) -> Behavior:
         finally:
             if token is not None:
                 CURRENT_CALL.reset(token)
-            _rpc_line(method, code, started, context)
+            _rpc_line(method, code, started, context, observe)
 
     return behavior
 
@@ -225,7 +227,10 @@ def _wrap_stream(
 
 
 def _wrap_server_stream(
-    method: str, inner: Callable[[Any, grpc.aio.ServicerContext], Any], security: Security
+    method: str,
+    inner: Callable[[Any, grpc.aio.ServicerContext], Any],
+    security: Security,
+    observe: RpcObserver | None,
 ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[None]]:
     """A server-streaming method with what `_wrap_unary` gives a unary one: authentication and scopes, the caller
     in CURRENT_CALL (left set: each call runs in its own task), domain errors as rich status, one log line. The
@@ -262,6 +267,6 @@ def _wrap_server_stream(
             code = grpc.StatusCode.INTERNAL
             await _internal_error(method, context)
         finally:
-            _rpc_line(method, code, started, context)
+            _rpc_line(method, code, started, context, observe)
 
     return behavior

@@ -1,5 +1,6 @@
-"""The gRPC server: entity, identity and audit services, health (grpc.health.v1) and reflection, with
-authentication on every RPC and optional TLS / mutual TLS, as an async context manager."""
+"""The gRPC server: entity, identity and audit services, health (grpc.health.v1: every API service, and the
+agent's components through `set_serving`) and reflection, with authentication on every RPC and optional TLS /
+mutual TLS, as an async context manager."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from smooth.core.v1 import sync_pb2
 
 from server.api.collector_service import StatusSource, add_collector_servicer
 from server.api.identity_services import add_identity_servicers
-from server.api.interceptors import ReflectionMode, Security, ServerInterceptor
+from server.api.interceptors import ReflectionMode, RpcObserver, Security, ServerInterceptor
 from server.api.mes_service import add_mes_servicers
 from server.api.services import entity_servicers
 from server.api.sync_services import add_replication_servicer, add_sync_servicer
@@ -103,6 +104,7 @@ class GrpcServer:
         machine_statuses: StatusSource | None = None,
         replication_status: Callable[[], Awaitable[sync_pb2.ReplicationStatus]] | None = None,
         stream_stall_s: float = 30.0,
+        observe_rpc: RpcObserver | None = None,
     ) -> None:
         self._use_cases = use_cases
         self._machine_statuses = machine_statuses or (lambda: use_cases.recorder.statuses({}))
@@ -115,13 +117,14 @@ class GrpcServer:
         self._tls = tls
         self._grace = shutdown_grace_s
         self._stream_stall_s = stream_stall_s  # a change stream whose client reads nothing this long is ended
+        self._observe_rpc = observe_rpc  # told every finished call (metrics)
         self._server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
         self.port = 0
 
     async def __aenter__(self) -> GrpcServer:
         server = grpc.aio.server(
-            interceptors=[ServerInterceptor(self._security)],
+            interceptors=[ServerInterceptor(self._security, self._observe_rpc)],
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 * 1024 * 1024)],
         )
         servicers = entity_servicers(self._use_cases.entities, self._use_cases.measurements)
@@ -161,6 +164,11 @@ class GrpcServer:
         if self._security.authenticator is None:
             log.warning("server.auth_disabled", note="every caller is trusted: use only for benchmarks")
         return self
+
+    async def set_serving(self, service: str, serving: bool) -> None:
+        """A component's health, under its service name (ignored once the server is shutting down)."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.health.set(service, status)
 
     async def wait(self) -> None:
         """Until the server has stopped. Cancelling this wait leaves the server alone: grpc awaits its own

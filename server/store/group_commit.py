@@ -67,14 +67,21 @@ class GroupCommit(Generic[T]):
         after_commit: Callable[[], None],
         *,
         spawn: Spawn | None = None,
+        on_group: Callable[[int], None] | None = None,
     ) -> None:
         self._open = open_transaction
         self._savepoint = savepoint
         self._after_commit = after_commit
         self._spawn = spawn or _create_task
+        self._on_group = on_group  # told each group's size (the metrics' batch sizes)
         self._queue: deque[_Turn[T]] = deque()
         self._batch: list[_Turn[T]] = []  # the group the leader is working on
         self._leader: asyncio.Task[None] | None = None
+
+    @property
+    def depth(self) -> int:
+        """Units of work waiting for the writer (the group being written not included)."""
+        return len(self._queue)
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[T]:
@@ -131,6 +138,8 @@ class GroupCommit(Generic[T]):
                     batch.append(turn)
             if not batch:
                 return
+            if self._on_group is not None:
+                self._on_group(len(batch))
             alone = len(batch) == 1
             done: list[_Turn[T]] = []
             failed: list[_Turn[T]] = []

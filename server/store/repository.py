@@ -10,6 +10,7 @@ tree once, in server/store/connection.py.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -43,11 +44,13 @@ WRITE_LOCK = 0x5E_A0D1
 class Store:
     """Owns the engine. `async with Store(url) as store:` opens it; leaving disposes every connection.
 
-    `spawn` starts the group-commit writer's task (the agent's supervisor watches it)."""
+    `spawn` starts the group-commit writer's task (the agent's supervisor watches it); `on_group` is told the size of
+    each group committed together (metrics)."""
 
-    def __init__(self, url: str, *, spawn: Spawn | None = None) -> None:
+    def __init__(self, url: str, *, spawn: Spawn | None = None, on_group: Callable[[int], None] | None = None) -> None:
         self.url = url
         self._spawn = spawn
+        self._on_group = on_group
         self._engine: AsyncEngine | None = None
         self._inline: sa.Engine | None = None  # SQLite: statements run inline on the loop (store/inline.py)
         self._write_lock = asyncio.Lock()
@@ -112,9 +115,26 @@ class Store:
                 _savepoint,
                 self._committed,
                 spawn=self._spawn,
+                on_group=self._on_group,
             )
         async with self._group.unit() as tx:
             yield tx
+
+    @property
+    def write_queue_depth(self) -> int:
+        """Units of work waiting for the writer."""
+        return self._group.depth if self._group is not None else 0
+
+    async def size_bytes(self) -> int:
+        """The database's size on disk: SQLite's file with its write-ahead log, or PostgreSQL's database."""
+        if self._inline is not None:
+            return _sqlite_size(self.engine.url.database or "")
+        try:
+            async with self.engine.connect() as conn:
+                size = await conn.scalar(sa.text("SELECT pg_database_size(current_database())"))
+        except (sa_exc.StatementError, OSError, TimeoutError) as exc:
+            raise map_db_error(exc) from exc
+        return int(size or 0)
 
     def _committed(self) -> None:
         for callback in self.on_commit:
@@ -175,6 +195,11 @@ async def _begin_immediate(conn: sa.Connection) -> None:
                 raise
         await asyncio.sleep(pause)
         pause = min(pause * 2, 0.05)
+
+
+def _sqlite_size(path: str) -> int:
+    """The file and its write-ahead log (a stat each: as cheap as the inline statements run on the loop)."""
+    return sum(os.path.getsize(p) for p in (path, f"{path}-wal") if os.path.exists(p))
 
 
 def _savepoint(tx: Transaction) -> AbstractAsyncContextManager[None]:

@@ -387,6 +387,7 @@ async def test_a_session_killed_by_a_fault_is_restarted_and_collects(
                 await connected(collector, "M1")
                 await play(sim, clock, "M1", clock.fresh_start(), [(1.0, Step(0, tool=1))])
                 await eventually(stays(store, "M1", 1, closed=0), what="T1 recorded after the restart")
+                assert collector.counts()["M1"].usages_opened == 1
         (crashed,) = [e for e in logs if e["event"] == "collector.crashed"]
         assert isinstance(crashed["exc_info"], failpoints.InjectedFault) and crashed["task"] == "M1"
         assert [e["restarts"] for e in logs if e["event"] == "collector.restarted"] == [1]

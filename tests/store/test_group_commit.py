@@ -97,6 +97,7 @@ async def test_a_writer_that_dies_fails_every_waiting_unit_and_tells_its_supervi
     fails the units it had, instead of leaving them waiting forever, and ends with that error, where the agent's
     supervisor sees it (and stops the agent: tests/agent/test_supervision.py)."""
     leaders: list[asyncio.Task[None]] = []
+    groups: list[int] = []  # each group's size, as the metrics are told
 
     def spawn(work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         leaders.append(asyncio.get_running_loop().create_task(work, name=name))
@@ -106,7 +107,7 @@ async def test_a_writer_that_dies_fails_every_waiting_unit_and_tells_its_supervi
         async with store.write() as tx:
             await tx.set_replication_value(f"k{i}", i, datetime.now(UTC))
 
-    async with Store(str(tmp_path / "dies.db"), spawn=spawn) as store:
+    async with Store(str(tmp_path / "dies.db"), spawn=spawn, on_group=groups.append) as store:
         await migrate.upgrade(store.engine)
         failpoints.arm("group-commit=raise")
         try:
@@ -116,7 +117,8 @@ async def test_a_writer_that_dies_fails_every_waiting_unit_and_tells_its_supervi
         assert all(isinstance(r, failpoints.InjectedFault) for r in results)
         (dead,) = leaders
         assert isinstance(dead.exception(), failpoints.InjectedFault)
+        assert store.write_queue_depth == 0 and groups == []
         await unit(store, 99)  # the next unit gets a new writer
-        assert len(leaders) == 2
+        assert len(leaders) == 2 and groups == [1]
         async with store.read() as tx:
             assert await tx.replication_value("k99") == 99 and await tx.replication_value("k0") is None
