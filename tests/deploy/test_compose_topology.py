@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -47,7 +48,9 @@ class Topology:
         self.central_db = central_db
         self.etc = tmp / "etc"  # ./compose, mounted at /etc/smooth-edge
         shutil.copytree(ROOT / "deploy" / "compose", self.etc)
-        self.ports = {"central": _free_port(), "edge": _free_port(), "simulator": _free_port()}
+        self.ports = {
+            name: _free_port() for name in ("central", "edge", "simulator", "central-metrics", "edge-metrics")
+        }
         # Addresses as the containers know them -> here. Listeners on 0.0.0.0 stay on every interface where a
         # client reaches them by another name (the simulator: the OPC UA endpoint URL it serves names 0.0.0.0).
         self.addresses = {
@@ -61,8 +64,9 @@ class Topology:
             "'127.0.0.1', 4840": f"'127.0.0.1', {self.ports['simulator']}",
         }
         edge_data = self.volume("edge", "/var/lib/smooth-edge")
-        for name, data in (("edge.toml", edge_data), ("central.toml", None)):
-            text = (self.etc / name).read_text().replace("0.0.0.0:9464", f"127.0.0.1:{_free_port()}")
+        for role, data in (("edge", edge_data), ("central", None)):
+            name = f"{role}.toml"
+            text = (self.etc / name).read_text().replace("0.0.0.0:9464", f"127.0.0.1:{self.ports[role + '-metrics']}")
             if data is not None:
                 text = text.replace("/var/lib/smooth-edge", str(data))
             (self.etc / name).write_text(self.map_text(text))
@@ -153,6 +157,14 @@ class Topology:
             await asyncio.sleep(0.5)
 
 
+def _scrape(port: int) -> dict[str, float]:
+    """Every sample of a Prometheus text page: `name{labels}` -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as page:
+        text = page.read().decode()
+    samples = (line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    return {name: float(value) for name, value in samples}
+
+
 def _collected_usages(target: str, key: str) -> list[dict[str, Any]]:
     """Central's usages that the collector recorded (the seed's own carry source MANUAL)."""
     with grpc.insecure_channel(target) as channel:
@@ -197,6 +209,11 @@ async def test_the_compose_topology_replicates_a_collected_usage(tmp_path: Path,
                 )
                 await asyncio.sleep(1)
             assert found[0]["machine_id"] in ("MILL-01", "MILL-02")
+            # The edge's Prometheus endpoint, as configured in edge.toml, counts it and sees central.
+            metrics = await asyncio.to_thread(_scrape, topology.ports["edge-metrics"])
+            opened = [v for k, v in metrics.items() if k.startswith("smooth_edge_collector_usages_opened_total{")]
+            assert sum(opened) >= 1, metrics
+            assert metrics["smooth_edge_replication_connected"] == 1
         edge_log = topology.logs["edge"].read_text()
         assert '"event": "replicator.started"' in edge_log and '"event": "collector.connected"' in edge_log
         assert '"event": "migrate.done"' in edge_log  # edge-start.sh migrated before serving

@@ -65,3 +65,22 @@ def test_upgrade_script_backs_up_stops_installs_checks_starts_in_that_order() ->
     assert text.startswith("#!/bin/sh\n") and "set -eu" in text and "trap roll_back_hint EXIT" in text
     # The backup's path is read from what `smooth-edge backup` prints (agent/backup.py: run_command).
     assert "backed up to " in (ROOT / "agent" / "backup.py").read_text()
+
+
+def test_the_metrics_and_health_services_named_are_the_agents() -> None:
+    """Names the guide tells operators to alert on are in docs/metrics.md, which is generated from the code."""
+    reference = (ROOT / "docs" / "metrics.md").read_text()
+    metrics = set(re.findall(r"`(smooth_edge_[a-z_]+)", GUIDE))
+    services = set(re.findall(r"`(smooth\.edge\.[a-z.]+)(?:<machine_id>)?`", GUIDE))
+    assert {"smooth_edge_replication_lag_seconds", "smooth_edge_database_size_bytes"} <= metrics
+    assert {"smooth.edge.database", "smooth.edge.replication", "smooth.edge.collector."} <= services
+    assert not sorted(m for m in metrics if f"`{m}`" not in reference)
+    assert not sorted(s for s in services if f'`"{s}' not in reference)
+
+
+def test_every_relative_link_resolves() -> None:
+    for page in (ROOT / "docs" / "operations.md", ROOT / "deploy" / "README.md"):
+        links = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text())
+        assert links, page
+        missing = [link for link in links if not (page.parent / link).exists()]
+        assert not missing, f"{page.relative_to(ROOT)} links to files that do not exist: {missing}"
