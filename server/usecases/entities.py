@@ -195,7 +195,7 @@ class EntityService:
         if not caller.system:
             self._check_change(current, entity, set(changes))
         entity = await self._prepare(tx, entity)
-        await rulebook.enforce(tx, entity)
+        await rulebook.enforce(tx, entity, stored=current)
         if not await tx.update(self.kind, entity, version):
             raise _stale(self.kind, await self._require(tx, entity_id))
         await self._record(tx, current, entity, ChangeOperation.UPDATE, caller, now, method)
@@ -218,7 +218,10 @@ class EntityService:
         steps: list[tuple[Versioned | None, Versioned, Caller]] = []
         created: dict[uuid.UUID, Versioned] = {}  # id -> the entity as first created here
         start_versions: dict[uuid.UUID, int] = {}  # id -> the version it had before this call (updates)
+        stored: dict[uuid.UUID, Versioned] = {}  # id -> the state the store holds (updates)
         for current, entity_id, values, caller in writes:
+            if current is not None:
+                stored.setdefault(entity_id, current)
             current = latest.get(entity_id, current)
             clean = {k: v for k, v in values.items() if k not in OUTPUT_ONLY}
             if current is None:
@@ -247,10 +250,10 @@ class EntityService:
         if not steps:
             return []
         # Every state written is checked: the last of each id, and an earlier one too (its change record stays).
-        broken = await rulebook.check(tx, list(latest.values()))
+        broken = await rulebook.check(tx, list(latest.values()), stored=stored)
         earlier = [after for _, after, _ in steps if after is not latest[after.id]]
         if earlier and not broken:
-            broken = await rulebook.check(tx, earlier)
+            broken = await rulebook.check(tx, earlier, stored=stored)
         if broken:
             raise next(iter(broken.values()))
         if created:

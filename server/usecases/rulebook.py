@@ -7,7 +7,8 @@ whoever writes.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Hashable, Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence, Set
+from operator import attrgetter
 
 from server.domain.entities import ToolAssembly, ToolInstance, Versioned
 from server.domain.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, SmoothError
@@ -19,28 +20,45 @@ from server.validation.rules import check_entity
 
 
 async def check(
-    tx: Entities, entities: Sequence[Versioned], *, new_ids: Set[uuid.UUID] = frozenset()
+    tx: Entities,
+    entities: Sequence[Versioned],
+    *,
+    new_ids: Set[uuid.UUID] = frozenset(),
+    stored: Mapping[uuid.UUID, Versioned] | None = None,
 ) -> dict[uuid.UUID, SmoothError]:
     """The first rule each entity breaks, by id (absent: it may be written). `entities` are the states about to
     be written, of any kinds, later ones replacing earlier ones of the same id: references and keys resolve
     against them first, then against the store. `new_ids`: entities the caller knows the store has never held
-    (an id it just generated), which therefore nothing in the store can reference yet."""
+    (an id it just generated), which therefore nothing in the store can reference yet. `stored`: the states the
+    store holds now (as read in this transaction) of entities being updated: a reference or a unique key an update
+    leaves as it was is not looked up again (what the store holds met the rules when it was written, and a
+    referenced entity can neither go nor change its role while referenced)."""
     batch: dict[uuid.UUID, Versioned] = {}
     for entity in entities:
         batch[entity.id] = entity
+    stored = stored or {}
     errors: dict[uuid.UUID, SmoothError] = {}
     await _field_rules(tx, batch, errors)
-    await _references(tx, batch, errors)
+    await _references(tx, batch, errors, stored)
     await _roles_in_use(tx, batch, errors, new_ids)
-    await _unique_keys(tx, batch, errors)
+    await _unique_keys(tx, batch, errors, stored)
     return errors
 
 
-async def enforce(tx: Entities, entity: Versioned, *, new: bool = False) -> None:
-    """`check` for one entity: raises the first rule it breaks. `new`: its id was just generated."""
-    errors = await check(tx, [entity], new_ids={entity.id} if new else frozenset())
+async def enforce(tx: Entities, entity: Versioned, *, new: bool = False, stored: Versioned | None = None) -> None:
+    """`check` for one entity: raises the first rule it breaks. `new`: its id was just generated; `stored`: the
+    state it updates, as read in this transaction."""
+    errors = await check(
+        tx, [entity], new_ids={entity.id} if new else frozenset(), stored={entity.id: stored} if stored else None
+    )
     if errors:
         raise errors[entity.id]
+
+
+def _kept(entity: Versioned, stored: Mapping[uuid.UUID, Versioned], value: Callable[[Versioned], object]) -> bool:
+    """Whether an update leaves this value (a field, a unique key) as the store holds it."""
+    before = stored.get(entity.id)
+    return before is not None and type(before) is type(entity) and value(before) == value(entity)
 
 
 async def _lookup(
@@ -88,12 +106,17 @@ async def _tool_types(tx: Entities, batch: Mapping[uuid.UUID, Versioned]) -> dic
     return out
 
 
-async def _references(tx: Entities, batch: dict[uuid.UUID, Versioned], errors: dict[uuid.UUID, SmoothError]) -> None:
+async def _references(
+    tx: Entities,
+    batch: dict[uuid.UUID, Versioned],
+    errors: dict[uuid.UUID, SmoothError],
+    stored: Mapping[uuid.UUID, Versioned],
+) -> None:
     """Every referenced entity exists (in the batch or the store) and plays the role its field asks for."""
     wanted: dict[str, set[uuid.UUID]] = {}
     for entity in batch.values():
         for f in fields_of(type(entity)):
-            if f.ref is None:
+            if f.ref is None or _kept(entity, stored, attrgetter(f.name)):
                 continue
             value = getattr(entity, f.name)
             ids = value if f.kind == "members" else ([value] if value is not None else [])
@@ -105,7 +128,7 @@ async def _references(tx: Entities, batch: dict[uuid.UUID, Versioned], errors: d
         rules = RULES[KIND_BY_CLASS[type(entity)].name]
         problems: list[FieldViolation] = []
         for f in fields_of(type(entity)):
-            if f.ref is None:
+            if f.ref is None or _kept(entity, stored, attrgetter(f.name)):
                 continue
             value = getattr(entity, f.name)
             ids = value if f.kind == "members" else ([value] if value is not None else [])
@@ -181,14 +204,19 @@ def _referenced(entities: Iterable[Versioned]) -> set[uuid.UUID]:
     return out
 
 
-async def _unique_keys(tx: Entities, batch: dict[uuid.UUID, Versioned], errors: dict[uuid.UUID, SmoothError]) -> None:
+async def _unique_keys(
+    tx: Entities,
+    batch: dict[uuid.UUID, Versioned],
+    errors: dict[uuid.UUID, SmoothError],
+    stored: Mapping[uuid.UUID, Versioned],
+) -> None:
     by_kind: dict[str, list[Versioned]] = {}
     for entity in batch.values():
         by_kind.setdefault(KIND_BY_CLASS[type(entity)].name, []).append(entity)
     for name, members in by_kind.items():
         kind = KINDS[name]
         for unique in RULES[name].unique:
-            keyed = [(e, unique.key(e)) for e in members if e.id not in errors]
+            keyed = [(e, unique.key(e)) for e in members if e.id not in errors and not _kept(e, stored, unique.key)]
             keyed = [(e, k) for e, k in keyed if k is not None]
             if not keyed:
                 continue
