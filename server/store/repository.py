@@ -37,6 +37,9 @@ class Transaction(MesRows, ChangeLogRows, IdentityRows, CollectorRows, Replicati
 # Decoded entities kept for rows read again (server/store/inline.py), all kinds together: about 2 KB each.
 DECODED_CACHE_SIZE = 8_192
 
+# SQLite reader connections kept open between reads.
+READERS_KEPT = 4
+
 # A constant key for pg_advisory_xact_lock: one writer at a time on PostgreSQL.
 WRITE_LOCK = 0x5E_A0D1
 
@@ -56,6 +59,7 @@ class Store:
         self._write_lock = asyncio.Lock()
         self._group: GroupCommit[Transaction] | None = None
         self._decoded = DecodedCache(DECODED_CACHE_SIZE)
+        self._readers: list[sa.Connection] = []  # SQLite reader connections kept open (read())
         # Called after every committed write (the replicator wakes on them); must not block.
         self.on_commit: list[Callable[[], None]] = []
 
@@ -76,6 +80,8 @@ class Store:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        while self._readers:
+            self._readers.pop().close()
         if self._inline is not None:
             self._inline.dispose()
         if self._engine is not None:
@@ -85,8 +91,17 @@ class Store:
     async def read(self) -> AsyncIterator[Transaction]:
         try:
             if self._inline is not None:
-                with self._inline.connect() as sync_conn, sync_conn.begin():
-                    yield Transaction(InlineConnection(sync_conn, self._decoded, committed=True))
+                # A reader connection kept open between reads (taking one from the pool and giving it back cost
+                # a Get more than its SELECT); reads that overlap (one awaits inside) each take their own.
+                sync_conn = self._readers.pop() if self._readers else self._inline.connect()
+                try:
+                    with sync_conn.begin():
+                        yield Transaction(InlineConnection(sync_conn, self._decoded, committed=True))
+                finally:
+                    if sync_conn.invalidated or sync_conn.in_transaction() or len(self._readers) >= READERS_KEPT:
+                        sync_conn.close()
+                    else:
+                        self._readers.append(sync_conn)
                 return
             async with self.engine.connect() as conn:
                 async with conn.begin():

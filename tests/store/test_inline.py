@@ -77,3 +77,49 @@ async def test_rows_sent_straight_to_the_driver_are_refused_like_any_other(tmp_p
                 await tx._insert(ENTITY_TABLES["tool_item"], {**row, "id": uuid.uuid4(), "name": "x" * 201})
         async with store.read() as tx:
             assert len(await tx.find_in(KINDS["tool_item"], "name", ["drill"])) == 1
+
+
+async def test_reader_connections_kept_open_see_every_commit_and_overlapping_reads_have_their_own(
+    tmp_path: Path,
+) -> None:
+    """Reads on SQLite reuse connections kept open between them: a kept connection reads what was committed since
+    it was last used, a read that fails leaves it usable, and reads that overlap (one awaits inside) each get
+    their own transaction, each seeing the database as of its start."""
+    db = tmp_path / "edge.db"
+    async with Store(str(db)) as store:
+        await migrate.upgrade(store.engine)
+
+        async def write(value: int) -> None:
+            async with store.write() as tx:
+                await tx.set_replication_value("n", value, datetime.now(UTC))
+
+        await write(1)
+        async with store.read() as tx:
+            assert await tx.replication_value("n") == 1
+        await write(2)  # committed after the reader connection was kept
+        async with store.read() as tx:
+            assert await tx.replication_value("n") == 2
+        with pytest.raises(RuntimeError):
+            async with store.read() as tx:
+                await tx.replication_value("n")
+                raise RuntimeError("a read that fails half way")
+        async with store.read() as tx:
+            assert await tx.replication_value("n") == 2
+
+        inside = asyncio.Event()
+        carry_on = asyncio.Event()
+
+        async def long_read() -> object:
+            async with store.read() as tx:
+                first = await tx.replication_value("n")
+                inside.set()
+                await carry_on.wait()  # another read and a write happen meanwhile
+                return first, await tx.replication_value("n")
+
+        pending = asyncio.create_task(long_read())
+        await inside.wait()
+        await write(3)
+        async with store.read() as tx:
+            assert await tx.replication_value("n") == 3
+        carry_on.set()
+        assert await pending == (2, 2)  # its own snapshot, from start to end
