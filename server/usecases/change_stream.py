@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import bisect
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
@@ -200,10 +201,8 @@ class ChangeStream:
                 if more:
                     continue  # more is waiting
                 wait = min(self._poll_s, max(bookmark_s - (loop.time() - last_sent), 0.01))
-                try:
+                with contextlib.suppress(TimeoutError):  # a commit woke us, or it is time to look again
                     await asyncio.wait_for(wakeup.wait(), wait)
-                except TimeoutError:
-                    pass
         finally:
             self._wakeups.discard(wakeup)
             self._stopping.discard(wakeup)
@@ -221,8 +220,9 @@ class ChangeStream:
             async with self._refill:
                 if position > self._tail.end + self._tail_kept:  # far ahead of a stale tail (nobody watched)
                     self._tail = _Tail(self._tail_kept, position, position)
-                while position >= self._tail.end and await self._extend():
-                    pass
+                while position >= self._tail.end:
+                    if not await self._extend():
+                        break  # nothing newer is committed yet
             tail = self._tail
         return tail.after(position, kinds, self._page)
 
