@@ -32,6 +32,7 @@ from agent.replicator.wire import status_to_proto
 from agent.supervisor import Supervisor
 from server.api.interceptors import ReflectionMode
 from server.api.server import GrpcServer, TlsConfig
+from server.domain.errors import Unavailable
 from server.store import migrate
 from server.store.engine import database_url
 from server.store.repository import Store
@@ -59,6 +60,7 @@ class ServeOptions:
     health_interval_s: float = 5.0  # how often the write probe runs and health is decided
 
 
+MIN_FREE_BYTES = 1 << 20  # less free on the SQLite file's file system: the database is reported NOT_SERVING
 PROBE_KEY = "health_write_probe"  # replication_state's key the health probe writes (this store's own bookkeeping)
 
 
@@ -182,10 +184,19 @@ async def serve(
 
 
 async def _write_probe(store: Store) -> None:
-    """A real write through the writer, as every unit of work goes: the database is writable if it commits."""
+    """A real write through the writer, as every unit of work goes: the database is writable if it commits and
+    (SQLite) its file system has room to grow. A small write can still commit on a full disk, into log pages a
+    checkpoint freed, while every write that needs a new page is refused."""
     now = utc_now()
     async with store.write() as tx:
         await tx.set_replication_value(PROBE_KEY, now.isoformat(), now)
+    free = store.free_bytes()
+    if free is not None and free < MIN_FREE_BYTES:
+        raise Unavailable(
+            f"the file system of the database has {free} bytes free (less than {MIN_FREE_BYTES}): writes that "
+            "grow the database are refused; free space there or grow it",
+            reason="DISK_FULL",
+        )
 
 
 def _machine_readings(collector: Collector) -> dict[str, tuple[bool, SessionCounts]]:

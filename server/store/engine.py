@@ -98,6 +98,12 @@ def create_inline_engine(url: str) -> sa.Engine:
         sync_url, poolclass=sa.pool.QueuePool, pool_size=8, max_overflow=-1, pool_reset_on_return=None
     )
     _configure_sqlite(engine, INLINE_BUSY_TIMEOUT_MS, raw_begin=True)
+
+    @sa.event.listens_for(engine, "connect")
+    def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
+        # A commit never checkpoints on the loop's thread: the store's checkpointer does (store/checkpointer.py).
+        dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
+
     return engine
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.store.change_log import ChangeLogRows
+from server.store.checkpointer import Checkpointer
 from server.store.collector_rows import CollectorRows
 from server.store.connection import map_db_error
 from server.store.engine import BUSY_TIMEOUT_MS, WRITE_OPTION, create_engine, create_inline_engine, is_sqlite
@@ -60,6 +61,7 @@ class Store:
         self._group: GroupCommit[Transaction] | None = None
         self._decoded = DecodedCache(DECODED_CACHE_SIZE)
         self._readers: list[sa.Connection] = []  # SQLite reader connections kept open (read())
+        self._checkpointer: Checkpointer | None = None  # SQLite: WAL checkpoints off the loop
         # Called after every committed write (the replicator wakes on them); must not block.
         self.on_commit: list[Callable[[], None]] = []
 
@@ -77,9 +79,15 @@ class Store:
         self._engine = create_engine(self.url)
         if is_sqlite(self._engine):
             self._inline = create_inline_engine(self.url)
+            path = self._engine.url.database or ""
+            if path not in ("", ":memory:") and not path.startswith("file:"):
+                self._checkpointer = Checkpointer(path)
+                self._checkpointer.start()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         while self._readers:
             self._readers.pop().close()
         if self._inline is not None:
@@ -151,7 +159,17 @@ class Store:
             raise map_db_error(exc) from exc
         return int(size or 0)
 
+    def free_bytes(self) -> int | None:
+        """Bytes free to this process on the file system of the SQLite file (None on PostgreSQL)."""
+        if self._inline is None:
+            return None
+        path = os.path.dirname(os.path.abspath(self.engine.url.database or "."))
+        stats = os.statvfs(path)
+        return stats.f_bavail * stats.f_frsize
+
     def _committed(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
         for callback in self.on_commit:
             callback()
 
