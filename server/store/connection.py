@@ -109,6 +109,16 @@ class Connection:
                 raise map_db_error(exc) from exc
         return int((await self._execute(statement, params)).rowcount)
 
+    async def _change_many(self, statement: sa.Executable, rows: Sequence[dict[str, Any]]) -> int:
+        """Run one INSERT, UPDATE or DELETE for each of `rows` (an executemany; straight to the driver on inline
+        SQLite); how many rows it changed in all."""
+        if isinstance(self._conn, InlineConnection):
+            try:
+                return self._conn.change_many_raw(statement, rows)
+            except sa_exc.StatementError as exc:
+                raise map_db_error(exc) from exc
+        return int((await self._execute(statement, list(rows))).rowcount)
+
     async def _insert(self, table: sa.Table, row: dict[str, Any]) -> None:
         """Insert one row: straight to the driver on inline SQLite (server/store/inline.py), a Core INSERT elsewhere."""
         if isinstance(self._conn, InlineConnection):
@@ -139,6 +149,9 @@ class Connection:
         """Insert many rows (same keys in each): COPY on PostgreSQL (binary, one round trip, no per-row
         statement), executemany elsewhere. Values go through the columns' own type processing either way."""
         if not rows:
+            return
+        if isinstance(self._conn, InlineConnection):
+            await self._change_many(table.insert(), rows)
             return
         if self._dialect != "postgresql":
             plain = [{k: json.loads(v) if type(v) is JsonText else v for k, v in row.items()} for row in rows]

@@ -347,9 +347,9 @@ class EntityRows(Connection):
         for e, v in updates:
             row = _row(kind, e)
             rows.append({"_id": e.id, "_expected": v, **{c: row[c] for c in names}})
-        result = await self._execute(statement, rows)
-        if self._conn.dialect.supports_sane_multi_rowcount:
-            return result.rowcount == len(rows)
+        if isinstance(self._conn, InlineConnection) or self._conn.dialect.supports_sane_multi_rowcount:
+            return await self._change_many(statement, rows) == len(rows)
+        await self._execute(statement, rows)
         found = await self.versions_of(kind, [e.id for e, _ in updates])
         return all(found.get(e.id) == e.version for e, _ in updates)
 

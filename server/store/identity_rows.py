@@ -78,7 +78,7 @@ class IdentityRows(Connection):
 
     async def insert_audit_many(self, entries: Sequence[AuditEntry]) -> None:
         """Insert sealed entries (in sequence order) and move the head to the last one."""
-        await self._execute(audit_log.insert(), [_row(e) for e in entries])
+        await self._change_many(audit_log.insert(), [_row(e) for e in entries])
         await self._move_audit_head(entries[-1])
 
     async def _move_audit_head(self, last: AuditEntry) -> None:

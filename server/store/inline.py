@@ -17,6 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.util import LRUCache
 
+from server.domain.schema import JsonText
+
 # Compiled SELECTs by SQLAlchemy's own cache key (the statement's shape, not its values), for `select_raw`.
 _COMPILED: LRUCache[Any, Any] = LRUCache(500)
 
@@ -121,6 +123,39 @@ class InlineConnection:
         if compiled is None:
             return int(self.sync.execute(statement, params).rowcount)
         return int(self._run(compiled.string, args).rowcount)
+
+    def change_many_raw(self, statement: Any, rows: Sequence[dict[str, Any]]) -> int:
+        """Run one INSERT, UPDATE or DELETE for each of `rows` (the same keys in each) in one executemany straight
+        on the driver: compiled once, each value through its column's bind processor (a value already JSON text,
+        `JsonText`, as it is). SQLAlchemy's executemany cost about 100 us a row (the collector writes hundreds of
+        rows a batch, issue 11). Returns how many rows it changed in all."""
+        compiled, extracted, collected, _ = statement._compile_w_cache(
+            self.dialect, compiled_cache=_COMPILED, column_keys=sorted(rows[0])
+        )
+        if compiled.literal_execute_params or compiled.post_compile_params:
+            return int(self.sync.execute(statement, list(rows)).rowcount)
+        # What the statement binds itself (not from the rows): taken from one row's full parameter set.
+        fixed: dict[str, Any] = dict(
+            compiled.construct_params(
+                rows[0], extracted_parameters=extracted, escape_names=False, _collected_params=collected
+            )
+        )
+        binds = compiled._bind_processors
+        names = tuple(compiled.positiontup or ())
+        processors = tuple(binds.get(n) for n in names)
+        args = [
+            tuple(
+                v if p is None or type(v) is JsonText else p(v)
+                for p, v in zip(processors, (row[n] if n in row else fixed[n] for n in names), strict=True)
+            )
+            for row in rows
+        ]
+        dbapi = self.sync.connection.dbapi_connection
+        assert dbapi is not None
+        try:
+            return int(dbapi.executemany(compiled.string, args).rowcount)
+        except sqlite3.Error as exc:
+            raise sa_exc.DBAPIError.instance(compiled.string, args, exc, sqlite3.Error) from exc
 
     def _compiled(self, statement: Any, params: dict[str, Any] | None) -> tuple[Any, tuple[Any, ...]]:
         """(compiled statement, driver parameters), or (None, ()) for a statement that needs SQLAlchemy's own

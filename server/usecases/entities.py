@@ -302,8 +302,7 @@ class EntityService:
                 for before, after, caller in steps
             ],
         )
-        for before, after, caller in steps:
-            await self._after_write(tx, before, after, caller, now)
+        await self._after_write_many(tx, steps, now)
         return [after for _, after, _ in steps]
 
     async def change_members(
@@ -383,6 +382,13 @@ class EntityService:
         self, tx: Transaction, before: Versioned | None, after: Versioned, caller: Caller, now: datetime
     ) -> None:
         """Kind-specific effects inside a create's or update's transaction (hook; e.g. deactivation revokes keys)."""
+
+    async def _after_write_many(
+        self, tx: Transaction, steps: Sequence[tuple[Versioned | None, Versioned, Caller]], now: datetime
+    ) -> None:
+        """`_after_write` for each step of a batch write, in order (hook: a kind may do them together)."""
+        for before, after, caller in steps:
+            await self._after_write(tx, before, after, caller, now)
 
     async def _seen_request(
         self, tx: Transaction, caller: Caller, method: str, target: uuid.UUID | None

@@ -16,7 +16,7 @@ from server.domain import lifecycle, toollife
 from server.domain.entities import ToolAssembly, ToolInstance, ToolInstanceStatus, ToolItem, ToolUsage, Versioned
 from server.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from server.domain.registry import KINDS, EntityKind
-from server.usecases.entities import Caller, EntityService, _check_request_id
+from server.usecases.entities import BatchWrite, Caller, EntityService, _check_request_id
 from server.usecases.ports import Transaction, UnitOfWork
 
 FLAG = lifecycle.USAGE_FLAG
@@ -205,62 +205,83 @@ class UsageService(EntityService):
     async def _after_write(
         self, tx: Transaction, before: Versioned | None, after: Versioned, caller: Caller, now: datetime
     ) -> None:
-        assert isinstance(after, ToolUsage)
-        instances = {after.tool_instance_id}
-        if isinstance(before, ToolUsage):
-            instances.add(before.tool_instance_id)  # a usage moved to another instance leaves the first
-        # A usage counts towards tool life once: when it closes (or is recorded closed), never again after.
-        closed_now = after.end_time is not None and (not isinstance(before, ToolUsage) or before.end_time is None)
-        for instance_id in instances:
-            if instance_id is not None:
-                await self._follow(tx, instance_id, after, caller, counts=closed_now)
+        await self._after_write_many(tx, [(before, after, caller)], now)
 
-    async def _follow(
-        self, tx: Transaction, instance_id: uuid.UUID, usage: ToolUsage, caller: Caller, *, counts: bool
+    async def _after_write_many(
+        self, tx: Transaction, steps: Sequence[tuple[Versioned | None, Versioned, Caller]], now: datetime
     ) -> None:
-        """The instance after this usage's write: IN_USE or AVAILABLE by its open usages and, when the usage
-        closed now, its tool life (a prewarning noted once, a reached limit puts it in MAINTENANCE)."""
-        instance = await tx.get(KINDS["tool_instance"], instance_id)
-        if not isinstance(instance, ToolInstance):
+        """Each usage's instance after the writes: IN_USE or AVAILABLE by its open usages and, for a usage closed
+        now, its tool life (a prewarning noted once, a reached limit puts it in MAINTENANCE). One read of the
+        instances, their open usages and their limits for the whole batch, and one batch write of what changes,
+        step after step in the usages' order (the collector writes hundreds of tool changes a batch: an instance
+        read, counted and updated per usage was most of its cost, issue 11)."""
+        follows: list[tuple[uuid.UUID, ToolUsage, Caller, bool]] = []
+        for before, after, caller in steps:
+            assert isinstance(after, ToolUsage)
+            instances = [after.tool_instance_id]
+            if isinstance(before, ToolUsage) and before.tool_instance_id != after.tool_instance_id:
+                instances.append(before.tool_instance_id)  # a usage moved to another instance leaves the first
+            # A usage counts towards tool life once: when it closes (or is recorded closed), never again after.
+            closed_now = after.end_time is not None and (not isinstance(before, ToolUsage) or before.end_time is None)
+            follows.extend((i, after, caller, closed_now) for i in instances if i is not None)
+        if not follows:
             return
-        changes: dict[str, object] = {}
-        where = f" on {usage.machine_id}" if usage.machine_id else ""
-        open_usages = (await tx.open_usage_counts([instance_id])).get(instance_id, 0)
-        target = lifecycle.after_usages(instance.status, open_usages)
-        if target != instance.status:
-            changes["status"] = target
-            changes["status_reason"] = (
-                f"usage {usage.id} opened{where}"
-                if target == lifecycle.IN_USE
-                else f"usage {usage.id} closed{where}; no usage of it is open"
+        ids = sorted({instance_id for instance_id, *_ in follows})
+        stored = await tx.get_many(KINDS["tool_instance"], ids)
+        open_usages = await tx.open_usage_counts(ids)
+        counted = {i for i, usage, _, counts in follows if counts and usage.tool_instance_id == i}
+        limits = await limits_of(tx, [e for i, e in stored.items() if i in counted and isinstance(e, ToolInstance)])
+        state = dict(stored)  # each instance as the steps so far left it
+        writes: list[BatchWrite] = []
+        for instance_id, usage, caller, counts in follows:
+            instance = state.get(instance_id)
+            if not isinstance(instance, ToolInstance):
+                continue
+            changes = _followed(
+                instance, usage, open_usages.get(instance_id, 0), limits.get(instance_id, {}) if counts else {}
             )
-        limits = await effective_limits(tx, instance) if counts else {}
-        # Counted while limits are in force (from the item, the assembly or the instance itself): a tool without
-        # any costs no write per usage.
-        if limits and usage.end_time is not None and usage.tool_instance_id == instance_id:
-            outcome = toollife.account(
-                instance.tool_life_state, limits, toollife.consumed(usage.usage_metrics), _iso(usage.end_time)
-            )
-            changes["tool_life_state"] = outcome.state
-            status = changes.get("status", instance.status)
-            assert isinstance(status, ToolInstanceStatus)
-            if outcome.reached and lifecycle.allowed(status, lifecycle.MAINTENANCE, lifecycle.By.TOOL_LIFE):
-                changes["status"] = lifecycle.MAINTENANCE
-                changes["status_reason"] = _reason(
-                    "tool life reached: "
-                    + toollife.describe(limits, outcome.state, outcome.reached)
-                    + f" (usage {usage.id} closed{where})"
-                )
-        if changes:
-            await self._instances.update_in(
-                tx,
-                instance_id,
-                0,
-                changes,
+            if changes:
                 # The product's own change (trusted, in-process): the caller who closed the usage may not be allowed
                 # to edit instances; the reason names the usage, and the audit entry has it.
-                caller=Caller(peer=caller.peer or "usage", system=True),
+                system = Caller(peer=caller.peer or "usage", system=True)
+                writes.append(BatchWrite(stored[instance_id], instance_id, changes, system))
+                state[instance_id] = dataclasses.replace(instance, **changes)  # type: ignore[arg-type]
+        if writes:
+            await self._instances.write_many_in(tx, writes)
+
+
+def _followed(
+    instance: ToolInstance, usage: ToolUsage, open_usages: int, limits: dict[str, toollife.Limit]
+) -> dict[str, object]:
+    """What a usage's write changes on its instance: the status its open usages call for and, when the usage
+    closed now (`limits` given: those in force), its tool life."""
+    changes: dict[str, object] = {}
+    where = f" on {usage.machine_id}" if usage.machine_id else ""
+    target = lifecycle.after_usages(instance.status, open_usages)
+    if target != instance.status:
+        changes["status"] = target
+        changes["status_reason"] = (
+            f"usage {usage.id} opened{where}"
+            if target == lifecycle.IN_USE
+            else f"usage {usage.id} closed{where}; no usage of it is open"
+        )
+    # Counted while limits are in force (from the item, the assembly or the instance itself): a tool without
+    # any costs no write per usage.
+    if limits and usage.end_time is not None and usage.tool_instance_id == instance.id:
+        outcome = toollife.account(
+            instance.tool_life_state, limits, toollife.consumed(usage.usage_metrics), _iso(usage.end_time)
+        )
+        changes["tool_life_state"] = outcome.state
+        status = changes.get("status", instance.status)
+        assert isinstance(status, ToolInstanceStatus)
+        if outcome.reached and lifecycle.allowed(status, lifecycle.MAINTENANCE, lifecycle.By.TOOL_LIFE):
+            changes["status"] = lifecycle.MAINTENANCE
+            changes["status_reason"] = _reason(
+                "tool life reached: "
+                + toollife.describe(limits, outcome.state, outcome.reached)
+                + f" (usage {usage.id} closed{where})"
             )
+    return changes
 
 
 def _reason(text: str) -> str:

@@ -4,6 +4,7 @@ without blocking the loop, and what each side committed is kept. Real SQLite fil
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import uuid
 from datetime import UTC, datetime
@@ -123,3 +124,69 @@ async def test_reader_connections_kept_open_see_every_commit_and_overlapping_rea
             assert await tx.replication_value("n") == 3
         carry_on.set()
         assert await pending == (2, 2)  # its own snapshot, from start to end
+
+
+async def test_many_rows_straight_to_the_driver_store_what_sqlalchemy_would(tmp_path: Path) -> None:
+    """Bulk inserts and versioned bulk updates go to the driver in one executemany (issue 11): the rows read back
+    are what SQLAlchemy's own executemany stores (JSON, UTC times, enums, JSON already encoded as JsonText), a
+    stale version is seen in the count, and refusals map to the same domain errors."""
+    from server.domain.entities import ToolItem, ToolType
+    from server.domain.schema import JsonText
+
+    now = datetime.now(UTC).replace(microsecond=123000)
+    kind = KINDS["tool_item"]
+    items = [
+        ToolItem(
+            id=uuid.uuid4(),
+            name=f"mill {i}",
+            tool_type=ToolType.END_MILL,
+            geometry={"DC": 10 + i, "NOF": 4},
+            tags=["carbide", f"t{i}"],
+            created_at=now,
+            updated_at=now,
+            version=1,
+        )
+        for i in range(5)
+    ]
+    async with Store(str(tmp_path / "edge.db")) as store:
+        await migrate.upgrade(store.engine)
+        async with store.write() as tx:
+            await tx.bulk_insert(kind, items)
+            await tx.insert_rows(
+                ENTITY_TABLES["tool_item"],
+                [
+                    {
+                        "id": uuid.uuid4(),
+                        "name": "encoded",
+                        "description": "",
+                        "manufacturer": "",
+                        "part_number": "",
+                        "tool_type": "DRILL",
+                        "geometry": JsonText('{"DC": 6.5}'),
+                        "tags": ["a"],
+                        "owner_id": None,
+                        "created_at": now,
+                        "updated_at": now,
+                        "version": 1,
+                    }
+                ],
+            )
+        async with store.read() as tx:
+            stored = await tx.get_many(kind, [i.id for i in items])
+            (encoded,) = await tx.find_in(kind, "name", ["encoded"])
+        assert [stored[i.id] for i in items] == items
+        assert encoded.geometry == {"DC": 6.5} and encoded.tool_type == ToolType.DRILL
+        bumped = [(dataclasses.replace(i, name=i.name + "!", version=2), 1) for i in items]
+        async with store.write() as tx:
+            assert await tx.bulk_update(kind, bumped)
+        async with store.write() as tx:  # one of them no longer has version 1
+            assert not await tx.bulk_update(kind, [(dataclasses.replace(i, version=3), 1) for i, _ in bumped[:2]])
+        async with store.read() as tx:
+            after = await tx.get_many(kind, [i.id for i in items])
+        assert [after[i.id].name for i in items] == [f"mill {i}!" for i in range(5)]
+        with pytest.raises(AlreadyExists):
+            async with store.write() as tx:
+                await tx.bulk_insert(kind, items[:1])
+        with pytest.raises(InvalidArgument):
+            async with store.write() as tx:
+                await tx.bulk_insert(kind, [dataclasses.replace(items[0], id=uuid.uuid4(), name="x" * 201)])
