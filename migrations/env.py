@@ -12,7 +12,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from server.store.engine import create_engine
-from server.store.tables import metadata
+from server.store.tables import include_in_comparison, metadata
 
 config = context.config
 
@@ -24,6 +24,7 @@ def _run(connection: Connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
         compare_server_default=True,
+        include_object=include_in_comparison,
     )
     with context.begin_transaction():
         context.run_migrations()
