@@ -42,6 +42,7 @@ from server.domain.errors import SmoothError
 from server.domain.query import ListQuery
 from server.domain.registry import KINDS
 from server.store import migrate
+from server.store.inline import InlineConnection
 from server.store.repository import Store
 from server.store.tables import ENTITY_TABLES
 from server.usecases.app import UseCases, build
@@ -395,6 +396,15 @@ class StatementCapture:
         self.on = False
         self.seen: list[tuple[str, Any]] = []
         sa.event.listen(sa.engine.Engine, "before_cursor_execute", self._record)
+        # On SQLite the store's reads go straight to the driver (InlineConnection._run), past SQLAlchemy's events.
+        run = InlineConnection._run
+
+        def recorded(conn: InlineConnection, sql: str, args: tuple[Any, ...]) -> Any:
+            if self.on:
+                self.seen.append((sql, args))
+            return run(conn, sql, args)
+
+        InlineConnection._run = recorded  # type: ignore[method-assign,assignment]
 
     def _record(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
         if self.on:
@@ -482,7 +492,9 @@ def findings(dialect: str, table: str, lines: Sequence[str]) -> list[str]:
         else:
             if re.search(rf"Seq Scan on {table}\b", text):
                 out.append(f"full scan of {table} (Seq Scan)")
-            if re.match(r"(->\s+)?Sort\b", text):
+            # A Sort node (not its "Sort Key:" line, nor an Incremental Sort over presorted rows, which stops at
+            # the page like the index walk under it).
+            if re.match(r"(->\s+)?Sort\s+\(", text):
                 out.append(SORTS_ALL)
     return list(dict.fromkeys(out))
 
