@@ -35,7 +35,8 @@ SERVICES: tuple[tuple[str, str], ...] = (
     (
         DATABASE,
         "NOT_SERVING while the write probe fails (the database cannot be written: disk full or read-only, "
-        "locked by another process longer than the busy timeout, the writer stuck) or takes longer than 10 s",
+        "locked by another process longer than the busy timeout, the writer stuck), takes longer than 10 s, "
+        "or finds less than 1 MiB free on the SQLite file's file system",
     ),
     (
         COLLECTOR,

@@ -168,15 +168,16 @@ async def serve(
             replication=replicator.status if replicator is not None else None,
         )
         stack.callback(metrics.detach)  # first on the way out: a scrape then reads no component being stopped
-        log.info(
-            "agent.ready",
-            db=_safe(options.db_url),
-            listen=options.listen,
-            port=server.port,
-            metrics_port=metrics_port,
-        )
-        if on_ready is not None:
-            await on_ready(server, use_cases)
+        if supervisor.failure is None:  # (a component the agent needs may already have failed while starting)
+            log.info(
+                "agent.ready",
+                db=_safe(options.db_url),
+                listen=options.listen,
+                port=server.port,
+                metrics_port=metrics_port,
+            )
+            if on_ready is not None:
+                await on_ready(server, use_cases)
         await stop.wait()
         log.info("agent.stopping")
     log.info("agent.stopped")

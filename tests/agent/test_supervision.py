@@ -72,6 +72,8 @@ def test_a_writer_that_dies_stops_the_agent_with_one_clear_line_and_its_tracebac
     events = [line["event"] for line in lines]
     # Stopped the graceful way: the server drained and the store closed before the exit.
     assert events.index("writer.crashed") < events.index("server.stopped") < events.index("agent.stopped")
+    # Never said to be ready once its writer had failed (the health probe at start may be the first write).
+    assert "agent.ready" not in events or events.index("agent.ready") < events.index("writer.crashed")
 
 
 async def test_a_grpc_server_that_stops_on_its_own_stops_the_agent(tmp_path: Path) -> None:
