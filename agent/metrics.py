@@ -60,7 +60,8 @@ WRITE_QUEUE = MetricSpec(
     "smooth_edge_write_queue_depth",
     "gauge",
     (),
-    "units of work waiting for the writer (the group being written not included)",
+    "units of work waiting for the writer (the group being written not included), and machines' usage writes "
+    "waiting for the collector's next batch",
 )
 DATABASE_SIZE = MetricSpec(
     "smooth_edge_database_size_bytes",

@@ -161,7 +161,7 @@ async def serve(
         )
         metrics.sources = Sources(
             database_size=store.size_bytes,
-            write_queue_depth=lambda: store.write_queue_depth,
+            write_queue_depth=lambda: store.write_queue_depth + use_cases.recorder.depth,
             machines=lambda: _machine_readings(collector),
             restarts=lambda: supervisor.restarts,
             health=lambda: {service: v.serving for service, v in monitor.verdicts.items()},

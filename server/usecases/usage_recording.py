@@ -86,6 +86,11 @@ class UsageRecorder:
         self._queue: deque[_Request] = deque()
         self._writer: asyncio.Task[None] | None = None
 
+    @property
+    def depth(self) -> int:
+        """Machines' requests waiting for the next batch (the batch being written not included)."""
+        return len(self._queue)
+
     async def load_state(self, machine_id: str) -> dict[str, Any] | None:
         async with self.store.read() as tx:
             return await tx.collector_state(machine_id)

@@ -279,3 +279,21 @@ async def test_an_unknown_t_number_is_kept_and_attached_when_its_preset_appears(
         assert 8 not in {u.usage_metrics["tool_number"] for u in await _usages(uc)}
         [m1] = await uc.recorder.statuses({})
         assert [u.tool_number for u in m1.unmatched] == [8]
+
+
+async def test_the_queue_depth_counts_machines_waiting_for_a_batch(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """`depth` (in the agent's write-queue metric): machines' requests queued and not yet taken by the writer."""
+    machines = [f"Q{i}" for i in range(5)]
+    async with recorder_store(request, "sqlite", tmp_path, machines) as (_store, uc):
+        assert uc.recorder.depth == 0
+        trackers = [Tracker(m) for m in machines]
+        waiting = [
+            asyncio.create_task(uc.recorder.apply(t.machine_id, t.reconnected(1, True, 5000.0, T0), t.state.to_json()))
+            for t in trackers
+        ]
+        await asyncio.sleep(0)  # each request is queued; the writer they started has not run yet
+        assert uc.recorder.depth == 5
+        await asyncio.gather(*waiting)
+        assert uc.recorder.depth == 0
