@@ -5,6 +5,7 @@ restart."""
 
 from __future__ import annotations
 
+import errno
 import json
 import signal
 import socket
@@ -52,8 +53,9 @@ def _fill(directory: Path) -> Path:
             while True:
                 out.write(b"\0" * 65536)
                 out.flush()
-        except OSError:
-            pass
+        except OSError as full:
+            if full.errno != errno.ENOSPC:  # only "no space left" means the file system is now full
+                raise
     return filler
 
 
