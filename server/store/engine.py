@@ -128,6 +128,8 @@ def _configure_sqlite(engine: sa.Engine, busy_timeout_ms: int, *, raw_begin: boo
     def _on_begin(conn: sa.Connection) -> None:
         # Writers take the write lock up front, so two writers never deadlock on a lock upgrade.
         immediate = conn.get_execution_options().get(WRITE_OPTION, False)
+        if raw_begin and not immediate and conn.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+            return  # a read begun on the driver already (repository._raw_read): SQLAlchemy joins it
         if raw_begin:  # a synchronous driver: straight to it (SQLAlchemy's statement machinery costs more)
             sql = "BEGIN IMMEDIATE" if immediate else "BEGIN"
             try:

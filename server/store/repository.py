@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -103,7 +105,7 @@ class Store:
                 # a Get more than its SELECT); reads that overlap (one awaits inside) each take their own.
                 sync_conn = self._readers.pop() if self._readers else self._inline.connect()
                 try:
-                    with sync_conn.begin():
+                    with _raw_read(sync_conn):
                         yield Transaction(InlineConnection(sync_conn, self._decoded, committed=True))
                 finally:
                     if sync_conn.invalidated or sync_conn.in_transaction() or len(self._readers) >= READERS_KEPT:
@@ -210,6 +212,37 @@ class Store:
                         raw_pragma(sync_conn, "PRAGMA synchronous=NORMAL")
         except (sa_exc.StatementError, OSError, TimeoutError) as exc:
             raise map_db_error(exc) from exc
+
+
+@contextmanager
+def _raw_read(conn: sa.Connection) -> Iterator[None]:
+    """A read transaction begun and ended on the driver itself: SQLAlchemy's begin and commit (its transaction
+    objects and events) cost a Get more than its SELECT (issue 11). A statement that does go through SQLAlchemy
+    inside (`InlineConnection.execute`) joins the transaction already open (engine.py's begin hook sees it) and
+    is ended through SQLAlchemy, so both agree on the connection's state."""
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    _driver(dbapi, "BEGIN")
+    try:
+        yield
+        if conn.in_transaction():
+            conn.commit()
+        elif dbapi.in_transaction:
+            _driver(dbapi, "COMMIT")
+    finally:
+        # Never kept or pooled in a transaction (a writer given it would not begin its own): ended whatever
+        # happened above, even when the COMMIT itself failed.
+        if conn.in_transaction():
+            conn.rollback()
+        if dbapi.in_transaction:
+            _driver(dbapi, "ROLLBACK")
+
+
+def _driver(dbapi: Any, sql: str) -> None:
+    try:
+        dbapi.execute(sql)
+    except sqlite3.Error as exc:  # raised as SQLAlchemy would, so the store maps it like any other
+        raise sa_exc.DBAPIError.instance(sql, (), exc, sqlite3.Error) from exc
 
 
 async def _begin_immediate(conn: sa.Connection) -> None:

@@ -190,3 +190,53 @@ async def test_many_rows_straight_to_the_driver_store_what_sqlalchemy_would(tmp_
         with pytest.raises(InvalidArgument):
             async with store.write() as tx:
                 await tx.bulk_insert(kind, [dataclasses.replace(items[0], id=uuid.uuid4(), name="x" * 201)])
+
+
+async def test_a_read_begun_on_the_driver_is_one_snapshot_with_statements_sqlalchemy_runs(tmp_path: Path) -> None:
+    """Reads begin and end their transaction on the driver; a statement SQLAlchemy runs itself (an IN list of
+    several ids) joins that transaction: the read is one snapshot, and whatever happens in it, its connection
+    goes back to the pool with no transaction left open (a writer given it would not begin its own)."""
+    db = tmp_path / "edge.db"
+    kind = KINDS["tool_item"]
+    now = datetime.now(UTC)
+    async with Store(str(db)) as store:
+        await migrate.upgrade(store.engine)
+        ids = [uuid.uuid4() for _ in range(3)]
+
+        async def add(item_id: uuid.UUID) -> None:
+            async with store.write() as tx:
+                await tx.insert(
+                    kind, kind.cls(id=item_id, name=f"item {item_id}", created_at=now, updated_at=now, version=1)
+                )
+
+        await add(ids[0])
+        await add(ids[1])
+        inside, carry_on = asyncio.Event(), asyncio.Event()
+
+        async def long_read() -> tuple[int, int, int]:
+            async with store.read() as tx:
+                one = len(await tx.get_many(kind, ids[:1]))  # straight to the driver
+                inside.set()
+                await carry_on.wait()
+                several = len(await tx.get_many(kind, ids))  # expanding IN: through SQLAlchemy
+                again = len(await tx.get_many(kind, ids[2:]))
+                return one, several, again
+
+        pending = asyncio.create_task(long_read())
+        await inside.wait()
+        await add(ids[2])  # committed while the read is open: it must not see it
+        carry_on.set()
+        assert await pending == (1, 2, 0)
+
+        with pytest.raises(RuntimeError):
+            async with store.read() as tx:
+                assert len(await tx.get_many(kind, ids)) == 3
+                raise RuntimeError("a read that fails after a statement SQLAlchemy ran")
+        for conn in [*store._readers]:
+            dbapi = conn.connection.dbapi_connection
+            assert dbapi is not None and not dbapi.in_transaction and not conn.in_transaction()
+        async with store.read() as tx:  # the kept connections serve the next reads, and writes still begin
+            assert len(await tx.get_many(kind, ids)) == 3
+        await add(uuid.uuid4())
+        async with store.read() as tx:
+            assert len(await tx.get_many(kind, [*ids[:1], uuid.uuid4()])) == 1
