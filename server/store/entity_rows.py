@@ -86,14 +86,8 @@ class EntityRows(Connection):
         return await self._load(kind, ENTITY_TABLES[kind.name].c[field].in_(list(values)))
 
     async def list_page(self, query: ListQuery) -> Page:
-        table = ENTITY_TABLES[query.kind.name]
-        conditions = q.where_terms(table, query.terms, self._dialect)
-        if query.private_viewer is not None and "is_global" in table.c:
-            conditions.append(sa.or_(table.c.is_global.is_(True), table.c.owner_id == query.private_viewer))
-        after = q.keyset_after(table, query)
-        if after is not None:
-            conditions.append(after)
-        items = await self._load(query.kind, *conditions, order=q.order_by(table, query), limit=query.page_size + 1)
+        stmt, params = q.page_select(_select_all(query.kind), ENTITY_TABLES[query.kind.name], query, self._dialect)
+        items = await self._load_prepared(query.kind, stmt, params)
         more = len(items) > query.page_size
         items = items[: query.page_size]
         return Page(items, q.row_position(query, items[-1]) if more and items else None)

@@ -136,6 +136,14 @@ async def test_filters(stubs: Stubs, make: Factory) -> None:
         mill.id,
     ]
     assert await ids(f'tags:"{tag}" AND created_at > "{drill.created_at.ToJsonString()}"') == [mill.id]
+    # A prefix is matched as text: LIKE's wildcards and its escape character in it are plain characters.
+    odd = await make.item(tags=[tag], manufacturer="50%_off/Tools")
+    await make.item(tags=[tag], manufacturer="50 and more")
+    await make.item(tags=[tag], manufacturer="50x_off/Tools")
+    assert await ids(f'tags:"{tag}" AND manufacturer = "50%*"') == [odd.id]
+    assert await ids(f'tags:"{tag}" AND manufacturer = "50%_off/*"') == [odd.id]
+    assert await ids(f'tags:"{tag}" AND manufacturer = "50%_off/Tools*"') == [odd.id]
+    assert await ids(f'tags:"{tag}" AND manufacturer = "5_*"') == []
 
 
 async def test_usage_history_by_machine_and_time_range(stubs: Stubs, make: Factory) -> None:

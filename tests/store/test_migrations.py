@@ -207,7 +207,7 @@ async def test_postgres_tag_filters_can_use_their_gin_index(pg_database: str) ->
     from server.domain.registry import KINDS
     from server.store import query
     from server.store.tables import ENTITY_TABLES
-    from server.usecases.listing import parse_filter
+    from server.usecases.listing import build_query
 
     engine = create_engine(pg_database)
     try:
@@ -218,8 +218,8 @@ async def test_postgres_tag_filters_can_use_their_gin_index(pg_database: str) ->
             await conn.execute(sa.text("SET enable_seqscan = off"))
             for name in ("tool_item", "tool_assembly", "tool_instance", "tool_preset", "tool_set"):
                 table = ENTITY_TABLES[name]
-                where = query.where_terms(table, parse_filter(KINDS[name], 'tags:"carbide"'), "postgresql")
-                select = sa.select(table.c.id).where(*where)
+                page = build_query(KINDS[name], page_size=50, page_token="", filter_text='tags:"carbide"', order_by="")
+                select, _ = query.page_select(sa.select(table.c.id), table, page, "postgresql")
                 sql = str(select.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
                 plan = "\n".join(r[0] for r in await conn.exec_driver_sql("EXPLAIN " + sql))
                 assert f"ix_{table.name}_tags_gin" in plan, plan
