@@ -113,9 +113,11 @@ class Store:
                     else:
                         self._readers.append(sync_conn)
                 return
+            # Autocommit: each statement is its own transaction, with no BEGIN and COMMIT round trips around it.
+            # What a read sees is unchanged: READ COMMITTED takes a snapshot per statement anyway.
             async with self.engine.connect() as conn:
-                async with conn.begin():
-                    yield Transaction(conn)
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                yield Transaction(conn)
         except (sa_exc.StatementError, OSError, TimeoutError) as exc:
             raise map_db_error(exc) from exc
 
