@@ -50,7 +50,9 @@ class ChangeLogRows(Connection):
         request_id: str,
         at: datetime,
         origin: tuple[uuid.UUID, int] | None = None,
+        data: dict[str, Any] | None = None,
     ) -> None:
+        """`data`: the entity's snapshot (`to_json`) when the caller has it already (the audit entry shares it)."""
         await self._insert(
             changes,
             {
@@ -61,7 +63,7 @@ class ChangeLogRows(Connection):
                 "entity_id": entity.id,
                 "version": entity.version,
                 "operation": operation,
-                "data": to_json(entity),
+                "data": to_json(entity) if data is None else data,
                 "actor_id": actor_id,
                 "request_id": request_id,
                 "change_time": at,

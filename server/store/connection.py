@@ -83,6 +83,9 @@ class Connection:
         self._conn = conn
         self._dialect = conn.dialect.name
         self.tx_id = uuid.uuid4()
+        # What this transaction has read or written and may read again without a query (the audit chain's
+        # head); forgotten when a savepoint is rolled back.
+        self._known: dict[str, Any] = {}
 
     async def _execute(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
         try:
@@ -140,6 +143,7 @@ class Connection:
         try:
             yield
         except BaseException:
+            self._known.clear()
             await nested.rollback()
             raise
         else:

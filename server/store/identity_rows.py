@@ -67,9 +67,14 @@ class IdentityRows(Connection):
     # --- audit log ---------------------------------------------------------------------------------------
 
     async def audit_head(self) -> tuple[int, str]:
-        """(sequence, hash) of the newest entry; (0, "") for an empty log. Writers are serialized, so this is safe."""
-        rows = await self._fetch(_AUDIT_HEAD)
-        return (int(rows[0][0]), str(rows[0][1])) if rows else (0, "")
+        """(sequence, hash) of the newest entry; (0, "") for an empty log. Writers are serialized, so this is safe.
+        Read once per transaction: the units of work of a group commit share one (issue 11)."""
+        head: tuple[int, str] | None = self._known.get("audit_head")
+        if head is None:
+            rows = await self._fetch(_AUDIT_HEAD)
+            head = (int(rows[0][0]), str(rows[0][1])) if rows else (0, "")
+            self._known["audit_head"] = head
+        return head
 
     async def insert_audit(self, entry: AuditEntry) -> None:
         """Insert an entry with its own sequence and move the head to it."""
@@ -82,8 +87,10 @@ class IdentityRows(Connection):
         await self._move_audit_head(entries[-1])
 
     async def _move_audit_head(self, last: AuditEntry) -> None:
+        self._known.pop("audit_head", None)  # read again if this fails half way
         if not await self._change(_MOVE_AUDIT_HEAD, {"b_seq": last.seq, "b_hash": last.hash}):
             await self._execute(audit_head.insert().values(id=1, seq=last.seq, hash=last.hash))
+        self._known["audit_head"] = (last.seq, last.hash)
 
     async def audit_entries(self, flt: AuditFilter, after_seq: int, limit: int) -> list[AuditEntry]:
         conditions = []

@@ -429,8 +429,14 @@ class EntityService:
         """The change record (history + outbox), the audit entry and the idempotency key: same transaction."""
         entity = after or before
         assert entity is not None
-        await tx.append_change(self.kind, entity, op, actor_id=caller.actor_id, request_id=caller.request_id, at=now)
-        await audit.append(tx, self._audit_entry(before, after, caller, now, method))
+        data = to_json(entity)  # one snapshot for the change record and the audit entry (issue 11)
+        await tx.append_change(
+            self.kind, entity, op, actor_id=caller.actor_id, request_id=caller.request_id, at=now, data=data
+        )
+        entry = self._audit_entry(
+            before, after, caller, now, method, snapshot=lambda e: data if e is entity else to_json(e)
+        )
+        await audit.append(tx, entry)
         if caller.request_id:
             await tx.remember_request(
                 _request_owner(caller), caller.request_id, f"{self.kind.name}.{method}", entity.id, now

@@ -63,6 +63,7 @@ class ChangeLog(Protocol):
         request_id: str,
         at: datetime,
         origin: tuple[uuid.UUID, int] | None = None,
+        data: dict[str, Any] | None = None,
     ) -> None: ...
     async def bulk_append_changes(self, rows: Sequence[dict[str, Any]]) -> None: ...
     async def revisions(

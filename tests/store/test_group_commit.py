@@ -146,3 +146,25 @@ async def test_units_arriving_while_a_group_is_written_join_it(store: Store) -> 
     async with store.read() as tx:
         assert [await tx.replication_value(f"s{i}") for i in range(12)] == [None, *range(1, 5), None, *range(6, 12)]
     assert len(commits) <= 3, f"12 units three loop turns apart took {len(commits)} commits"
+
+
+async def test_audit_entries_of_units_undone_in_a_group_leave_the_chain_whole(store: Store) -> None:
+    """The units of a group share their transaction's view of the audit chain's head: one that appended entries
+    and then failed is rolled back with its entries, and the next unit chains onto what is really there."""
+    from server.domain.identity import AuditEntry
+    from server.usecases import audit
+    from server.usecases.audit import AuditService
+
+    async def unit(i: int) -> None:
+        async with store.write() as tx:
+            await audit.append(tx, AuditEntry(occurred_at=datetime.now(UTC), action=f"test.unit{i}"))
+            await asyncio.sleep(0)
+            if i % 3 == 1:
+                await audit.append(tx, AuditEntry(occurred_at=datetime.now(UTC), action=f"test.more{i}"))
+                raise Refused(i)
+
+    results = await asyncio.gather(*(unit(i) for i in range(30)), return_exceptions=True)
+    assert {r.args[0] for r in results if isinstance(r, Refused)} == {i for i in range(30) if i % 3 == 1}
+    verified = await AuditService(store, lambda: datetime.now(UTC)).verify()
+    assert verified.ok, verified.reason
+    assert verified.checked == 20  # the kept units' entries, numbered without a gap
