@@ -208,3 +208,21 @@ async def test_page_size_default_and_cap(stubs: Stubs, make: Factory) -> None:
     assert len(page.tool_items) == 50 and page.next_page_token
     page = await stubs.items.ListToolItems(item_pb.ListToolItemsRequest(filter='tags:"sizes"', page_size=5000))
     assert len(page.tool_items) == 55 and not page.next_page_token
+
+
+async def test_long_filters_work_and_are_not_kept(stubs: Stubs, make: Factory) -> None:
+    """Parsed filters are kept by their text for the next List, but only short ones: a client sending long
+    filters cannot fill the server's memory. A long filter still works, with its page tokens."""
+    from server.domain.registry import KINDS
+    from server.usecases import listing
+
+    cache = listing.parse_filter.cache
+    listing.parse_filter(KINDS["tool_item"], 'name = "short"')
+    hits = cache.cache_info().hits
+    listing.parse_filter(KINDS["tool_item"], 'name = "short"')
+    assert cache.cache_info().hits == hits + 1
+    made = [await make.item(name="long filter") for _ in range(3)]
+    size = cache.cache_info().currsize
+    walked = await _walk(stubs, 2, filter='name = "long filter"' + " " * listing.PARSED_KEPT_MAX_LEN)
+    assert sorted(i.id for i in walked) == sorted(i.id for i in made)
+    assert cache.cache_info().currsize == size
