@@ -7,7 +7,6 @@ What is malformed about an arriving change is kept as its `defect`: the apply re
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -16,7 +15,7 @@ from typing import Any
 from smooth.core.v1 import common_pb2, sync_pb2
 
 from server.domain.entities import ChangeOperation, Revision
-from server.domain.schema import compact_json
+from server.domain.schema import compact_json, load_json
 
 _OPERATIONS = {
     ChangeOperation.CREATE: common_pb2.CHANGE_OPERATION_CREATE,
@@ -56,7 +55,7 @@ def change_from_proto(msg: sync_pb2.Change) -> Revision:
             defects.append(f"{what}: {str(exc)[:200] or type(exc).__name__}")
             return default
 
-    data = parse("data_json", lambda: json.loads(msg.data_json), {})
+    data = parse("data_json", lambda: load_json(msg.data_json), {})
     if not isinstance(data, dict):
         defects.append("data_json: must be a JSON object")
         data = {}

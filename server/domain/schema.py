@@ -10,6 +10,7 @@ import dataclasses
 import enum
 import json
 import operator
+import re
 import types
 import typing
 import uuid
@@ -17,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
+
+import orjson
 
 from server.domain.entities import Versioned
 
@@ -120,6 +123,22 @@ def compact_json(value: Any) -> str:
     """JSON text without spaces. (json.dumps with any argument builds a new encoder per call; this one is made
     once, which matters where every change of a batch is encoded.)"""
     return _COMPACT.encode(value)
+
+
+def load_json(text: str) -> Any:
+    """json.loads, faster: orjson parses what it can (3-5x faster; a List page decodes three JSON columns a row),
+    and the json module the rest, so every value and every refusal is json.loads's own. orjson refuses some text
+    json.loads accepts (NaN and Infinity, lone surrogates, nesting past 1,024), and reads integers of 19 digits or
+    more as floats where json.loads keeps them exact: text with such a run of digits goes to json.loads at once."""
+    if _LONG_DIGITS.search(text):
+        return json.loads(text)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
 
 
 def to_json(entity: Versioned) -> dict[str, Any]:

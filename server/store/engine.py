@@ -12,6 +12,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from server.domain.schema import load_json
+
 BUSY_TIMEOUT_MS = 10_000
 # The inline engine runs statements on the event loop's thread: SQLite may wait only briefly there; a writer
 # of another process holding the lock longer is waited for without blocking the loop (Store.write).
@@ -73,14 +75,19 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     url = database_url(url)
     if make_url(url).get_backend_name() == "sqlite":
         check_sqlite_location(url)
-        engine = create_async_engine(url, pool_size=8, max_overflow=0, **kwargs)
+        engine = create_async_engine(url, pool_size=8, max_overflow=0, json_deserializer=load_json, **kwargs)
         _configure_sqlite(engine.sync_engine, BUSY_TIMEOUT_MS)
         return engine
     # Custom plans for every execution: a generic plan cached while a table was small (a fresh central) keeps
     # scanning it sequentially after it has grown, until an ANALYZE that may come much later.
     server_settings = {"plan_cache_mode": "force_custom_plan"}
     engine = create_async_engine(
-        url, pool_size=10, max_overflow=10, connect_args={"server_settings": server_settings}, **kwargs
+        url,
+        pool_size=10,
+        max_overflow=10,
+        connect_args={"server_settings": server_settings},
+        json_deserializer=load_json,
+        **kwargs,
     )
     sa.event.listen(engine.sync_engine, "checkout", _replace_if_closed)
     return engine
@@ -101,7 +108,12 @@ def create_inline_engine(url: str) -> sa.Engine:
     sync_url = make_url(database_url(url)).set(drivername="sqlite")
     # Every transaction there ends in an explicit commit or rollback: no reset on return to the pool.
     engine = sa.create_engine(
-        sync_url, poolclass=sa.pool.QueuePool, pool_size=8, max_overflow=-1, pool_reset_on_return=None
+        sync_url,
+        poolclass=sa.pool.QueuePool,
+        pool_size=8,
+        max_overflow=-1,
+        pool_reset_on_return=None,
+        json_deserializer=load_json,
     )
     _configure_sqlite(engine, INLINE_BUSY_TIMEOUT_MS, raw_begin=True)
 
