@@ -141,7 +141,7 @@ class EntityService:
         )
         if not caller.system:
             self._check_change(None, entity, set(values))
-        entity = await self._prepare(tx, entity)
+        entity = await self._prepare(tx, entity, None)
         # An id generated here (a UUIDv7) is new: nothing holds it, nothing references it.
         await rulebook.enforce(tx, entity, new=entity_id is None)
         if entity_id is not None and (
@@ -194,7 +194,7 @@ class EntityService:
         entity = normalized(dataclasses.replace(current, **changes, updated_at=now, version=current.version + 1))
         if not caller.system:
             self._check_change(current, entity, set(changes))
-        entity = await self._prepare(tx, entity)
+        entity = await self._prepare(tx, entity, current)
         await rulebook.enforce(tx, entity, stored=current)
         if not await tx.update(self.kind, entity, version):
             raise _stale(self.kind, await self._require(tx, entity_id))
@@ -242,7 +242,7 @@ class EntityService:
                 entity = dataclasses.replace(current, **changes, updated_at=now, version=current.version + 1)
                 if entity_id not in created:
                     start_versions.setdefault(entity_id, current.version)
-            entity = await self._prepare(tx, entity)
+            entity = await self._prepare(tx, entity, stored.get(entity_id))
             if current is None:
                 created[entity_id] = entity
             steps.append((current, entity, caller))
@@ -373,9 +373,10 @@ class EntityService:
         """Kind-specific rules on what a caller may change (hook; e.g. the status lifecycle of tool instances):
         `current` None for a create; `fields` are those the request set. Not applied to system changes."""
 
-    async def _prepare(self, tx: Transaction, entity: Versioned) -> Versioned:
+    async def _prepare(self, tx: Transaction, entity: Versioned, stored: Versioned | None) -> Versioned:
         """Kind-specific completion of a state about to be written, after the caller's checks and before the
-        rulebook (hook; e.g. a usage opened on a tool in maintenance is flagged)."""
+        rulebook (hook; e.g. a usage opened on a tool in maintenance is flagged). `stored`: the state the store
+        holds, as read in this transaction (None: it holds none)."""
         return entity
 
     async def _after_write(

@@ -46,12 +46,12 @@ class InstanceService(EntityService):
         reason = entity.status_reason if "status_reason" in fields else ""
         lifecycle.check(current.status, entity.status, lifecycle.By.OPERATOR, reason)
 
-    async def _prepare(self, tx: Transaction, entity: Versioned) -> Versioned:
+    async def _prepare(self, tx: Transaction, entity: Versioned, stored: Versioned | None) -> Versioned:
         """A new instance, or one whose own limits changed, starts counting under its limits now (a new one shows
-        its full life at once; a lowered limit may warn or be reached at once)."""
+        its full life at once; a lowered limit may warn or be reached at once). The state stored is the one the
+        caller read (a batch of the collector's instance updates reads none of them again, issue 11)."""
         assert isinstance(entity, ToolInstance)
-        current = None if entity.version == 1 else await tx.get(self.kind, entity.id)
-        if isinstance(current, ToolInstance) and current.tool_life == entity.tool_life:
+        if isinstance(stored, ToolInstance) and stored.tool_life == entity.tool_life:
             return entity
         changes: dict[str, Any] = await relimited(tx, entity, self._clock())
         return dataclasses.replace(entity, **changes) if changes else entity
@@ -184,7 +184,7 @@ class UsageService(EntityService):
         super().__init__(store, kind, clock)
         self._instances = instances
 
-    async def _prepare(self, tx: Transaction, entity: Versioned) -> Versioned:
+    async def _prepare(self, tx: Transaction, entity: Versioned, stored: Versioned | None) -> Versioned:
         assert isinstance(entity, ToolUsage)
         new = entity.version == 1
         if entity.tool_instance_id is None or not (new or entity.end_time is None):
