@@ -22,7 +22,7 @@ from server.domain.entities import (
 from server.domain.errors import FieldViolation
 from server.domain.schema import FieldInfo, compact_json, fields_of
 from server.validation import json_fields
-from server.validation.snapshots import json_value_problem
+from server.validation.snapshots import json_value_checked
 
 MEMBERS_MAX_COUNT = 1000
 
@@ -86,10 +86,12 @@ def _check_field(f: FieldInfo, value: Any, entity: Versioned, tool_type: str | N
         if len(set(value)) != len(value):
             out.append(FieldViolation(f.name, "lists a member twice"))
     elif f.kind == "json":
-        problem = json_value_problem(value) if type(value) is dict else "must be a JSON object"
+        problem, bound = json_value_checked(value) if type(value) is dict else ("must be a JSON object", 0)
         if problem:
             return [FieldViolation(f.name, problem)]
-        text = compact_json(value)
+        # Encoded only when its size could be over the limit (the walk above bounds it): encoding every JSON field
+        # to measure it was about a quarter of check_entity, which every writer runs on every state (issue 11).
+        text = compact_json(value) if bound > JSON_MAX_BYTES else ""
         size = len(text)
         # json.dumps escapes U+0000 as \u0000 (and a literal backslash before "u0000" too): walk only then
         if "\\u0000" in text and _has_nul(value):

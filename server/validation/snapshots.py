@@ -25,35 +25,56 @@ VERSION_MAX = 2**31 - 1  # the version column is a 32-bit integer on every engin
 def json_value_problem(value: Any) -> str | None:
     """What makes a decoded JSON value unfit to store (None: nothing). Walks without recursion, so a value
     nested thousands of levels deep is reported, not a RecursionError."""
+    return json_value_checked(value)[0]
+
+
+def json_value_checked(value: Any) -> tuple[str | None, int]:
+    """`json_value_problem`, and a bound the length of the value's compact JSON text (`compact_json`) cannot
+    exceed, from the same walk: a value well under a size limit need not be encoded to be measured (issue 11).
+    The bound takes the longest text each item can have: 6 characters a character of an ASCII string (\\u0000),
+    12 of another (an escaped surrogate pair), 24 a float, 20 an integer (64 bits), 5 true, false or null."""
     stack: list[tuple[Any, int]] = [(value, 0)]
+    bound = 0
     while stack:
         item, depth = stack.pop()
         if depth > JSON_MAX_DEPTH:
-            return f"nested more than {JSON_MAX_DEPTH} levels deep"
+            return f"nested more than {JSON_MAX_DEPTH} levels deep", bound
         kind = type(item)
         if kind is dict:
+            bound += 2
             for k, v in item.items():
                 if type(k) is not str:
-                    return "object keys must be strings"
+                    return "object keys must be strings", bound
                 problem = _text_problem(k)
                 if problem:
-                    return f"a key {problem}"
+                    return f"a key {problem}", bound
+                bound += _text_bound(k) + 2  # the colon, and a comma
                 stack.append((v, depth + 1))
         elif kind is list:
+            bound += 2 + len(item)
             stack.extend((v, depth + 1) for v in item)
         elif kind is str:
             problem = _text_problem(item)
             if problem:
-                return f"a string {problem}"
+                return f"a string {problem}", bound
+            bound += _text_bound(item)
         elif kind is float:
             if not math.isfinite(item):
-                return "numbers must be finite (no NaN or Infinity)"
+                return "numbers must be finite (no NaN or Infinity)", bound
+            bound += 24
         elif kind is int:
             if not -JSON_INT_LIMIT <= item < JSON_INT_LIMIT:
-                return "integers must fit in 64 bits"
+                return "integers must fit in 64 bits", bound
+            bound += 20
         elif item is not None and kind is not bool:
-            return f"{kind.__name__} is not a JSON value"
-    return None
+            return f"{kind.__name__} is not a JSON value", bound
+        else:
+            bound += 5
+    return None, bound
+
+
+def _text_bound(text: str) -> int:
+    return 2 + (6 if text.isascii() else 12) * len(text)
 
 
 def _text_problem(text: str) -> str | None:

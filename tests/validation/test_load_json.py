@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -97,3 +98,65 @@ def test_random_documents_decode_as_json_loads_does() -> None:
     for _ in range(20_000):
         text = document()
         assert outcome(load_json, text) == outcome(json.loads, text), text
+
+
+def test_the_size_bound_of_a_json_value_is_never_below_its_encoded_length() -> None:
+    """check_entity measures a JSON field by encoding it only when the bound from its validity walk is over the
+    limit: the bound must hold for every value, whatever its strings (escapes, non-ASCII, astral characters),
+    numbers and nesting."""
+    from server.domain.schema import compact_json
+    from server.validation.snapshots import json_value_checked
+
+    rng = random.Random(5)
+    alphabet = ["a", '"', "\\", "\n", "\x01", "\x7f", "é", "\u2028", "\uffff", "😀", "𝄞", " ", "/"]
+
+    def value(depth: int = 0) -> Any:
+        pick = rng.random()
+        if depth > 4 or pick < 0.5:
+            leaf = rng.random()
+            if leaf < 0.3:
+                return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+            if leaf < 0.5:
+                return rng.choice([-(2**63), 2**63 - 1, 0, -1, rng.randint(-(10**18), 10**18)])
+            if leaf < 0.75:
+                return rng.choice([-1.2345678901234567e-308, 1.7976931348623157e308, 5e-324, -0.0, rng.random()])
+            return rng.choice([True, False, None])
+        if pick < 0.75:
+            return [value(depth + 1) for _ in range(rng.randint(0, 5))]
+        return {
+            "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6))): value(depth + 1)
+            for _ in range(rng.randint(0, 5))
+        }
+
+    for _ in range(20_000):
+        candidate = {"v": value()}
+        problem, bound = json_value_checked(candidate)
+        assert problem is None
+        assert len(compact_json(candidate)) <= bound, candidate
+
+
+@pytest.mark.parametrize("char,width", [("a", 1), ("é", 6), ("😀", 12)])
+def test_a_json_field_is_refused_exactly_past_its_size_limit(char: str, width: int) -> None:
+    """The limit is on the field's compact JSON text (non-ASCII escaped), to the character, wherever the size
+    bound lets check_entity skip encoding."""
+    from datetime import UTC, datetime
+
+    from server.domain.entities import JSON_MAX_BYTES, ToolItem, ToolType
+    from server.validation.rules import check_entity
+
+    def size_violations(length: int) -> list[str]:
+        now = datetime.now(UTC)
+        item = ToolItem(
+            id=uuid.uuid4(),
+            name="big",
+            tool_type=ToolType.OTHER,
+            geometry={"x": char * length},
+            created_at=now,
+            updated_at=now,
+            version=1,
+        )
+        return [v.description for v in check_entity(item) if "bytes of JSON" in v.description]
+
+    fits = (JSON_MAX_BYTES - len('{"x":""}')) // width
+    assert size_violations(fits) == []
+    assert size_violations(fits + 1) == [f"at most {JSON_MAX_BYTES} bytes of JSON (got {8 + (fits + 1) * width})"]
