@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -218,6 +219,13 @@ class Edge:
                 user_id=user.id, name="test", scopes=scopes, expires_at=None, caller=Caller()
             )
         return user.id, secret
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback now, for a server a test starts in another process (or must know in advance)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ refused while the agent runs, keeps the store it replaces, and the agent serves 
 from __future__ import annotations
 
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from conftest import free_port
 from smooth.core.v1 import tool_item_pb2, tool_item_pb2_grpc
 
 from agent.backup import BackupError, backup, check, restore
@@ -28,16 +28,10 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120)
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def _agent(db: Path, log: Path) -> Iterator[grpc.Channel]:
     """The real agent serving `db`; yields a channel once it listens, stops it with SIGTERM."""
-    port = _port()
+    port = free_port()
     with log.open("a") as err:
         proc = subprocess.Popen(
             [*CLI, "serve", "--db", str(db), "--listen", f"127.0.0.1:{port}"], stdout=err, stderr=err

@@ -17,17 +17,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+from conftest import free_port
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from smooth.core.v1 import tool_item_pb2, tool_item_pb2_grpc
 
 CLI = [sys.executable, "-m", "agent.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_serving(port: int, proc: subprocess.Popen[str], timeout: float = 60.0) -> None:
@@ -81,7 +76,7 @@ def test_migrate_then_serve_health_reflection_logs_and_sigterm(tmp_path: Path) -
     secret = created_user.stdout.strip().splitlines()[-1]
     assert secret.startswith("sek_")
     auth = [("authorization", f"Bearer {secret}")]
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [*CLI, "serve", "--db", str(db), "--listen", f"127.0.0.1:{port}"],
         stdout=subprocess.PIPE,
@@ -239,12 +234,12 @@ def test_the_example_configuration_passes_check_config() -> None:
 
 
 def test_serve_and_migrate_take_everything_from_the_file(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "etc" / "smooth-edge.toml"
     config.parent.mkdir()
     config.write_text(
         '[database]\nurl = "../data/edge.db"\n'  # beside the file, wherever the process runs
-        f'[server]\nlisten = "127.0.0.1:{_free_port()}"\nreflection = "off"\n'
+        f'[server]\nlisten = "127.0.0.1:{free_port()}"\nreflection = "off"\n'
         '[logging]\nfile = "../edge.log"\nlevel = "INFO"\n'
     )
     (tmp_path / "data").mkdir()

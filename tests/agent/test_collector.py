@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 import structlog
+from conftest import free_port
 from google.protobuf.timestamp_pb2 import Timestamp
 from smooth.core.v1 import tool_usage_pb2
 
@@ -41,12 +41,6 @@ from server.usecases.usage_recording import UsageRecorder
 
 SYSTEM = Caller(peer="test")
 _CLI = [sys.executable, "-m", "agent.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0, what: str = "condition") -> Any:
@@ -94,7 +88,7 @@ def clock() -> ControllerClock:
 
 async def serve(clock: ControllerClock, *machines: SimMachine) -> AsyncIterator[CncSimulator]:
     """A module's simulator (one per module: a server takes seconds to start) on the controller's clock."""
-    async with CncSimulator(list(machines), f"opc.tcp://127.0.0.1:{_free_port()}/sim/", clock=clock) as simulator:
+    async with CncSimulator(list(machines), f"opc.tcp://127.0.0.1:{free_port()}/sim/", clock=clock) as simulator:
         yield simulator
 
 

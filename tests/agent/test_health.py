@@ -17,8 +17,9 @@ from typing import Any
 
 import grpc
 import pytest
+from conftest import free_port
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from test_collector import _CLI, _free_port, eventually
+from test_collector import _CLI, eventually
 from test_metrics import sample, scrape
 
 from agent.config import CollectorConfig, MachineConfig
@@ -118,11 +119,11 @@ def becomes(check: Callable[[str], Awaitable[int]], service: str, status: int) -
 
 
 async def test_a_machine_away_past_the_threshold_is_not_serving_until_it_comes_back(tmp_path: Path) -> None:
-    endpoint = f"opc.tcp://127.0.0.1:{_free_port()}/late/"
+    endpoint = f"opc.tcp://127.0.0.1:{free_port()}/late/"
     machine = MachineConfig(
         machine_id="L1", endpoint=endpoint, profile="cnc", publishing_interval_ms=50, watchdog_s=10, reconnect_max_s=0.5
     )
-    metrics_port = _free_port()
+    metrics_port = free_port()
     options = agent_options(tmp_path, metrics_port, collector=CollectorConfig((machine,)), collector_down_after_s=1.0)
     async with running(options) as port:
         health = health_of(port)
@@ -140,8 +141,8 @@ async def test_a_machine_away_past_the_threshold_is_not_serving_until_it_comes_b
 
 
 async def test_central_unreachable_past_the_threshold_is_not_serving(tmp_path: Path) -> None:
-    metrics_port = _free_port()
-    nobody = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    metrics_port = free_port()
+    nobody = f"127.0.0.1:{free_port()}"  # nothing listens there
     options = agent_options(
         tmp_path,
         metrics_port,
@@ -161,7 +162,7 @@ async def test_central_unreachable_past_the_threshold_is_not_serving(tmp_path: P
 
 @pytest.mark.timeout(300)
 def test_a_database_that_refuses_writes_is_not_serving_until_it_takes_them_again(tmp_path: Path) -> None:
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     agent = subprocess.Popen(
         [
             *_CLI,
@@ -232,6 +233,6 @@ async def test_objects_made_while_starting_are_left_out_of_full_collections_whil
     import gc
 
     before = gc.get_freeze_count()
-    async with running(agent_options(tmp_path, _free_port())):
+    async with running(agent_options(tmp_path, free_port())):
         assert gc.get_freeze_count() > before + 10_000  # modules, schemas, the store's statements
     assert gc.get_freeze_count() == 0

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from conftest import free_port
 from prometheus_client.parser import text_string_to_metric_families
 from smooth.core.v1 import tool_item_pb2, tool_item_pb2_grpc
-from test_collector import _CLI, _free_port, eventually, store_with_presets
+from test_collector import _CLI, eventually, store_with_presets
 
 from agent.metrics import METRICS, render_doc
 from agent.simulator.server import CncSimulator, SimMachine
@@ -108,7 +109,7 @@ async def collect_one_usage(
 
 async def prepared(tmp_path: Path, machine_id: str) -> Path:
     """A migrated store with a preset for T1 on `machine_id`, and the simulator's endpoint in tmp_path/endpoint."""
-    (tmp_path / "endpoint").write_text(f"opc.tcp://127.0.0.1:{_free_port()}/metrics/")
+    (tmp_path / "endpoint").write_text(f"opc.tcp://127.0.0.1:{free_port()}/metrics/")
     db = tmp_path / "agent.db"
     store, _, _ = await store_with_presets(db, machine_id, [1, 2])
     await store.__aexit__(None, None, None)
@@ -123,7 +124,7 @@ async def test_a_real_agent_counts_rpcs_and_usages(tmp_path: Path) -> None:
         f'[[machines]]\nmachine_id = "A1"\nendpoint = "{(tmp_path / "endpoint").read_text()}"\nprofile = "cnc"\n'
         "publishing_interval_ms = 50\nreconnect_max_s = 1\n"
     )
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     args = ["serve", "--db", str(db), "--listen", f"127.0.0.1:{port}", "--config", str(config)]
     scraped = await collect_one_usage(
         tmp_path,
@@ -164,7 +165,7 @@ async def test_the_agent_started_from_the_example_configuration_serves_metrics(t
     assert example.count("opc.tcp://127.0.0.1:4840/smooth-sim/") >= 2 and "[metrics]" in example
     config = tmp_path / "smooth-edge.toml"
     config.write_text(example.replace("opc.tcp://127.0.0.1:4840/smooth-sim/", (tmp_path / "endpoint").read_text()))
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     env = {
         "SMOOTH_EDGE_DATABASE__URL": str(db),
         "SMOOTH_EDGE_SERVER__LISTEN": f"127.0.0.1:{port}",

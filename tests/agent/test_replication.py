@@ -5,7 +5,6 @@ deliveries change nothing they should not, rejections never block, and two edges
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -14,7 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import Edge, expect_failure, fresh_pg_database, start_edge, struct
+from conftest import Edge, expect_failure, free_port, fresh_pg_database, start_edge, struct
 from smooth.core.v1 import sync_pb2, sync_pb2_grpc
 from smooth.core.v1 import tool_item_pb2 as item_pb
 from test_replicator import eventually, reaches
@@ -32,12 +31,6 @@ from server.wire import change_to_proto
 
 pytestmark = pytest.mark.postgres
 SYSTEM = Caller(peer="test")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -128,7 +121,7 @@ async def test_push_converges_entity_by_entity(edge: Edge, central: Edge) -> Non
 
 
 async def test_central_down_then_back_converges(edge: Edge, pg_url: str) -> None:
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     items = edge.use_cases.entities["tool_item"]
     async with fresh_pg_database(pg_url) as url:

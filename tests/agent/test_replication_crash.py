@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -18,7 +17,7 @@ from typing import Any
 import grpc
 import pytest
 import sqlalchemy as sa
-from conftest import Stubs, fresh_pg_database
+from conftest import Stubs, free_port, fresh_pg_database
 from smooth.core.v1 import sync_pb2, sync_pb2_grpc
 from smooth.core.v1 import tool_item_pb2 as item_pb
 
@@ -36,18 +35,12 @@ pytestmark = pytest.mark.postgres
 CLI = [sys.executable, "-m", "agent.cli", "--log-level", "WARNING"]
 
 
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Cluster:
     """A central process on PostgreSQL and an edge process on SQLite that replicates to it."""
 
     def __init__(self, central_url: str, edge_db: Path) -> None:
         self.central_url, self.edge_db = central_url, edge_db
-        self.central_port, self.edge_port = _port(), _port()
+        self.central_port, self.edge_port = free_port(), free_port()
         self.central: subprocess.Popen[str] | None = None
         self.edge: subprocess.Popen[str] | None = None
         self.sync_key = self.edge_key = self.central_key = ""

@@ -6,7 +6,6 @@ gRPC, or the in-process central of the contract suite)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 import structlog
-from conftest import Edge, start_edge
+from conftest import Edge, free_port, start_edge
 
 import agent.replicator.replicator as replicator_module
 from agent.replicator.central_client import CentralClient
@@ -174,16 +173,10 @@ async def test_a_bug_in_our_code_is_permanent_not_an_outage(
     assert not events(captured, "replicator.retrying")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_central_down_is_transient_and_replication_recovers(
     edge: Edge, tmp_path: Path, captured: structlog.testing.CapturingLogger
 ) -> None:
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     db = str(tmp_path / "central.db")
     first = start_edge(db, central=True)  # made (with the key) before it serves on `address`
     key = await sync_key(await anext(first))
@@ -211,7 +204,7 @@ async def test_central_down_is_transient_and_replication_recovers(
 
 
 async def test_shutdown_logs_what_it_could_not_flush(edge: Edge, captured: structlog.testing.CapturingLogger) -> None:
-    address = f"127.0.0.1:{_free_port()}"  # nobody serves here
+    address = f"127.0.0.1:{free_port()}"  # nobody serves here
     async with (
         GrpcCentralClient(address, "key") as client,
         edge_replicator(edge.store, client, settings(address, flush_timeout_s=1), utc_now) as replicator,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any
 import grpc
 import pytest
 import structlog
+from conftest import free_port
 from smooth.core.v1 import tool_item_pb2, tool_item_pb2_grpc
 
 from agent.runtime import ServeOptions, serve
@@ -29,14 +29,8 @@ from server.usecases.app import UseCases
 CLI = [sys.executable, "-m", "agent.cli"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_a_writer_that_dies_stops_the_agent_with_one_clear_line_and_its_traceback(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [*CLI, "serve", "--migrate", "--db", str(tmp_path / "edge.db"), "--listen", f"127.0.0.1:{port}"],
         env={**os.environ, "SMOOTH_EDGE_FAILPOINTS": "group-commit=raise"},

@@ -9,7 +9,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -21,7 +20,7 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from conftest import fresh_pg_database
+from conftest import free_port, fresh_pg_database
 from google.protobuf import json_format
 from smooth.core.v1 import tool_usage_pb2, tool_usage_pb2_grpc
 
@@ -34,12 +33,6 @@ IMAGE_HEALTHCHECK = ["smooth-edge", "health", "--target", "127.0.0.1:50051", "--
 pytestmark = pytest.mark.postgres
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Topology:
     """The compose project on this machine: what each service sees at a path or address, mapped to here."""
 
@@ -48,9 +41,7 @@ class Topology:
         self.central_db = central_db
         self.etc = tmp / "etc"  # ./compose, mounted at /etc/smooth-edge
         shutil.copytree(ROOT / "deploy" / "compose", self.etc)
-        self.ports = {
-            name: _free_port() for name in ("central", "edge", "simulator", "central-metrics", "edge-metrics")
-        }
+        self.ports = {name: free_port() for name in ("central", "edge", "simulator", "central-metrics", "edge-metrics")}
         # Addresses as the containers know them -> here. Listeners on 0.0.0.0 stay on every interface where a
         # client reaches them by another name (the simulator: the OPC UA endpoint URL it serves names 0.0.0.0).
         self.addresses = {

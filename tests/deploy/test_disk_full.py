@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from conftest import free_port
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from smooth.core.v1 import tool_item_pb2, tool_item_pb2_grpc
@@ -37,12 +37,6 @@ def _small_file_system(where: Path, size: str) -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["umount", "--lazy", str(where)], check=True)
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _fill(directory: Path) -> Path:
@@ -97,7 +91,7 @@ def test_a_full_disk_refuses_writes_and_the_agent_recovers_alone(tmp_path: Path)
         )
         key = created.stdout.strip().splitlines()[-1]
         auth = [("authorization", f"Bearer {key}")]
-        port = _port()
+        port = free_port()
         log = tmp_path / "agent.log"
         with log.open("wb") as out:
             agent = subprocess.Popen(
