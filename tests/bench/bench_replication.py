@@ -62,7 +62,10 @@ RATE_WINDOW_S = 30.0
 STARTUP_TIMEOUT_S = 60.0
 STOP_GRACE_S = 15.0
 GOAL_RATIO = 0.5
-GOAL_DRAIN_CHANGES, GOAL_DRAIN_S = 1_000_000, 300.0
+# Issue 11: the 1M drain in under 2 minutes (the replication issue asked for 5), at a rate that does not fall as
+# central's tables grow: the late rate within 10 % of the early one.
+GOAL_DRAIN_CHANGES, GOAL_DRAIN_S = 1_000_000, 120.0
+GOAL_LATE_RATE = 0.9
 
 ITEM = KINDS["tool_item"]
 ITEM_FIELDS = [f for f in fields_of(ToolItem) if f.kind != "members"]
@@ -1005,7 +1008,11 @@ def render(
         label = f"drain {drain.requested:,} changes"
         value = _fmt_s(drain.seconds) + (" (extrapolated)" if drain.extrapolated else " (measured)")
         met = "yes" if drain.seconds < GOAL_DRAIN_S else "no"
-        lines.append(f"{label:44} {value:>30}  {'< 5 min':>10}  {met:>4}")
+        lines.append(f"{label:44} {value:>30}  {'< 2 min':>10}  {met:>4}")
+        if drain.early_per_s and drain.late_per_s:
+            kept = drain.late_per_s / drain.early_per_s
+            met = "yes" if kept >= GOAL_LATE_RATE else "no"
+            lines.append(f"{'drain rate late / early (70-100 % vs 5-30 %)':44} {kept:>30.0%}  {'>= 90%':>10}  {met:>4}")
     lines += [
         "",
         f"baseline rounds (changes/s): {', '.join(f'{r:,.0f}' for r in baseline.rounds_per_s)} (median used)",
