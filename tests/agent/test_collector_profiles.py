@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import structlog
 from asyncua import Client, ua
+from conftest import free_port
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from test_collector import (
     ControllerClock,
-    _free_port,
     connected,
     eventually,
     play,
@@ -87,7 +87,7 @@ async def secure_sim(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
     tmp = tmp_path_factory.mktemp("pki")
     cert, key = _rsa_cert(tmp, "sim", "urn:smooth-edge:test-sim")
     security = SimSecurity(certificate=cert, private_key=key, users={"collector": "s3cret"})
-    endpoint = f"opc.tcp://127.0.0.1:{_free_port()}/secure-sim/"
+    endpoint = f"opc.tcp://127.0.0.1:{free_port()}/secure-sim/"
     async with CncSimulator([SimMachine("S1", "cnc", [])], endpoint, security=security) as sim:
         yield sim, tmp
 
@@ -163,7 +163,7 @@ def clock() -> ControllerClock:
 
 @pytest.fixture(scope="module")
 async def plain_sim(clock: ControllerClock) -> AsyncIterator[CncSimulator]:
-    endpoint = f"opc.tcp://127.0.0.1:{_free_port()}/profiles-sim/"
+    endpoint = f"opc.tcp://127.0.0.1:{free_port()}/profiles-sim/"
     machines = [
         SimMachine("N1", "sinumerik", []),
         SimMachine("C1", "cnc", []),

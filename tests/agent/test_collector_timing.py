@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 from asyncua import Client
+from conftest import free_port
 from test_collector import (
     _CLI,
     ControllerClock,
-    _free_port,
     connected,
     eventually,
     machine,
@@ -198,7 +198,7 @@ async def test_a_controller_restart_keeps_the_spindle_time_seen_before_it(
 ) -> None:
     # Case 2: the connection is lost while T1 turns; the controller comes back with T1 in and the spindle turning
     # (stamped when it came back). Seen before the loss is kept; the outage counts from the loss.
-    endpoint = f"opc.tcp://127.0.0.1:{_free_port()}/restart/"
+    endpoint = f"opc.tcp://127.0.0.1:{free_port()}/restart/"
     store, uc, _ = await store_with_presets(tmp_path / "restart.db", "R1", [1, 2])
     config = MachineConfig(
         machine_id="R1", endpoint=endpoint, profile="cnc", publishing_interval_ms=50, reconnect_max_s=0.5
@@ -291,7 +291,7 @@ async def test_umati_a_spindle_on_held_only_in_memory_survives_a_lost_link(
     # Case 2, umati: IsRotating went on and was not saved yet when the link dropped; the controller ran on and its
     # IsRotating is still stamped from before the loss, so the spindle turned throughout.
     monkeypatch.setattr(session, "HEARTBEAT_S", 3600.0)  # no periodic save: the spindle-on is in memory only
-    port = _free_port()
+    port = free_port()
     endpoint = f"opc.tcp://127.0.0.1:{port}/umati-link/"
     store, uc, _ = await store_with_presets(tmp_path / "link.db", "U2", [1, 3])
     base = clock.fresh_start()
@@ -425,7 +425,7 @@ async def _spindle_stamp(endpoint: str) -> datetime:
 
 
 async def test_a_controller_killed_mid_spindle_keeps_what_was_seen(tmp_path: Path) -> None:
-    endpoint = f"opc.tcp://127.0.0.1:{_free_port()}/kill-controller/"
+    endpoint = f"opc.tcp://127.0.0.1:{free_port()}/kill-controller/"
     store, uc, _ = await store_with_presets(tmp_path / "kc.db", "K1", [1, 2])
     config = MachineConfig(
         machine_id="K1", endpoint=endpoint, profile="cnc", publishing_interval_ms=50, reconnect_max_s=0.5
@@ -491,7 +491,7 @@ class _StampingClock:
 
 
 async def test_an_agent_killed_mid_spindle_loses_at_most_the_stated_window(tmp_path: Path) -> None:
-    endpoint = f"opc.tcp://127.0.0.1:{_free_port()}/kill-agent/"
+    endpoint = f"opc.tcp://127.0.0.1:{free_port()}/kill-agent/"
     db = tmp_path / "agent.db"
     store, uc, _ = await store_with_presets(db, "A1", [1, 2])
     config_path = tmp_path / "agent.toml"
@@ -511,7 +511,7 @@ async def test_an_agent_killed_mid_spindle_loses_at_most_the_stated_window(tmp_p
                 "--db",
                 str(db),
                 "--listen",
-                f"127.0.0.1:{_free_port()}",
+                f"127.0.0.1:{free_port()}",
             ]
             return subprocess.Popen(
                 [*command, "--config", str(config_path)], stdout=subprocess.DEVNULL, stderr=log_file, text=True
