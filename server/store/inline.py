@@ -31,20 +31,23 @@ class InlineNested:
     def __init__(self, dbapi: sqlite3.Connection, name: str) -> None:
         self._dbapi = dbapi
         self._name = name
-        self._run(f"SAVEPOINT {name}")
-
-    def _run(self, sql: str) -> None:
-        try:
-            self._dbapi.execute(sql)
-        except sqlite3.Error as exc:
-            raise sa_exc.DBAPIError.instance(sql, (), exc, sqlite3.Error) from exc
+        on_driver(dbapi, f"SAVEPOINT {name}")
 
     async def rollback(self) -> None:
-        self._run(f"ROLLBACK TO {self._name}")
-        self._run(f"RELEASE {self._name}")
+        on_driver(self._dbapi, f"ROLLBACK TO {self._name}")
+        on_driver(self._dbapi, f"RELEASE {self._name}")
 
     async def commit(self) -> None:
-        self._run(f"RELEASE {self._name}")
+        on_driver(self._dbapi, f"RELEASE {self._name}")
+
+
+def on_driver(dbapi: sqlite3.Connection, sql: str) -> None:
+    """One statement without parameters straight on the driver; its error raised as SQLAlchemy would raise it, so
+    the store maps it like any other."""
+    try:
+        dbapi.execute(sql)
+    except sqlite3.Error as exc:
+        raise sa_exc.DBAPIError.instance(sql, (), exc, sqlite3.Error) from exc
 
 
 class DecodedCache:

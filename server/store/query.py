@@ -39,7 +39,7 @@ def page_select(
     """The SELECT of one page (`base` filtered, sorted, after the page token's position, one row more than the
     page) and its parameters. The statement of a shape (the query without its values) is built once, with every
     value a named bind parameter: a List builds only the parameters."""
-    key = _shape(query, dialect)
+    key = (base, *_shape(query, dialect))  # the base by identity: the store's is built once per kind
     built = _PAGES.get(key)
     if built is None:
         binds = _Binds(query)

@@ -14,7 +14,6 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -27,7 +26,7 @@ from server.store.connection import map_db_error
 from server.store.engine import BUSY_TIMEOUT_MS, WRITE_OPTION, create_engine, create_inline_engine, is_sqlite
 from server.store.group_commit import GroupCommit, Spawn
 from server.store.identity_rows import IdentityRows
-from server.store.inline import DecodedCache, InlineConnection, raw_pragma
+from server.store.inline import DecodedCache, InlineConnection, on_driver, raw_pragma
 from server.store.mes_rows import MesRows
 from server.store.replication_rows import ReplicationRows
 
@@ -223,28 +222,21 @@ def _raw_read(conn: sa.Connection) -> Iterator[None]:
     inside (`InlineConnection.execute`) joins the transaction already open (engine.py's begin hook sees it) and
     is ended through SQLAlchemy, so both agree on the connection's state."""
     dbapi = conn.connection.dbapi_connection
-    assert dbapi is not None
-    _driver(dbapi, "BEGIN")
+    assert isinstance(dbapi, sqlite3.Connection)
+    on_driver(dbapi, "BEGIN")
     try:
         yield
         if conn.in_transaction():
             conn.commit()
         elif dbapi.in_transaction:
-            _driver(dbapi, "COMMIT")
+            on_driver(dbapi, "COMMIT")
     finally:
         # Never kept or pooled in a transaction (a writer given it would not begin its own): ended whatever
         # happened above, even when the COMMIT itself failed.
         if conn.in_transaction():
             conn.rollback()
         if dbapi.in_transaction:
-            _driver(dbapi, "ROLLBACK")
-
-
-def _driver(dbapi: Any, sql: str) -> None:
-    try:
-        dbapi.execute(sql)
-    except sqlite3.Error as exc:  # raised as SQLAlchemy would, so the store maps it like any other
-        raise sa_exc.DBAPIError.instance(sql, (), exc, sqlite3.Error) from exc
+            on_driver(dbapi, "ROLLBACK")
 
 
 async def _begin_immediate(conn: sa.Connection) -> None:
