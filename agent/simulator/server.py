@@ -31,6 +31,7 @@ import structlog
 from asyncua import ua
 from asyncua.common.node import Node
 from asyncua.crypto.permission_rules import SimpleRoleRuleset, User, UserRole
+from asyncua.server.internal_session import InternalSession
 from asyncua.server.server import Server
 from asyncua.server.user_managers import UserManager
 from asyncua.ua.attribute_ids import AttributeIds
@@ -260,8 +261,26 @@ async def _var(parent: Node, ns: int, name: str, value: Any, vtype: ua.VariantTy
 
 
 async def _write(node: Node, value: Any, vtype: ua.VariantType, when: datetime) -> None:
+    """Set a variable as the controller does: straight into its own address space (no client write, so no access
+    checks), and only when the value changes. A SourceTimestamp says when the value last changed (OPC UA Part 4,
+    DataValue), so writing the same value again must not move it; and asyncua copies the value for every
+    monitored item on each write, which made unchanged writes most of the simulator's CPU with 200 machines."""
+    session = node.session
+    assert isinstance(session, InternalSession), "simulator nodes are the server's own"
+    aspace = session.iserver.aspace
+    current = aspace.read_attribute_value(node.nodeid, AttributeIds.Value)
+    variant = current.Value
+    if (
+        variant is not None
+        and variant.VariantType == vtype
+        and type(variant.Value) is type(value)
+        and variant.Value == value
+        and (current.StatusCode is None or current.StatusCode.is_good())
+    ):
+        return
     dv = ua.DataValue(ua.Variant(value, vtype), SourceTimestamp=when, ServerTimestamp=when)  # type: ignore[arg-type]
-    await node.write_value(dv)
+    status = await aspace.write_attribute_value(node.nodeid, AttributeIds.Value, dv)
+    status.check()
 
 
 async def _build_cnc(root: Node, ns: int, index: int) -> _Handles:

@@ -318,3 +318,23 @@ def test_asyncua_tracebacks_go_through_structlog() -> None:
     [entry] = [e for e in logs if e["event"] == "asyncua.log"]
     assert entry["message"] == "Publish iteration crashed; retrying in 1s" and entry["log_level"] == "error"
     assert entry["exc_info"][0] is ConnectionError
+
+
+async def test_the_simulator_stamps_a_value_when_it_changes_not_when_it_is_written_again(
+    plain_sim: CncSimulator, clock: ControllerClock
+) -> None:
+    """OPC UA Part 4 (DataValue): the SourceTimestamp is when the value last changed. The simulated controller
+    keeps it when a step writes a value the variable already has (the spindle status of a speed change)."""
+    base = clock.fresh_start()
+    await play(plain_sim, clock, "C1", base, [(0, Step(0, tool=3, speed_rpm=1000.0)), (5, Step(0, speed_rpm=2000.0))])
+    async with Client(plain_sim.endpoint) as client:
+        ns = await client.get_namespace_index(CNC_NS)
+        root = client.nodes.objects
+        spindle = await root.get_child([f"{ns}:CncInterface", f"{ns}:CncSpindleList", f"{ns}:Spindle2"])
+        channel = await root.get_child([f"{ns}:CncInterface", f"{ns}:CncChannelList", f"{ns}:Channel2"])
+        speed = await (await spindle.get_child(f"{ns}:ActSpeed")).read_data_value()
+        status = await (await spindle.get_child(f"{ns}:ActStatus")).read_data_value()
+        tool = await (await channel.get_child(f"{ns}:ToolId")).read_data_value()
+    assert speed.Value is not None and speed.Value.Value == 2000.0
+    assert speed.SourceTimestamp == base + dt.timedelta(seconds=5)
+    assert status.SourceTimestamp == base and tool.SourceTimestamp == base
