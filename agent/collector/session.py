@@ -24,7 +24,7 @@ from asyncua.client.client import Client
 from asyncua.common.node import Node
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
-from agent.collector import profiles, tool_life
+from agent.collector import fast_publish, profiles, tool_life
 from agent.collector.tracker import CLOCK_SKEW, Tracker, TrackerState
 from agent.config import MachineConfig
 from server.domain import failpoints
@@ -54,6 +54,10 @@ class _ToStructlog(logging.Handler):
             record.levelno, "asyncua.log", message=record.getMessage(), exc_info=record.exc_info or False
         )
 
+
+# The usual PublishResponse (data changes of scalar values) is decoded by our own reader, asyncua's objects
+# alike (agent/collector/fast_publish.py): asyncua's generic decoder was 14 % of the agent's CPU at 200 machines.
+fast_publish.install()
 
 _asyncua_log = logging.getLogger("asyncua")
 if not any(isinstance(h, _ToStructlog) for h in _asyncua_log.handlers):

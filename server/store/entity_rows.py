@@ -6,6 +6,7 @@ writes of replication.
 from __future__ import annotations
 
 import functools
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -72,6 +73,12 @@ class EntityRows(Connection):
             return {}
         if len(ids) == 1:  # the by-id statement: no late-rendered IN list (the common case: one reference)
             items = await self._load_prepared(kind, _by_id(kind), {"id": ids[0]})
+        elif isinstance(self._conn, InlineConnection) and all(type(i) is uuid.UUID for i in ids):
+            # One statement for any number of ids, its text compiled once: an expanding IN list is rendered anew
+            # for each call by SQLAlchemy's own execution (most of a collector batch's reads, issue 11). The ids
+            # as SQLite stores a Uuid (32 hex digits).
+            ids_json = json.dumps([i.hex for i in ids])
+            items = await self._load_prepared(kind, _by_id_list(kind), {"ids_json": ids_json})
         else:
             items = await self._load_prepared(kind, _by_ids(kind), {"ids": list(ids)})
         return {item.id: item for item in items}
@@ -370,6 +377,15 @@ def _select_all(kind: EntityKind) -> sa.Select[Any]:
 @functools.cache
 def _by_id(kind: EntityKind) -> sa.Select[Any]:
     return _select_all(kind).where(ENTITY_TABLES[kind.name].c.id == sa.bindparam("id"))
+
+
+@functools.cache
+def _by_id_list(kind: EntityKind) -> sa.Select[Any]:
+    """SQLite: the entities whose id is in a JSON array of ids (`json_each`, probing the primary key)."""
+    listed = sa.select(sa.column("value", sa.String)).select_from(
+        sa.func.json_each(sa.bindparam("ids_json", type_=sa.String))
+    )
+    return _select_all(kind).where(sa.type_coerce(ENTITY_TABLES[kind.name].c.id, sa.String).in_(listed))
 
 
 @functools.cache

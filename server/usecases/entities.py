@@ -141,7 +141,7 @@ class EntityService:
         )
         if not caller.system:
             self._check_change(None, entity, set(values))
-        entity = await self._prepare(tx, entity, None)
+        entity = await self._prepare(tx, entity, None, {})
         # An id generated here (a UUIDv7) is new: nothing holds it, nothing references it.
         await rulebook.enforce(tx, entity, new=entity_id is None)
         if entity_id is not None and (
@@ -194,7 +194,7 @@ class EntityService:
         entity = normalized(dataclasses.replace(current, **changes, updated_at=now, version=current.version + 1))
         if not caller.system:
             self._check_change(current, entity, set(changes))
-        entity = await self._prepare(tx, entity, current)
+        entity = await self._prepare(tx, entity, current, {})
         await rulebook.enforce(tx, entity, stored=current)
         if not await tx.update(self.kind, entity, version):
             raise _stale(self.kind, await self._require(tx, entity_id))
@@ -214,6 +214,7 @@ class EntityService:
         if any(w.caller.request_id for w in writes) or any(f.kind == "members" for f in fields_of(self.kind.cls)):
             raise ValueError(f"write_many_in: no request_id, no member lists ({self.kind.label})")
         now = self._clock()
+        reads = await self._prefetch(tx, writes)
         latest: dict[uuid.UUID, Versioned] = {}
         steps: list[tuple[Versioned | None, Versioned, Caller]] = []
         created: dict[uuid.UUID, Versioned] = {}  # id -> the entity as first created here
@@ -242,7 +243,7 @@ class EntityService:
                 entity = dataclasses.replace(current, **changes, updated_at=now, version=current.version + 1)
                 if entity_id not in created:
                     start_versions.setdefault(entity_id, current.version)
-            entity = await self._prepare(tx, entity, stored.get(entity_id))
+            entity = await self._prepare(tx, entity, stored.get(entity_id), reads)
             if current is None:
                 created[entity_id] = entity
             steps.append((current, entity, caller))
@@ -373,11 +374,18 @@ class EntityService:
         """Kind-specific rules on what a caller may change (hook; e.g. the status lifecycle of tool instances):
         `current` None for a create; `fields` are those the request set. Not applied to system changes."""
 
-    async def _prepare(self, tx: Transaction, entity: Versioned, stored: Versioned | None) -> Versioned:
+    async def _prepare(
+        self, tx: Transaction, entity: Versioned, stored: Versioned | None, reads: Mapping[uuid.UUID, Versioned]
+    ) -> Versioned:
         """Kind-specific completion of a state about to be written, after the caller's checks and before the
         rulebook (hook; e.g. a usage opened on a tool in maintenance is flagged). `stored`: the state the store
-        holds, as read in this transaction (None: it holds none)."""
+        holds, as read in this transaction (None: it holds none). `reads`: what `_prefetch` read for a batch."""
         return entity
+
+    async def _prefetch(self, tx: Transaction, writes: Sequence[BatchWrite]) -> Mapping[uuid.UUID, Versioned]:
+        """What `_prepare` will read for a batch of writes, read at once (hook: one query instead of one a write;
+        the collector writes hundreds of usages a batch, issue 11)."""
+        return {}
 
     async def _after_write(
         self, tx: Transaction, before: Versioned | None, after: Versioned, caller: Caller, now: datetime

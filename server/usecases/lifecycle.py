@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -46,7 +46,9 @@ class InstanceService(EntityService):
         reason = entity.status_reason if "status_reason" in fields else ""
         lifecycle.check(current.status, entity.status, lifecycle.By.OPERATOR, reason)
 
-    async def _prepare(self, tx: Transaction, entity: Versioned, stored: Versioned | None) -> Versioned:
+    async def _prepare(
+        self, tx: Transaction, entity: Versioned, stored: Versioned | None, reads: Mapping[uuid.UUID, Versioned]
+    ) -> Versioned:
         """A new instance, or one whose own limits changed, starts counting under its limits now (a new one shows
         its full life at once; a lowered limit may warn or be reached at once). The state stored is the one the
         caller read (a batch of the collector's instance updates reads none of them again, issue 11)."""
@@ -184,12 +186,24 @@ class UsageService(EntityService):
         super().__init__(store, kind, clock)
         self._instances = instances
 
-    async def _prepare(self, tx: Transaction, entity: Versioned, stored: Versioned | None) -> Versioned:
+    async def _prefetch(self, tx: Transaction, writes: Sequence[BatchWrite]) -> Mapping[uuid.UUID, Versioned]:
+        """The instances of the usages a batch opens (`_prepare` reads them)."""
+        ids = {
+            w.values.get("tool_instance_id", getattr(w.current, "tool_instance_id", None))
+            for w in writes
+            if w.values.get("end_time", getattr(w.current, "end_time", None)) is None
+        }
+        wanted = sorted(i for i in ids if isinstance(i, uuid.UUID))
+        return await tx.get_many(KINDS["tool_instance"], wanted) if len(wanted) > 1 else {}
+
+    async def _prepare(
+        self, tx: Transaction, entity: Versioned, stored: Versioned | None, reads: Mapping[uuid.UUID, Versioned]
+    ) -> Versioned:
         assert isinstance(entity, ToolUsage)
         new = entity.version == 1
         if entity.tool_instance_id is None or not (new or entity.end_time is None):
             return entity
-        instance = await tx.get(KINDS["tool_instance"], entity.tool_instance_id)
+        instance = reads.get(entity.tool_instance_id) or await tx.get(KINDS["tool_instance"], entity.tool_instance_id)
         if not isinstance(instance, ToolInstance):
             return entity  # the rulebook names the missing reference
         if (
