@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -335,24 +335,61 @@ class EntityRows(Connection):
             return
         await self.insert_rows(table, rows)
 
-    async def bulk_update(self, kind: EntityKind, updates: Sequence[tuple[Versioned, int]]) -> bool:
-        """(entity, expected version) pairs in one executemany; False when a row no longer had its version."""
-        table = ENTITY_TABLES[kind.name]
+    async def bulk_update(
+        self,
+        kind: EntityKind,
+        updates: Sequence[tuple[Versioned, int]],
+        stored: Mapping[uuid.UUID, Versioned] | None = None,
+    ) -> bool:
+        """(entity, expected version) pairs in one executemany per set of columns written; False when a row no
+        longer had its version. `stored`: the states the rows hold (as read in this transaction): then only the
+        columns an update changes are written, so SQLite maintains only the indexes over them (an instance's status
+        change touched all ten of tool_instances' indexes, a collector batch's largest statement, issue 11)."""
         names = _updated_columns(kind)
-        statement = (
-            table.update()
-            .where(table.c.id == sa.bindparam("_id"), table.c.version == sa.bindparam("_expected"))
-            .values({c: sa.bindparam(c) for c in names})
-        )
-        rows = []
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for e, v in updates:
             row = _row(kind, e)
-            rows.append({"_id": e.id, "_expected": v, **{c: row[c] for c in names}})
+            before = stored.get(e.id) if stored is not None else None
+            columns = names if before is None or type(before) is not type(e) else _changed(kind, names, before, row)
+            groups.setdefault(columns, []).append({"_id": e.id, "_expected": v, **{c: row[c] for c in columns}})
+        for columns, rows in groups.items():
+            statement = _bulk_update_statement(kind, columns)
+            if isinstance(self._conn, InlineConnection) or self._conn.dialect.supports_sane_multi_rowcount:
+                if await self._change_many(statement, rows) != len(rows):
+                    return False
+            else:
+                await self._execute(statement, rows)
         if isinstance(self._conn, InlineConnection) or self._conn.dialect.supports_sane_multi_rowcount:
-            return await self._change_many(statement, rows) == len(rows)
-        await self._execute(statement, rows)
+            return True
         found = await self.versions_of(kind, [e.id for e, _ in updates])
         return all(found.get(e.id) == e.version for e, _ in updates)
+
+
+def _changed(kind: EntityKind, names: tuple[str, ...], before: Versioned, row: dict[str, Any]) -> tuple[str, ...]:
+    """The columns of `names` whose value differs from `before`'s (version and updated_at always). A JSON value
+    counts as unchanged only when it is the very object `before` holds (an entity copied with
+    dataclasses.replace shares it): `{"a": 1} == {"a": 1.0}`, but their texts differ. A scalar, when of the same
+    type and equal (True == 1, 1 == 1.0)."""
+    old = _row(kind, before)
+    out = []
+    for c in names:
+        a, b = old[c], row[c]
+        if c in _ALWAYS_WRITTEN or (a is not b and (type(a) is not type(b) or isinstance(a, dict | list) or a != b)):
+            out.append(c)
+    return tuple(out)
+
+
+_ALWAYS_WRITTEN = frozenset({"version", "updated_at"})
+
+
+@functools.cache
+def _bulk_update_statement(kind: EntityKind, columns: tuple[str, ...]) -> sa.Update:
+    table = ENTITY_TABLES[kind.name]
+    return (
+        table.update()
+        .where(table.c.id == sa.bindparam("_id"), table.c.version == sa.bindparam("_expected"))
+        .values({c: sa.bindparam(c) for c in columns})
+    )
 
 
 @functools.cache

@@ -269,7 +269,7 @@ class EntityService:
         if created:
             await tx.bulk_insert(self.kind, [latest[i] for i in created])
         updated = [(latest[i], v) for i, v in start_versions.items()]
-        if updated and not await tx.bulk_update(self.kind, updated):
+        if updated and not await tx.bulk_update(self.kind, updated, stored):
             raise Aborted(f"{self.kind.label}s changed while being written; retry", reason="WRITE_CONFLICT")
         snapshots: dict[int, dict[str, Any]] = {}  # id(entity) -> to_json(entity): each one is encoded once
 

@@ -7,7 +7,7 @@ cases import only this module, never the store, so a new capability or a faster 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import date, datetime
 from typing import Any, Protocol
@@ -38,7 +38,12 @@ class Entities(Protocol):
     async def referenced(self, target: str, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]: ...
     async def bulk_insert(self, kind: EntityKind, entities: Sequence[Versioned]) -> None: ...
     async def bulk_upsert(self, kind: EntityKind, entities: Sequence[Versioned]) -> None: ...
-    async def bulk_update(self, kind: EntityKind, updates: Sequence[tuple[Versioned, int]]) -> bool: ...
+    async def bulk_update(
+        self,
+        kind: EntityKind,
+        updates: Sequence[tuple[Versioned, int]],
+        stored: Mapping[uuid.UUID, Versioned] | None = None,
+    ) -> bool: ...
     async def open_usage_counts(self, instance_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]: ...
     async def measurements_of(
         self, instance_id: uuid.UUID, before: tuple[datetime, uuid.UUID] | None, limit: int
