@@ -264,6 +264,19 @@ async def pg_database(pg_url: str) -> AsyncIterator[str]:
         yield url
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def migrated_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A migrated store on each engine: a SQLite file, and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        async with Store(str(tmp_path / "edge.db")) as store:
+            await migrate.upgrade(store.engine)
+            yield store
+        return
+    async with fresh_pg_database(request.getfixturevalue("pg_url")) as url, Store(url) as store:
+        await migrate.upgrade(store.engine)
+        yield store
+
+
 async def start_edge(
     db_url: str, *, central: bool = False, clock: Callable[[], datetime] = utc_now, **server_options: Any
 ) -> AsyncIterator[Edge]:

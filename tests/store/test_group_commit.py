@@ -5,13 +5,12 @@ acknowledged unit is committed. Real SQLite files and real PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import fresh_pg_database
 
 from server.domain import failpoints
 from server.store import migrate
@@ -22,17 +21,9 @@ class Refused(Exception):
     """A unit's own failure, raised inside its body."""
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    if request.param == "sqlite":
-        url = str(tmp_path / "group.db")
-        async with Store(url) as s:
-            await migrate.upgrade(s.engine)
-            yield s
-        return
-    async with fresh_pg_database(request.getfixturevalue("pg_url")) as url, Store(url) as s:
-        await migrate.upgrade(s.engine)
-        yield s
+@pytest.fixture
+def store(migrated_store: Store) -> Store:
+    return migrated_store
 
 
 def count_commits(store: Store) -> list[None]:
