@@ -24,7 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, Generic, TypeVar
@@ -629,13 +629,16 @@ async def seed(stub: item_grpc.ToolItemServiceStub, count: int, metadata: Metada
 
 
 def create_builder() -> Callable[[], item_pb.CreateToolItemRequest]:
-    """Create requests, each with a new, fixed-width (so fixed-size) part number."""
+    """Create requests, each with a new, fixed-width (so fixed-size) part number and its own request_id: issue 11's
+    Create is entity + change record + audit entry + idempotency record, one transaction, as a client that retries
+    safely sends it (AIP-155)."""
     run_tag = uuid.uuid4().hex[:8]
     counter = itertools.count()
 
     def create() -> item_pb.CreateToolItemRequest:
-        item = tool_item("Bench end mill", f"BENCH-{run_tag}-{next(counter):08d}", "END_MILL", 10)
-        return item_pb.CreateToolItemRequest(tool_item=item)
+        n = next(counter)
+        item = tool_item("Bench end mill", f"BENCH-{run_tag}-{n:08d}", "END_MILL", 10)
+        return item_pb.CreateToolItemRequest(tool_item=item, request_id=f"bench-{run_tag}-{n:08d}")
 
     return create
 
@@ -860,11 +863,18 @@ async def run_in_process(db: str, secret: str, settings: Settings) -> InProcess:
         requests = create_builder()
         fields = mapping.settable_fields(service.kind)
 
-        def values() -> dict[str, Any]:
-            # What the servicer hands the use case for a CreateToolItem; built untimed, like a request.
-            return mapping.from_proto(service.kind, requests().tool_item, fields)
+        def values() -> tuple[dict[str, Any], Caller]:
+            # What the servicer hands the use case for a CreateToolItem (its values, and the caller with the
+            # request's request_id); built untimed, like a request.
+            request = requests()
+            return mapping.from_proto(service.kind, request.tool_item, fields), replace(
+                caller, request_id=request.request_id
+            )
 
-        load: Load[dict[str, Any]] = Load(values, functools.partial(service.create, entity_id=None, caller=caller))
+        def create(call: tuple[dict[str, Any], Caller]) -> Awaitable[object]:
+            return service.create(call[0], entity_id=None, caller=call[1])
+
+        load: Load[tuple[dict[str, Any], Caller]] = Load(values, create)
         await check_audit_patch(store, load)
         sides = [Side(WITH_AUDIT, load), Side(WITHOUT_AUDIT, load, around=without_audit)]
         label = f"in-process Create x{IN_PROCESS_CONCURRENCY}"
