@@ -5,6 +5,7 @@ replication outbox, its sequence, and the request log that makes retried writes 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 from server.domain.entities import ChangeOperation, Revision, Versioned
 from server.domain.registry import EntityKind
 from server.domain.schema import to_json
-from server.store.connection import Connection
+from server.store.connection import Connection, id_list_value, in_id_list
 from server.store.tables import changes, request_log
 
 
@@ -124,6 +125,12 @@ class ChangeLogRows(Connection):
         return bool(await self._fetch(_HAS_HISTORY, {"b_id": entity_id, "b_type": kind.name}))
 
     async def ids_with_history(self, kind: EntityKind, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        if not ids:
+            return set()
+        listed = id_list_value(ids, self._dialect)
+        if listed is not None:
+            rows = await self._fetch(_with_history(self._dialect), {"b_type": kind.name, "id_list": listed})
+            return {r[0] for r in rows}
         stmt = (
             sa.select(changes.c.entity_id)
             .where(changes.c.entity_type == kind.name, changes.c.entity_id.in_(list(ids)))
@@ -199,6 +206,17 @@ class ChangeLogRows(Connection):
 _FIND_REQUEST = sa.select(request_log.c.method, request_log.c.entity_id).where(
     request_log.c.caller == sa.bindparam("b_caller"), request_log.c.request_id == sa.bindparam("b_request_id")
 )
+
+
+@functools.cache
+def _with_history(dialect: str) -> sa.Select[Any]:
+    return (
+        sa.select(changes.c.entity_id)
+        .where(changes.c.entity_type == sa.bindparam("b_type"), in_id_list(changes.c.entity_id, dialect))
+        .distinct()
+    )
+
+
 _HAS_HISTORY = (
     sa.select(changes.c.seq)
     .where(changes.c.entity_id == sa.bindparam("b_id"), changes.c.entity_type == sa.bindparam("b_type"))

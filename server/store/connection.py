@@ -76,6 +76,28 @@ def bind_processors(
     return [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
 
 
+def in_id_list(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[bool]:
+    """`column` (a Uuid) is one of a list of ids bound as one parameter, `id_list` (its value from
+    `id_list_value`): SQLite's json_each over a JSON array of the ids as it stores them (32 hex digits), PostgreSQL's
+    `= ANY` of an array. One statement text whatever the count, compiled (and on PostgreSQL prepared) once, where an
+    expanding IN list is rendered anew for each count by SQLAlchemy's own execution; both probe the column's index
+    for each id (issue 11: most of a collector batch's reads, and central's checks of a pushed batch)."""
+    if dialect == "postgresql":
+        return column == sa.any_(sa.bindparam("id_list", type_=postgresql.ARRAY(sa.Uuid())))
+    listed = sa.select(sa.column("value", sa.String)).select_from(
+        sa.func.json_each(sa.bindparam("id_list", type_=sa.String))
+    )
+    return sa.type_coerce(column, sa.String).in_(listed)
+
+
+def id_list_value(ids: Sequence[Any], dialect: str) -> Any | None:
+    """The `id_list` parameter of `in_id_list` for these ids; None when one of them is not a UUID (the caller then
+    takes the ordinary IN list, which refuses it as before)."""
+    if not all(type(i) is uuid.UUID for i in ids):
+        return None
+    return list(ids) if dialect == "postgresql" else json.dumps([i.hex for i in ids])
+
+
 class Connection:
     """One open connection inside a transaction; the row classes build on it."""
 

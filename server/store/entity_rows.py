@@ -6,7 +6,6 @@ writes of replication.
 from __future__ import annotations
 
 import functools
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -21,7 +20,7 @@ from server.domain.query import ListQuery, Page
 from server.domain.registry import KINDS, EntityKind, references_to
 from server.domain.schema import fields_of
 from server.store import query as q
-from server.store.connection import Connection, bind_processors, map_db_error
+from server.store.connection import Connection, bind_processors, id_list_value, in_id_list, map_db_error
 from server.store.inline import InlineConnection
 from server.store.tables import ENTITY_TABLES, MEMBER_TABLES
 
@@ -73,12 +72,8 @@ class EntityRows(Connection):
             return {}
         if len(ids) == 1:  # the by-id statement: no late-rendered IN list (the common case: one reference)
             items = await self._load_prepared(kind, _by_id(kind), {"id": ids[0]})
-        elif isinstance(self._conn, InlineConnection) and all(type(i) is uuid.UUID for i in ids):
-            # One statement for any number of ids, its text compiled once: an expanding IN list is rendered anew
-            # for each call by SQLAlchemy's own execution (most of a collector batch's reads, issue 11). The ids
-            # as SQLite stores a Uuid (32 hex digits).
-            ids_json = json.dumps([i.hex for i in ids])
-            items = await self._load_prepared(kind, _by_id_list(kind), {"ids_json": ids_json})
+        elif (listed := id_list_value(ids, self._dialect)) is not None:
+            items = await self._load_prepared(kind, _by_id_list(kind, self._dialect), {"id_list": listed})
         else:
             items = await self._load_prepared(kind, _by_ids(kind), {"ids": list(ids)})
         return {item.id: item for item in items}
@@ -194,6 +189,12 @@ class EntityRows(Connection):
         return out
 
     async def versions_of(self, kind: EntityKind, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        if not ids:
+            return {}
+        listed = id_list_value(ids, self._dialect)
+        if listed is not None:
+            rows = await self._fetch(_versions_by_id_list(kind, self._dialect), {"id_list": listed})
+            return {r[0]: int(r[1]) for r in rows}
         table = ENTITY_TABLES[kind.name]
         stmt = sa.select(table.c.id, table.c.version).where(table.c.id.in_(list(ids)))
         return {r["id"]: int(r["version"]) for r in (await self._execute(stmt)).mappings().all()}
@@ -417,12 +418,14 @@ def _by_id(kind: EntityKind) -> sa.Select[Any]:
 
 
 @functools.cache
-def _by_id_list(kind: EntityKind) -> sa.Select[Any]:
-    """SQLite: the entities whose id is in a JSON array of ids (`json_each`, probing the primary key)."""
-    listed = sa.select(sa.column("value", sa.String)).select_from(
-        sa.func.json_each(sa.bindparam("ids_json", type_=sa.String))
-    )
-    return _select_all(kind).where(sa.type_coerce(ENTITY_TABLES[kind.name].c.id, sa.String).in_(listed))
+def _by_id_list(kind: EntityKind, dialect: str) -> sa.Select[Any]:
+    return _select_all(kind).where(in_id_list(ENTITY_TABLES[kind.name].c.id, dialect))
+
+
+@functools.cache
+def _versions_by_id_list(kind: EntityKind, dialect: str) -> sa.Select[Any]:
+    table = ENTITY_TABLES[kind.name]
+    return sa.select(table.c.id, table.c.version).where(in_id_list(table.c.id, dialect))
 
 
 @functools.cache

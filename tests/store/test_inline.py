@@ -240,24 +240,3 @@ async def test_a_read_begun_on_the_driver_is_one_snapshot_with_statements_sqlalc
         await add(uuid.uuid4())
         async with store.read() as tx:
             assert len(await tx.get_many(kind, [*ids[:1], uuid.uuid4()])) == 1
-
-
-async def test_get_many_finds_each_id_once_whatever_the_list(tmp_path: Path) -> None:
-    """Several ids are read with one statement over a JSON array of them (json_each), a list of any length:
-    duplicates and ids nothing has give nothing extra, and the statement is the same for any count."""
-    kind = KINDS["tool_item"]
-    now = datetime.now(UTC)
-    async with Store(str(tmp_path / "edge.db")) as store:
-        await migrate.upgrade(store.engine)
-        ids = [uuid.uuid4() for _ in range(1500)]  # beyond SQLite's old limit of 999 bound variables
-        async with store.write() as tx:
-            for item_id in ids:
-                await tx.insert(
-                    kind, kind.cls(id=item_id, name=f"item {item_id}", created_at=now, updated_at=now, version=1)
-                )
-        missing = [uuid.uuid4() for _ in range(5)]
-        async with store.read() as tx:
-            found = await tx.get_many(kind, [*ids, *ids[:10], *missing])
-            few = await tx.get_many(kind, [missing[0], ids[7], ids[7]])
-        assert set(found) == set(ids) and all(found[i].id == i for i in ids)
-        assert list(few) == [ids[7]] and few[ids[7]].name == f"item {ids[7]}"
