@@ -76,6 +76,24 @@ def bind_processors(
     return [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
 
 
+def in_list(
+    value: sa.ColumnElement[Any], dialect: str, name: str, element: sa.types.TypeEngine[Any]
+) -> sa.ColumnElement[bool]:
+    """`value` is one of a list bound as one parameter `name` (of `element`s; its value from `list_value`), as
+    `in_id_list` for ids: SQLite's json_each over a JSON array, PostgreSQL's `= ANY` of an array."""
+    if dialect == "postgresql":
+        return value == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(element)))
+    listed: sa.Select[Any] = sa.select(sa.column("value")).select_from(
+        sa.func.json_each(sa.bindparam(name, type_=sa.String))
+    )
+    return value.in_(listed)
+
+
+def list_value(values: Sequence[Any], dialect: str) -> Any:
+    """The parameter of `in_list` for plain JSON values (strings, numbers)."""
+    return list(values) if dialect == "postgresql" else json.dumps(list(values))
+
+
 def in_id_list(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[bool]:
     """`column` (a Uuid) is one of a list of ids bound as one parameter, `id_list` (its value from
     `id_list_value`): SQLite's json_each over a JSON array of the ids as it stores them (32 hex digits), PostgreSQL's

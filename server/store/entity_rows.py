@@ -20,7 +20,15 @@ from server.domain.query import ListQuery, Page
 from server.domain.registry import KINDS, EntityKind, references_to
 from server.domain.schema import fields_of
 from server.store import query as q
-from server.store.connection import Connection, bind_processors, id_list_value, in_id_list, map_db_error
+from server.store.connection import (
+    Connection,
+    bind_processors,
+    id_list_value,
+    in_id_list,
+    in_list,
+    list_value,
+    map_db_error,
+)
 from server.store.inline import InlineConnection
 from server.store.tables import ENTITY_TABLES, MEMBER_TABLES
 
@@ -204,6 +212,8 @@ class EntityRows(Connection):
         instance (every usage the collector writes) takes a statement built once, with no late-rendered IN list."""
         if len(instance_ids) == 1:
             rows = await self._fetch(_open_usages_of_one(), {"id": instance_ids[0]})
+        elif (listed := id_list_value(instance_ids, self._dialect)) is not None:
+            rows = await self._fetch(_open_usages_of_list(self._dialect), {"id_list": listed})
         else:
             rows = await self._fetch(_open_usages_of_many(), {"ids": list(instance_ids)})
         return {r[0]: int(r[1]) for r in rows}
@@ -245,14 +255,11 @@ class EntityRows(Connection):
 
         The T number is `parameters.tool_number` as stored; the caller applies its own reading of it.
         """
-        table = ENTITY_TABLES["tool_preset"]
-        number = table.c.parameters["tool_number"]
-        stmt = sa.select(table.c.machine_id, number.label("number"), table.c.tool_instance_id).where(
-            # as_float: the schema's "integer" admits 3.0, which PostgreSQL will not cast to an integer
-            table.c.machine_id.in_(list(machine_ids)),
-            number.as_float().in_([float(n) for n in tool_numbers]),
-        )
-        return [(r["machine_id"], r["number"], r["tool_instance_id"]) for r in (await self._execute(stmt)).mappings()]
+        params = {
+            "machines": list_value(machine_ids, self._dialect),
+            "numbers": list_value([float(n) for n in tool_numbers], self._dialect),
+        }
+        return [(r[0], r[1], r[2]) for r in await self._fetch(_presets_by_number(self._dialect), params)]
 
     # --- writes --------------------------------------------------------------------------------------
 
@@ -451,6 +458,24 @@ def _open_usages_of_one() -> sa.Select[Any]:
 @functools.cache
 def _open_usages_of_many() -> sa.Select[Any]:
     return _open_usages(ENTITY_TABLES["tool_usage"].c.tool_instance_id.in_(sa.bindparam("ids", expanding=True)))
+
+
+@functools.cache
+def _presets_by_number(dialect: str) -> sa.Select[Any]:
+    """(machine_id, parameters.tool_number, tool_instance_id) of the presets on a list of machines with a list of
+    T numbers, each list one parameter: built once (a collector batch ran it through SQLAlchemy's execution)."""
+    table = ENTITY_TABLES["tool_preset"]
+    number = table.c.parameters["tool_number"]
+    return sa.select(table.c.machine_id, number.label("number"), table.c.tool_instance_id).where(
+        in_list(table.c.machine_id, dialect, "machines", sa.String()),
+        # as_float: the schema's "integer" admits 3.0, which PostgreSQL will not cast to an integer
+        in_list(number.as_float(), dialect, "numbers", sa.Float()),
+    )
+
+
+@functools.cache
+def _open_usages_of_list(dialect: str) -> sa.Select[Any]:
+    return _open_usages(in_id_list(ENTITY_TABLES["tool_usage"].c.tool_instance_id, dialect))
 
 
 @functools.cache
