@@ -1009,8 +1009,8 @@ def render(
         value = _fmt_s(drain.seconds) + (" (extrapolated)" if drain.extrapolated else " (measured)")
         met = "yes" if drain.seconds < GOAL_DRAIN_S else "no"
         lines.append(f"{label:44} {value:>30}  {'< 2 min':>10}  {met:>4}")
-        if drain.early_per_s and drain.late_per_s:
-            kept = drain.late_per_s / drain.early_per_s
+        if drain.run.early_per_s and drain.run.late_per_s:
+            kept = drain.run.late_per_s / drain.run.early_per_s
             met = "yes" if kept >= GOAL_LATE_RATE else "no"
             lines.append(f"{'drain rate late / early (70-100 % vs 5-30 %)':44} {kept:>30.0%}  {'>= 90%':>10}  {met:>4}")
     lines += [
