@@ -100,6 +100,8 @@ def decode_publish_response(data: bytes) -> ua.PublishResponse:
     more = data[pos] != 0
     sequence, published, count = struct.unpack_from("<Iqi", data, pos + 1)
     pos += 17
+    if count < 0:
+        raise _Declined  # a null NotificationData array: asyncua gives None for it (its subscription code then fails)
     notifications: list[Any] = []
     for _ in range(count):
         if data[pos : pos + 5] != _DATA_CHANGE_ID + b"\x01":

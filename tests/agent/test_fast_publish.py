@@ -74,6 +74,8 @@ def _response(rng: random.Random, unusual: bool) -> ua.PublishResponse:
             ua.MonitoredItemNotification(ClientHandle=rng.randrange(2**32), Value=_data_value(rng, unusual))
             for _ in range(rng.choice([0, 1, 2, 5]))
         ]
+        if unusual and rng.random() < 0.1:
+            items = None  # type: ignore[assignment]  # a null array (-1)
         notifications.append(ua.DataChangeNotification(MonitoredItems=items, DiagnosticInfos=rng.choice([[], None])))
     if unusual and rng.random() < 0.3:
         notifications.append(ua.StatusChangeNotification(Status=ua.StatusCode(ua.StatusCodes.BadTimeout)))
@@ -85,6 +87,8 @@ def _response(rng: random.Random, unusual: bool) -> ua.PublishResponse:
     response.ResponseHeader.StringTable = rng.choice([[], None])  # type: ignore[assignment]
     if unusual and rng.random() < 0.3:
         response.ResponseHeader.ServiceDiagnostics = ua.DiagnosticInfo(SymbolicId=3)
+    if unusual and rng.random() < 0.1:
+        notifications = None  # type: ignore[assignment]  # a null array (-1): asyncua's decoder gives None
     response.Parameters = ua.PublishResult(
         SubscriptionId=rng.randrange(1, 2**32),
         AvailableSequenceNumbers=rng.choice([[], None, [rng.randrange(2**32) for _ in range(3)]]),  # type: ignore[arg-type]
