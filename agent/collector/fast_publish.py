@@ -60,6 +60,7 @@ _SCALARS: dict[int, tuple[struct.Struct, ua.VariantType]] = {
 }
 _STRING = ua.VariantType.String.value
 _DATETIME = ua.VariantType.DateTime.value
+_NULL = ua.VariantType.Null.value
 
 
 class _Declined(Exception):
@@ -175,6 +176,8 @@ def _variant(data: bytes, pos: int) -> tuple[ua.Variant, int]:
     if scalar is not None:
         unpacker, vtype = scalar
         return _Variant(unpacker.unpack_from(data, pos)[0], vtype, None, is_array=False), pos + unpacker.size
+    if encoding == _NULL:  # no value (a controller reporting a bad status sends none)
+        return _Variant(None, ua.VariantType.Null, None, is_array=False), pos
     if encoding == _DATETIME:
         return _Variant(
             _win_epoch_to_datetime(_I64.unpack_from(data, pos)[0]), ua.VariantType.DateTime, None, is_array=False

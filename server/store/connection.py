@@ -100,12 +100,9 @@ def in_id_list(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[
     `= ANY` of an array. One statement text whatever the count, compiled (and on PostgreSQL prepared) once, where an
     expanding IN list is rendered anew for each count by SQLAlchemy's own execution; both probe the column's index
     for each id (issue 11: most of a collector batch's reads, and central's checks of a pushed batch)."""
-    if dialect == "postgresql":
-        return column == sa.any_(sa.bindparam("id_list", type_=postgresql.ARRAY(sa.Uuid())))
-    listed = sa.select(sa.column("value", sa.String)).select_from(
-        sa.func.json_each(sa.bindparam("id_list", type_=sa.String))
-    )
-    return sa.type_coerce(column, sa.String).in_(listed)
+    # On SQLite the stored text is compared with the array's strings as they are (no UUID processing).
+    value = column if dialect == "postgresql" else sa.type_coerce(column, sa.String)
+    return in_list(value, dialect, "id_list", sa.Uuid())
 
 
 def id_list_value(ids: Sequence[Any], dialect: str) -> Any | None:
