@@ -25,6 +25,7 @@ async def check(
     *,
     new_ids: Set[uuid.UUID] = frozenset(),
     stored: Mapping[uuid.UUID, Versioned] | None = None,
+    valid: Set[uuid.UUID] = frozenset(),
 ) -> dict[uuid.UUID, SmoothError]:
     """The first rule each entity breaks, by id (absent: it may be written). `entities` are the states about to
     be written, of any kinds, later ones replacing earlier ones of the same id: references and keys resolve
@@ -32,13 +33,16 @@ async def check(
     (an id it just generated), which therefore nothing in the store can reference yet. `stored`: the states the
     store holds now (as read in this transaction) of entities being updated: a reference or a unique key an update
     leaves as it was is not looked up again (what the store holds met the rules when it was written, and a
-    referenced entity can neither go nor change its role while referenced)."""
+    referenced entity can neither go nor change its role while referenced). `valid`: entities whose very states the
+    caller has already put through `check_entity` without a violation (central's bulk apply validates each change
+    as it parses the push, before the write lock): their field rules are not run again. The tool type an instance's
+    measurements are checked with does not change that outcome: it comes from an item the rules accepted."""
     batch: dict[uuid.UUID, Versioned] = {}
     for entity in entities:
         batch[entity.id] = entity
     stored = stored or {}
     errors: dict[uuid.UUID, SmoothError] = {}
-    await _field_rules(tx, batch, errors)
+    await _field_rules(tx, batch, errors, valid)
     await _references(tx, batch, errors, stored)
     await _roles_in_use(tx, batch, errors, new_ids)
     await _unique_keys(tx, batch, errors, stored)
@@ -73,19 +77,24 @@ async def _lookup(
     return found
 
 
-async def _field_rules(tx: Entities, batch: dict[uuid.UUID, Versioned], errors: dict[uuid.UUID, SmoothError]) -> None:
-    tool_types = await _tool_types(tx, batch)
+async def _field_rules(
+    tx: Entities, batch: dict[uuid.UUID, Versioned], errors: dict[uuid.UUID, SmoothError], valid: Set[uuid.UUID]
+) -> None:
+    tool_types = await _tool_types(tx, batch, valid)
     for entity in batch.values():
-        violations = check_entity(entity, tool_type=tool_types.get(entity.id))
+        violations = [] if entity.id in valid else check_entity(entity, tool_type=tool_types.get(entity.id))
         for rule in RULES[KIND_BY_CLASS[type(entity)].name].checks:
             violations.extend(rule(entity))
         if violations:
             errors[entity.id] = InvalidArgument.of(violations)
 
 
-async def _tool_types(tx: Entities, batch: Mapping[uuid.UUID, Versioned]) -> dict[uuid.UUID, str | None]:
-    """The tool type that selects each instance's measurement schema: its item's, else its assembly cutter's."""
-    instances = [e for e in batch.values() if isinstance(e, ToolInstance)]
+async def _tool_types(
+    tx: Entities, batch: Mapping[uuid.UUID, Versioned], valid: Set[uuid.UUID]
+) -> dict[uuid.UUID, str | None]:
+    """The tool type that selects each instance's measurement schema: its item's, else its assembly cutter's
+    (not looked up for the instances in `valid`, which are not checked again)."""
+    instances = [e for e in batch.values() if isinstance(e, ToolInstance) and e.id not in valid]
     if not instances:
         return {}
     assemblies = await _lookup(

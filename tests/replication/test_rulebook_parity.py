@@ -79,6 +79,12 @@ async def tool_number_taken(central: Edge) -> Versioned:
     )
 
 
+async def calibration_interval_too_long(central: Edge) -> Versioned:
+    # A rule of the rulebook's own (not a field rule of check_entity), on a kind central applies in bulk: the bulk
+    # path skips check_entity for what it validated while parsing, never the rulebook's own checks.
+    return dataclasses.replace(new_item(), calibration_interval_days=36501)
+
+
 async def holder_that_is_no_holder(central: Edge) -> Versioned:
     mill = await central.make.item()
     now = utc_now()
@@ -123,6 +129,7 @@ async def usage_ending_before_it_starts(central: Edge) -> Versioned:
 
 CREATE_CASES: dict[str, Callable[[Edge], Awaitable[Versioned]]] = {
     "required text blank": blank_name,
+    "calibration interval over 100 years": calibration_interval_too_long,
     "serial number taken": serial_taken,
     "T number taken on the machine": tool_number_taken,
     "holder is not a HOLDER": holder_that_is_no_holder,

@@ -262,7 +262,8 @@ async def _apply_bulk(tx: Transaction, origin_id: uuid.UUID, parsed: Parsed, now
             newest[p.entity.id] = p.entity.version
         if await tx.ids_with_history(KINDS[name], [i for i in entities if i not in versions]):
             return False  # deleted here earlier: the careful path decides
-    if await rulebook.check(tx, [e for entities in by_kind.values() for e in entities.values()]):
+    states = [e for entities in by_kind.values() for e in entities.values()]
+    if await rulebook.check(tx, states, valid={p.entity.id for p in parsed}):  # parse_bulk ran check_entity
         return False  # the careful path rejects exactly the changes that break a rule
     if not await _actors_known(tx, parsed):
         return False
