@@ -16,7 +16,7 @@ from server.domain.registry import KIND_BY_CLASS, KINDS
 from server.domain.rulebook import RULES, Role, referrers
 from server.domain.schema import fields_of
 from server.usecases.ports import Entities
-from server.validation.rules import check_entity
+from server.validation.rules import check_entity, unchanged
 
 
 async def check(
@@ -42,7 +42,7 @@ async def check(
         batch[entity.id] = entity
     stored = stored or {}
     errors: dict[uuid.UUID, SmoothError] = {}
-    await _field_rules(tx, batch, errors, valid)
+    await _field_rules(tx, batch, errors, valid, stored)
     await _references(tx, batch, errors, stored)
     await _roles_in_use(tx, batch, errors, new_ids)
     await _unique_keys(tx, batch, errors, stored)
@@ -78,11 +78,18 @@ async def _lookup(
 
 
 async def _field_rules(
-    tx: Entities, batch: dict[uuid.UUID, Versioned], errors: dict[uuid.UUID, SmoothError], valid: Set[uuid.UUID]
+    tx: Entities,
+    batch: dict[uuid.UUID, Versioned],
+    errors: dict[uuid.UUID, SmoothError],
+    valid: Set[uuid.UUID],
+    stored: Mapping[uuid.UUID, Versioned],
 ) -> None:
-    tool_types = await _tool_types(tx, batch, valid)
+    tool_types = await _tool_types(tx, batch, valid, stored)
     for entity in batch.values():
-        violations = [] if entity.id in valid else check_entity(entity, tool_type=tool_types.get(entity.id))
+        if entity.id in valid:
+            violations: list[FieldViolation] = []
+        else:
+            violations = check_entity(entity, tool_type=tool_types.get(entity.id), before=stored.get(entity.id))
         for rule in RULES[KIND_BY_CLASS[type(entity)].name].checks:
             violations.extend(rule(entity))
         if violations:
@@ -90,11 +97,15 @@ async def _field_rules(
 
 
 async def _tool_types(
-    tx: Entities, batch: Mapping[uuid.UUID, Versioned], valid: Set[uuid.UUID]
+    tx: Entities, batch: Mapping[uuid.UUID, Versioned], valid: Set[uuid.UUID], stored: Mapping[uuid.UUID, Versioned]
 ) -> dict[uuid.UUID, str | None]:
     """The tool type that selects each instance's measurement schema: its item's, else its assembly cutter's
-    (not looked up for the instances in `valid`, which are not checked again)."""
-    instances = [e for e in batch.values() if isinstance(e, ToolInstance) and e.id not in valid]
+    (not looked up where the measurements are not checked: instances in `valid`, and updates that leave them)."""
+    instances = [
+        e
+        for e in batch.values()
+        if isinstance(e, ToolInstance) and e.id not in valid and not unchanged(e, stored.get(e.id), "measurements")
+    ]
     if not instances:
         return {}
     assemblies = await _lookup(

@@ -50,3 +50,15 @@ async def test_valid_states_still_have_their_references_and_keys_checked(migrate
     assert errors[second.id].reason == "SERIAL_NUMBER_TAKEN"
     assert errors[orphan.id].reason == "BAD_REFERENCE"
     assert _fields(errors[orphan.id]) == ["tool_item_id"]
+
+
+async def test_an_update_is_checked_for_what_it_changes(migrated_store: Store) -> None:
+    """`stored`: field rules are not run again on what an update leaves as the store holds it (check_entity's
+    `before`), and are on what it changes."""
+    stored = ToolItem(id=uuid.uuid4(), name="mill", tags=["a", "a"], created_at=T0, updated_at=T0, version=1)
+    renamed = dataclasses.replace(stored, name="renamed", version=2)
+    retagged = dataclasses.replace(stored, tags=["b", "b"], version=2)
+    async with migrated_store.read() as tx:
+        assert _fields((await rulebook.check(tx, [renamed]))[stored.id]) == ["tags"]
+        assert await rulebook.check(tx, [renamed], stored={stored.id: stored}) == {}
+        assert _fields((await rulebook.check(tx, [retagged], stored={stored.id: stored}))[stored.id]) == ["tags"]
