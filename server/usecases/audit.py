@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import structlog
 
 from server.domain.errors import InvalidArgument, PermissionDenied
@@ -41,26 +43,71 @@ def entry_hash(entry: AuditEntry, prev_hash: str, *, seq: int | None = None) -> 
     payload["prev_hash"] = prev_hash
     if seq is not None:
         payload["seq"] = seq
-    canonical = _CANONICAL.encode(_canonical_numbers(payload))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(canonical_text(payload)).hexdigest()
+
+
+def canonical_text(payload: dict[str, Any]) -> bytes:
+    """The UTF-8 of `_CANONICAL.encode(_canonical_numbers(payload))`, the text every entry's hash is over.
+
+    orjson writes the same text about ten times faster (sorted keys, no spaces, non-ASCII as it is), except for
+    what it writes otherwise or refuses: floats below 1e-4 (json writes 8.1e-05 and 1e-07, orjson 0.000081 and
+    1e-7), NaN and infinities (null there), keys that are not strings, integers beyond 64 bits. Those entries
+    take the json module's encoder (between 1e-4 and 1e16 both write a float's shortest repr without exponent,
+    and integral floats are integers by then): the hash is the same either way, which lets `verify` check entries
+    written before this existed (issue 11: hashing was a fifth of the collector's audit cost)."""
+    fast = fast_canonical_text(payload)
+    return fast if fast is not None else _CANONICAL.encode(_canonical_numbers(payload)).encode()
+
+
+def fast_canonical_text(payload: dict[str, Any]) -> bytes | None:
+    """canonical_text through orjson; None where that could differ from the json module's text."""
+    try:
+        text = orjson.dumps(_canonical_numbers(payload, strict=True), default=_json_default, option=_ORJSON)
+    except (orjson.JSONEncodeError, _NotPlain):
+        return None
+    return text
+
+
+class _NotPlain(Exception):
+    """A float json and orjson write differently: NaN (orjson null), and those json writes with an exponent."""
+
+
+_ORJSON = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME  # datetimes through _json_default, as json does
 
 
 _ENTRY_FIELDS = dataclasses.fields(AuditEntry)
 
 
-def _canonical_numbers(value: Any) -> Any:
-    """Integral floats as integers: PostgreSQL's jsonb gives 1e20 back as 100000000000000000000."""
+def _canonical_numbers(value: Any, *, strict: bool = False) -> Any:
+    """Integral floats as integers: PostgreSQL's jsonb gives 1e20 back as 100000000000000000000. `strict`: raise
+    _NotPlain at a float the json module writes otherwise than orjson (NaN, infinities, below 1e-4)."""
     kind = type(value)
-    if kind is dict:
-        return {k: v if type(v) in _PLAIN else _canonical_numbers(v) for k, v in value.items()}
+    if kind is dict:  # copied only where something in it changes: most entries hold no integral float
+        copy: dict[Any, Any] | None = None
+        for k, v in value.items():
+            if type(v) not in _PLAIN and (new := _canonical_numbers(v, strict=strict)) is not v:
+                if copy is None:
+                    copy = dict(value)
+                copy[k] = new
+        return value if copy is None else copy
     if kind is list:
-        return [v if type(v) in _PLAIN else _canonical_numbers(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(Decimal(repr(value)))  # the decimal the JSON text says, as jsonb keeps it
+        items: list[Any] | None = None
+        for i, v in enumerate(value):
+            if type(v) not in _PLAIN and (new := _canonical_numbers(v, strict=strict)) is not v:
+                if items is None:
+                    items = list(value)
+                items[i] = new
+        return value if items is None else items
+    if isinstance(value, float):
+        if value.is_integer():
+            return int(Decimal(repr(value)))  # the decimal the JSON text says, as jsonb keeps it
+        if strict and not 1e-4 <= abs(value) < math.inf:
+            raise _NotPlain  # json writes NaN (orjson null), and below 1e-4 an exponent (orjson 0.00008 or 1e-7)
+        return value
     if isinstance(value, dict):
-        return {k: _canonical_numbers(v) for k, v in value.items()}
+        return {k: _canonical_numbers(v, strict=strict) for k, v in value.items()}
     if isinstance(value, list):
-        return [_canonical_numbers(v) for v in value]
+        return [_canonical_numbers(v, strict=strict) for v in value]
     return value
 
 
