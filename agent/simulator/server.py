@@ -36,9 +36,12 @@ from asyncua.server.server import Server
 from asyncua.server.user_managers import UserManager
 from asyncua.ua.attribute_ids import AttributeIds
 
+from agent.simulator import fast_values
 from agent.simulator.timeline import Step
 
 log = structlog.get_logger("smooth_edge.simulator")
+# Each monitored item keeps a written scalar value by a cheap copy instead of copy.deepcopy (fast_values.py).
+fast_values.install()
 # The simulator serves an open endpoint on purpose; asyncua's warnings about that are noise here.
 for _name in ("asyncua.server.server", "asyncua.server.address_space", "asyncua.server.internal_server"):
     logging.getLogger(_name).setLevel(logging.ERROR)
