@@ -123,6 +123,9 @@ class Connection:
         # What this transaction has read or written and may read again without a query (the audit chain's
         # head); forgotten when a savepoint is rolled back.
         self._known: dict[str, Any] = {}
+        # What this transaction still has to write before it commits (the audit chain's head: one UPDATE per
+        # transaction, not one per unit of work of a group commit); as it was at a savepoint when that is rolled back.
+        self._pending: dict[str, Any] = {}
 
     async def _execute(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
         try:
@@ -177,10 +180,12 @@ class Connection:
     async def savepoint(self) -> AsyncIterator[None]:
         """A nested transaction: a failure inside rolls back only what was done inside."""
         nested = await self._conn.begin_nested()
+        pending = dict(self._pending)
         try:
             yield
         except BaseException:
             self._known.clear()
+            self._pending = pending
             await nested.rollback()
             raise
         else:

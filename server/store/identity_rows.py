@@ -69,7 +69,7 @@ class IdentityRows(Connection):
     async def audit_head(self) -> tuple[int, str]:
         """(sequence, hash) of the newest entry; (0, "") for an empty log. Writers are serialized, so this is safe.
         Read once per transaction: the units of work of a group commit share one (issue 11)."""
-        head: tuple[int, str] | None = self._known.get("audit_head")
+        head: tuple[int, str] | None = self._pending.get("audit_head") or self._known.get("audit_head")
         if head is None:
             rows = await self._fetch(_AUDIT_HEAD)
             head = (int(rows[0][0]), str(rows[0][1])) if rows else (0, "")
@@ -87,10 +87,19 @@ class IdentityRows(Connection):
         await self._move_audit_head(entries[-1])
 
     async def _move_audit_head(self, last: AuditEntry) -> None:
-        self._known.pop("audit_head", None)  # read again if this fails half way
-        if not await self._change(_MOVE_AUDIT_HEAD, {"b_seq": last.seq, "b_hash": last.hash}):
-            await self._execute(audit_head.insert().values(id=1, seq=last.seq, hash=last.hash))
-        self._known["audit_head"] = (last.seq, last.hash)
+        """The head moves in this transaction's memory; `write_pending` writes it once, just before the commit
+        (a group commit's units each appended one entry, and each moved the head with an UPDATE: issue 11)."""
+        self._pending["audit_head"] = (last.seq, last.hash)
+
+    async def write_pending(self) -> None:
+        """Write what this transaction keeps for its end (the audit head); the store calls it before committing."""
+        head = self._pending.pop("audit_head", None)
+        if head is None:
+            return
+        seq, digest = head
+        if not await self._change(_MOVE_AUDIT_HEAD, {"b_seq": seq, "b_hash": digest}):
+            await self._execute(audit_head.insert().values(id=1, seq=seq, hash=digest))
+        self._known["audit_head"] = head
 
     async def audit_entries(self, flt: AuditFilter, after_seq: int, limit: int) -> list[AuditEntry]:
         conditions = []

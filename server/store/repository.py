@@ -188,7 +188,9 @@ class Store:
         try:
             async with self.engine.connect() as conn, conn.begin():
                 await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE_LOCK})
-                yield Transaction(conn)
+                tx = Transaction(conn)
+                yield tx
+                await tx.write_pending()
         except (sa_exc.StatementError, OSError, TimeoutError) as exc:
             raise map_db_error(exc) from exc
 
@@ -203,7 +205,9 @@ class Store:
                 try:
                     await _begin_immediate(sync_conn)
                     try:
-                        yield Transaction(InlineConnection(sync_conn, self._decoded, committed=False))
+                        tx = Transaction(InlineConnection(sync_conn, self._decoded, committed=False))
+                        yield tx
+                        await tx.write_pending()
                     except BaseException:
                         sync_conn.rollback()
                         raise

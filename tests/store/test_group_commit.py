@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from server.domain import failpoints
+from server.domain.identity import AuditFilter
 from server.store import migrate
 from server.store.repository import Store
 
@@ -159,3 +160,28 @@ async def test_audit_entries_of_units_undone_in_a_group_leave_the_chain_whole(st
     verified = await AuditService(store, lambda: datetime.now(UTC)).verify()
     assert verified.ok, verified.reason
     assert verified.checked == 20  # the kept units' entries, numbered without a gap
+
+
+async def test_the_audit_head_is_the_last_kept_entry_when_the_last_unit_fails(store: Store) -> None:
+    """The head moves in the transaction's memory and is written once before the commit: a unit undone at the end
+    of its group takes its move back with it, and the head written is the last entry kept."""
+    from server.domain.identity import AuditEntry
+    from server.usecases import audit
+    from server.usecases.audit import AuditService
+
+    async def unit(i: int, fail: bool) -> None:
+        async with store.write() as tx:
+            await audit.append(tx, AuditEntry(occurred_at=datetime.now(UTC), action=f"test.unit{i}"))
+            await asyncio.sleep(0)
+            if fail:
+                raise Refused(i)
+
+    results = await asyncio.gather(*(unit(i, fail=i == 9) for i in range(10)), return_exceptions=True)
+    assert [i for i, r in enumerate(results) if isinstance(r, Refused)] == [9]
+    async with store.read() as tx:
+        head = await tx.audit_head()
+        entries = await tx.audit_entries(AuditFilter(), 0, 100)
+    assert [e.action for e in entries] == [f"test.unit{i}" for i in range(9)]
+    assert head == (entries[-1].seq, entries[-1].hash)
+    verified = await AuditService(store, lambda: datetime.now(UTC)).verify()
+    assert verified.ok and verified.checked == 9
