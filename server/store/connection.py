@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -126,6 +127,8 @@ class Connection:
         # What this transaction still has to write before it commits (the audit chain's head: one UPDATE per
         # transaction, not one per unit of work of a group commit); as it was at a savepoint when that is rolled back.
         self._pending: dict[str, Any] = {}
+        # Rows this transaction added per table, on PostgreSQL: the store analyzes tables that grew (statistics.py).
+        self.inserted: Counter[str] = Counter()
 
     async def _execute(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
         try:
@@ -160,6 +163,8 @@ class Connection:
                 return self._conn.change_many_raw(statement, rows)
             except sa_exc.StatementError as exc:
                 raise map_db_error(exc) from exc
+        if isinstance(statement, sa.Insert):
+            self.inserted[statement.table.name] += len(rows)
         return int((await self._execute(statement, list(rows))).rowcount)
 
     async def _insert(self, table: sa.Table, row: dict[str, Any]) -> None:
@@ -171,6 +176,7 @@ class Connection:
                 raise map_db_error(exc) from exc
         else:
             await self._execute(table.insert(), row)
+            self.inserted[table.name] += 1
 
     def _upsert_into(self, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
         """An INSERT of this dialect that can take ON CONFLICT DO UPDATE."""
@@ -218,3 +224,4 @@ class Connection:
         except (asyncpg.InterfaceError, ValueError, TypeError) as exc:
             log.warning("store.copy_refused", table=table.name, error=str(exc)[:500])
             raise InvalidArgument("a value cannot be stored (wrong type)", reason="BAD_VALUE") from exc
+        self.inserted[table.name] += len(records)

@@ -29,6 +29,7 @@ from server.store.identity_rows import IdentityRows
 from server.store.inline import DecodedCache, InlineConnection, on_driver, raw_pragma
 from server.store.mes_rows import MesRows
 from server.store.replication_rows import ReplicationRows
+from server.store.statistics import TableStatistics
 
 
 class Transaction(MesRows, ChangeLogRows, IdentityRows, CollectorRows, ReplicationRows):
@@ -63,6 +64,7 @@ class Store:
         self._decoded = DecodedCache(DECODED_CACHE_SIZE)
         self._readers: list[sa.Connection] = []  # SQLite reader connections kept open (read())
         self._checkpointer: Checkpointer | None = None  # SQLite: WAL checkpoints off the loop
+        self._statistics: TableStatistics | None = None  # PostgreSQL: ANALYZE of tables that grew
         # Called after every committed write (the replicator wakes on them); must not block.
         self.on_commit: list[Callable[[], None]] = []
 
@@ -84,11 +86,15 @@ class Store:
             if path not in ("", ":memory:") and not path.startswith("file:"):
                 self._checkpointer = Checkpointer(path)
                 self._checkpointer.start()
+        else:
+            self._statistics = TableStatistics(self._engine, self._spawn)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self._checkpointer is not None:
             self._checkpointer.stop()
+        if self._statistics is not None:
+            await self._statistics.stop()
         while self._readers:
             self._readers.pop().close()
         if self._inline is not None:
@@ -191,6 +197,8 @@ class Store:
                 tx = Transaction(conn)
                 yield tx
                 await tx.write_pending()
+            if tx.inserted and self._statistics is not None:
+                self._statistics.added(tx.inserted)  # committed: analyze what grew, after it (statistics.py)
         except (sa_exc.StatementError, OSError, TimeoutError) as exc:
             raise map_db_error(exc) from exc
 
