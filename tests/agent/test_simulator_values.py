@@ -56,10 +56,12 @@ async def test_a_subscription_sees_every_change_the_simulator_writes() -> None:
     async with CncSimulator([SimMachine("M1", "cnc", [])], endpoint) as sim, Client(endpoint) as client:
         ns = await client.get_namespace_index(CNC_NS)
         seen: list[object] = []
+        arrived: asyncio.Queue[object] = asyncio.Queue()
 
         class Handler:
             def datachange_notification(self, node: object, val: object, data: object) -> None:
                 seen.append(val)
+                arrived.put_nowait(val)
 
         tool = await client.nodes.objects.get_child(
             [f"{ns}:CncInterface", f"{ns}:CncChannelList", f"{ns}:Channel1", f"{ns}:ToolId"]
@@ -68,9 +70,8 @@ async def test_a_subscription_sees_every_change_the_simulator_writes() -> None:
         await subscription.subscribe_data_change(tool)
         for number in (3, 4, 5):
             await sim.apply("M1", Step(at_s=0.0, tool=number))
-            for _ in range(100):  # each change is seen before the next is written
-                if seen and seen[-1] == number:
-                    break
-                await asyncio.sleep(0.02)
+            value: object = None
+            while value != number:  # each change is seen before the next is written
+                value = await asyncio.wait_for(arrived.get(), 10)
         await subscription.delete()
     assert seen == [0, 3, 4, 5]

@@ -4,7 +4,6 @@ pushed batch read whole tables sequentially before). A table that grew little is
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -38,18 +37,17 @@ async def test_a_table_grown_past_the_threshold_is_analyzed_after_the_commit(pg_
             await tx.bulk_insert(KINDS["tool_item"], items(100))
         async with store.write() as tx:
             await tx.bulk_insert(KINDS["tool_item"], items(statistics.MIN_ROWS))
-        assert store._statistics is not None
-        for _ in range(200):
-            if store._statistics.analyzed["tool_items"]:
-                break
-            await asyncio.sleep(0.05)
-        assert store._statistics.analyzed["tool_items"] == 1
+        stats = store._statistics
+        assert stats is not None and stats._task is not None  # started by the commit, run after it
+        await stats._task
+        assert stats.analyzed["tool_items"] == 1
         assert await analyzed_rows(store, "tool_items") == statistics.MIN_ROWS + 100
         # The next analysis waits for the table to grow by GROWTH of what was counted: not after 100 more rows.
+        done = stats._task
         async with store.write() as tx:
             await tx.bulk_insert(KINDS["tool_item"], items(100))
-        await asyncio.sleep(0.5)
-        assert store._statistics.analyzed["tool_items"] == 1
+        assert stats._task is done  # the commit started no pass: the decision is made at the commit
+        assert stats.analyzed["tool_items"] == 1
 
 
 async def test_a_table_grown_a_little_is_left_alone(pg_database: str) -> None:
@@ -57,5 +55,5 @@ async def test_a_table_grown_a_little_is_left_alone(pg_database: str) -> None:
         await migrate.upgrade(store.engine)
         async with store.write() as tx:
             await tx.bulk_insert(KINDS["tool_item"], items(200))
-        await asyncio.sleep(0.5)
-        assert store._statistics is not None and not store._statistics.analyzed
+        assert store._statistics is not None and store._statistics._task is None  # no pass started
+        assert not store._statistics.analyzed
